@@ -1,0 +1,231 @@
+"""The PyTorch backend: unifparam's primitives on torch modules.
+
+References to parameters are ``(module, attribute)`` pairs, so they stay valid when a
+lazy module turns into its eager class or a tensor is replaced (meta -> to_empty).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn as tnn
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, UninitializedTensorMixin
+from torch.nn.utils import parametrize
+
+from unifparam import Backend, Materialization, NativeParam, nn
+from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+
+from ._adopt import describe, native_param
+from ._layers import to_torch
+
+Ref = tuple[tnn.Module, str]
+
+
+class _Transpose(tnn.Module):
+    """Parametrization for a transposed tie: the tied use sees the root's transpose."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.t()
+
+
+class TorchBackend(Backend):
+    """PyTorch adapter: spec layers become (lazy) torch modules; values move as numpy."""
+
+    name = "torch"
+    framework = "torch"
+    capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients", "native_apply"})
+
+    # ---- construction ---------------------------------------------------------------
+    def build(self, spec: nn.Layer) -> tuple[tnn.Module, dict[str, NativeParam]]:
+        module = to_torch(spec)
+        natives: dict[str, NativeParam] = {}
+        seen: set[int] = set()
+
+        def visit(layer: nn.Layer, path: str) -> None:
+            if id(layer) in seen:
+                return
+            seen.add(id(layer))
+            sub = module.get_submodule(path) if path else module
+            for decl in layer.param_decls():
+                name = f"{path}.{decl.name}" if path else decl.name
+                tensor = getattr(sub, decl.name)
+                natives[name] = native_param(sub, decl.name, tensor,
+                                             isinstance(tensor, tnn.Parameter), name)
+            for key, child in layer.children():
+                visit(child, f"{path}.{key}" if path else key)
+
+        visit(spec, "")
+        return module, natives
+
+    def adopt(self, native: tnn.Module) -> tuple[tnn.Module, Any]:
+        return native, describe(native)
+
+    def is_native(self, obj: Any) -> bool:
+        return isinstance(obj, tnn.Module)
+
+    # ---- shapes and storage -------------------------------------------------------------
+    def materialize(self, native: tnn.Module, request: Materialization) -> tnn.Module:
+        if request.layer_inputs is not None:
+            self._infer_by_layer(native, request.layer_inputs)
+        elif _has_uninitialized(native):
+            self._infer_by_forward(native, request)
+        if not request.abstract:
+            self._allocate(native, request.skip_defaults)
+        return native
+
+    def _infer_by_layer(self, native: tnn.Module, layer_inputs: Mapping[str, Any]) -> None:
+        """Spec models: every lazy layer's input shape is known, no forward pass needed."""
+        for path, shape in layer_inputs.items():
+            module = native.get_submodule(path) if path else native
+            if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+                _uninitialized_to_meta(module)
+                module._infer_parameters(module, (torch.empty(shape, device="meta"),))
+
+    def _infer_by_forward(self, native: tnn.Module, request: Materialization) -> None:
+        """Native models: run the forward pass on meta tensors (real inputs not needed)."""
+        for module in native.modules():
+            if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+                _uninitialized_to_meta(module)
+        metas = {n: torch.empty_like(t, device="meta") for n, t in
+                 [*native.named_parameters(remove_duplicate=False),
+                  *native.named_buffers(remove_duplicate=False)]
+                 if not isinstance(t, UninitializedTensorMixin) and not t.is_meta}
+        if request.inputs is not None:
+            args = [_as_tensor(x).to("meta") for x in request.inputs]
+        else:
+            args = [torch.empty(s, device="meta") for s in request.input_shapes]
+        with _eval(native), torch.no_grad():
+            torch.func.functional_call(native, metas, tuple(args), strict=False)
+
+    def _allocate(self, native: tnn.Module, skip: frozenset[str]) -> None:
+        """Give every meta tensor CPU memory, then the framework's default values."""
+        names = {id(m): p for p, m in native.named_modules(remove_duplicate=False)}
+        for module in native.modules():
+            own = [t for t in [*module._parameters.values(), *module._buffers.values()]
+                   if t is not None]
+            if not any(t.is_meta for t in own):
+                continue
+            module.to_empty(device="cpu", recurse=False)
+            prefix = names.get(id(module), "")
+            needed = [k for k in [*module._parameters, *module._buffers]
+                      if (f"{prefix}.{k}" if prefix else k) not in skip]
+            if needed and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+            elif hasattr(module, "reset_running_stats"):
+                module.reset_running_stats()
+
+    def status(self, native: tnn.Module, ref: Ref) -> tuple[tuple[int | None, ...] | None, str]:
+        module, attr = ref
+        tensor = getattr(module, attr)
+        if isinstance(tensor, UninitializedTensorMixin):
+            return None, DEFERRED
+        return tuple(tensor.shape), (ABSTRACT if tensor.is_meta else MATERIALIZED)
+
+    def read(self, native: tnn.Module, ref: Ref) -> np.ndarray:
+        return getattr(ref[0], ref[1]).detach().cpu().numpy()
+
+    def write(self, native: tnn.Module, ref: Ref, value: np.ndarray) -> tnn.Module:
+        with torch.no_grad():
+            getattr(ref[0], ref[1]).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+        return native
+
+    def reset(self, native: tnn.Module, refs: Sequence[Ref]) -> tnn.Module:
+        by_module: dict[int, tuple[tnn.Module, set[str]]] = {}
+        for module, attr in refs:
+            by_module.setdefault(id(module), (module, set()))[1].add(attr)
+        for module, attrs in by_module.values():
+            if not hasattr(module, "reset_parameters"):
+                continue  # no framework default known: values stay as they are
+            others = {k: t.detach().clone() for k, t in
+                      [*module._parameters.items(), *module._buffers.items()]
+                      if t is not None and k not in attrs}
+            module.reset_parameters()
+            with torch.no_grad():
+                for k, t in others.items():
+                    getattr(module, k).copy_(t)
+        return native
+
+    def share(self, native: tnn.Module, src: Ref, dst: Ref, transpose: bool) -> tnn.Module:
+        (sm, sa), (dm, da) = src, dst
+        tensor = getattr(sm, sa)
+        if transpose:
+            if not parametrize.is_parametrized(dm, da):
+                parametrize.register_parametrization(dm, da, _Transpose(), unsafe=True)
+            dm.parametrizations[da].original = tensor
+        elif da in dm._parameters:
+            dm._parameters[da] = tensor
+        else:
+            dm._buffers[da] = tensor
+        return native
+
+    def native_object(self, native: tnn.Module, ref: Ref) -> Any:
+        return getattr(ref[0], ref[1])
+
+    def native_layer(self, native: tnn.Module, path: str) -> tnn.Module:
+        return native.get_submodule(path) if path else native
+
+    # ---- compute -------------------------------------------------------------------
+    def forward(self, native: tnn.Module, inputs: Sequence[Any], training: bool) -> Any:
+        with _mode(native, training):
+            return native(*(_as_tensor(x) for x in inputs))
+
+    def gradients(self, native: tnn.Module, inputs: Sequence[Any],
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
+        tensors = [getattr(m, a) for m, a in refs.values()]
+        with _mode(native, False), torch.enable_grad():
+            out = native(*(_as_tensor(x) for x in inputs))
+            value = loss(out) if loss is not None else out.sum()
+            grads = torch.autograd.grad(value, tensors, allow_unused=True)
+        return {n: (np.zeros(tuple(t.shape), np.float32) if g is None else g.detach().numpy())
+                for n, t, g in zip(refs, tensors, grads)}
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _has_uninitialized(native: tnn.Module) -> bool:
+    return any(isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()
+               for m in native.modules())
+
+
+def _uninitialized_to_meta(module: tnn.Module) -> None:
+    """Point a lazy module's uninitialized tensors at the meta device (no memory later)."""
+    for k, p in module._parameters.items():
+        if isinstance(p, UninitializedParameter):
+            module._parameters[k] = UninitializedParameter(p.requires_grad, "meta", p.dtype)
+    for k, b in module._buffers.items():
+        if isinstance(b, UninitializedBuffer):
+            module._buffers[k] = UninitializedBuffer(b.requires_grad, "meta", b.dtype)
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+    return torch.from_numpy(np.ascontiguousarray(arr))
+
+
+class _mode:
+    """Context: the module in train or eval mode, restored afterwards."""
+
+    def __init__(self, module: tnn.Module, training: bool):
+        self.module, self.training = module, training
+        self.saved: list[tuple[tnn.Module, bool]] = []
+
+    def __enter__(self) -> None:
+        self.saved = [(m, m.training) for m in self.module.modules()]
+        self.module.train(self.training)
+
+    def __exit__(self, *exc: Any) -> None:
+        for m, flag in self.saved:
+            m.training = flag
+
+
+def _eval(module: tnn.Module) -> _mode:
+    return _mode(module, False)

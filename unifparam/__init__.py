@@ -1,0 +1,37 @@
+"""unifparam: one API for neural-network parameters over PyTorch, Keras 3 and Flax.
+
+    >>> import numpy as np, unifparam
+    >>> from unifparam import nn, init
+    >>> net = unifparam.build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)))
+    >>> unifparam.initialize(net, init.Normal(std=0.01), seed=0)
+    >>> net(np.ones((2, 4), np.float32)).shape
+    (2, 1)
+    >>> list(unifparam.params(net))
+    ['0.weight', '0.bias', '1.weight', '1.bias']
+
+The backend comes from ``build(..., backend=)``, the native model's type, or the
+``UNIFPARAM_BACKEND`` environment variable. This package never imports a framework.
+"""
+
+from . import init, nn
+from ._backend import Backend, Materialization, NativeLayer, NativeParam
+from ._model import Model, Param
+from ._registry import BackendInfo, get_backend
+from ._registry import registered as backends
+from ._summary import summary
+from ._verbs import build, gradients, initialize, materialize, params, tie
+from .errors import (AlreadyInitializedWarning, BackendConflictError, BackendNotFoundError,
+                     BackendNotInstalledError, DeferredParameterError, InitializerError,
+                     InputShapeError, SpecError, TieError, UnifparamError, UnknownNameError,
+                     UnsupportedError, ValueShapeError)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",
+    "BackendNotFoundError", "BackendNotInstalledError", "DeferredParameterError",
+    "InitializerError", "InputShapeError", "Materialization", "Model", "NativeLayer",
+    "NativeParam", "Param", "SpecError", "TieError", "UnifparamError", "UnknownNameError",
+    "UnsupportedError", "ValueShapeError", "backends", "build", "get_backend", "gradients",
+    "init", "initialize", "materialize", "nn", "params", "summary", "tie",
+]

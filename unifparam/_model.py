@@ -1,0 +1,391 @@
+"""The Model handle, the Param live view and the bookkeeping behind them.
+
+A :class:`Model` is what :func:`unifparam.build` returns. Indexing gives handles of
+sub-layers that share one :class:`ModelState` (``net[0]``, ``rgnet[0][1][0]``). A
+:class:`Param` is a live view: every property reads the current state, never a copy.
+
+    >>> net = unifparam.build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)))
+    >>> net[1].weight
+    Parameter 1.weight (shape=(1, None), dtype=float32, deferred)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import nn
+from ._backend import ABSTRACT, DEFERRED, MATERIALIZED, Backend
+from .errors import (DeferredParameterError, UnknownNameError, ValueShapeError, closest,
+                     fmt_shape)
+
+if TYPE_CHECKING:
+    from .init import Initializer
+
+Shape = tuple[int | None, ...]
+
+
+@dataclass
+class Registration:
+    """An initializer registered for a parameter. ``init=None``: the framework's default."""
+
+    init: Initializer | None
+    seed: int | None = None
+    source: str = "initialize"  # "constructor" | "initialize" | "select"
+    role_default: bool = False  # fill with the role's standard value (bias 0, scale 1)
+
+
+@dataclass
+class Slot:
+    """One parameter storage, known by its canonical (first-use) name."""
+
+    name: str
+    layer: str
+    ref: Any
+    shape: Shape | None
+    state: str
+    role: str = "weight"
+    axes: tuple[str, ...] | None = None
+    trainable: bool = True
+    dtype: str = "float32"
+    native_name: str = ""
+    reg: Registration | None = None
+    initialized: bool = False
+    grad: Any = None
+
+
+@dataclass
+class Alias:
+    """Another name of a storage: a layer used twice, or an explicit :func:`tie`."""
+
+    root: str
+    transpose: bool = False
+    native: bool = True  # shared by the framework itself: nothing to re-apply
+    ref: Any = None      # the alias's own native slot, re-pointed at the root by share()
+    carry: Any = None    # values to move into the root when the tie is first applied
+
+
+@dataclass
+class Node:
+    """A layer in the canonical tree: path, kind, printed text, children, parameter names."""
+
+    path: str
+    kind: str
+    text: str
+    children: dict[str, Node] = field(default_factory=dict)
+    params: dict[str, str] = field(default_factory=dict)  # local name -> canonical name
+    spec: nn.Layer | None = None
+
+
+class ModelState:
+    """Everything the core knows about one model; shared by its sub-layer handles."""
+
+    def __init__(self, backend: Backend, native: Any, root: Node, spec: nn.Layer | None):
+        self.backend, self.native, self.root, self.spec = backend, native, root, spec
+        self.slots: dict[str, Slot] = {}
+        self.aliases: dict[str, Alias] = {}
+        self.nodes: dict[str, Node] = {}
+        self._index(root)
+
+    def _index(self, node: Node) -> None:
+        self.nodes[node.path] = node
+        for child in node.children.values():
+            self._index(child)
+
+    def resolve(self, name: str) -> tuple[str, bool]:
+        """(root name, transposed?) of any parameter name."""
+        if name in self.slots:
+            return name, False
+        alias = self.aliases.get(name)
+        if alias is None:
+            known = [*self.slots, *self.aliases]
+            raise UnknownNameError(f"Model has no parameter {name!r}.{closest(name, known)}")
+        return alias.root, alias.transpose
+
+    def names_of(self, root: str) -> list[str]:
+        """Every name of one storage, root first."""
+        return [root, *(n for n, a in self.aliases.items() if a.root == root)]
+
+    def refresh(self, slot: Slot) -> Slot:
+        """Ask the adapter for a not-yet-materialized slot's current shape and state."""
+        if slot.state != MATERIALIZED:
+            shape, slot.state = self.backend.status(self.native, slot.ref)
+            if shape is not None:
+                slot.shape = shape
+        return slot
+
+    def all_materialized(self) -> bool:
+        """True if every storage has memory."""
+        return all(self.refresh(s).state == MATERIALIZED for s in self.slots.values())
+
+
+class Param:
+    """A live view of one parameter, in canonical layout.
+
+    >>> w = net[0].weight
+    >>> w[:] += 1; w[0, 0] = 42
+    >>> w.numpy()[0, 0]
+    42.0
+    """
+
+    __slots__ = ("_st", "_name")
+
+    def __init__(self, state: ModelState, name: str):
+        self._st, self._name = state, name
+
+    # ---- description ------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """The canonical name this view was obtained by (``"1.weight"``)."""
+        return self._name
+
+    @property
+    def _slot(self) -> Slot:
+        root, _ = self._st.resolve(self._name)
+        return self._st.refresh(self._st.slots[root])
+
+    @property
+    def _transposed(self) -> bool:
+        return self._st.resolve(self._name)[1]
+
+    @property
+    def shape(self) -> Shape | None:
+        """Canonical shape; ``None`` for each dimension not known yet."""
+        shape = self._slot.shape
+        return tuple(reversed(shape)) if shape is not None and self._transposed else shape
+
+    @property
+    def dtype(self) -> str:
+        return self._slot.dtype
+
+    @property
+    def state(self) -> str:
+        """``"deferred"`` (shape unknown), ``"abstract"`` (no memory) or ``"materialized"``."""
+        return self._slot.state
+
+    @property
+    def trainable(self) -> bool:
+        return self._slot.trainable
+
+    @property
+    def role(self) -> str:
+        """weight, bias, embedding, scale, shift, running_mean or running_var."""
+        return self._slot.role
+
+    @property
+    def axes(self) -> tuple[str, ...] | None:
+        """Logical axis names, e.g. ``("out", "in")``."""
+        axes = self._slot.axes
+        return tuple(reversed(axes)) if axes is not None and self._transposed else axes
+
+    @property
+    def init(self) -> Initializer | None:
+        """The registered initializer (None: the framework's default)."""
+        reg = self._slot.reg
+        return None if reg is None else reg.init
+
+    @property
+    def aliases(self) -> tuple[str, ...]:
+        """The other names of this storage (tied parameters)."""
+        root, _ = self._st.resolve(self._name)
+        return tuple(n for n in self._st.names_of(root) if n != self._name)
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        """The gradient from the last :func:`unifparam.gradients` call; None before any."""
+        g = self._slot.grad
+        return g.T if g is not None and self._transposed else g
+
+    @property
+    def native(self) -> Any:
+        """The framework's own parameter object (for a transposed tie: the root's)."""
+        return self._st.backend.native_object(self._st.native, self._slot.ref)
+
+    @property
+    def native_name(self) -> str:
+        return self._slot.native_name
+
+    # ---- values ---------------------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """A copy of the value as a numpy array, canonical layout."""
+        slot = self._slot
+        if slot.state != MATERIALIZED:
+            raise DeferredParameterError(_not_ready(self._name, self.shape, slot.state))
+        value = np.array(self._st.backend.read(self._st.native, slot.ref), copy=True)
+        return value.T.copy() if self._transposed else value
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        value = self.numpy()
+        return value if dtype is None else value.astype(dtype)
+
+    def set(self, value: Any) -> None:
+        """Replace the whole value (same shape; cast to the parameter's dtype)."""
+        slot = self._slot
+        if slot.state != MATERIALIZED:
+            raise DeferredParameterError(_not_ready(self._name, self.shape, slot.state))
+        arr = np.asarray(value, dtype=slot.dtype)
+        if arr.shape != self.shape:
+            raise ValueShapeError(
+                f"Cannot write a value of shape {fmt_shape(arr.shape)} to parameter "
+                f"'{self._name}' of shape {fmt_shape(self.shape)}. Reshape the value, or write "
+                f"a slice: p[...] = v broadcasts.")
+        if self._transposed:
+            arr = np.ascontiguousarray(arr.T)
+        self._st.native = self._st.backend.write(self._st.native, slot.ref, arr)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return self.numpy()[index]
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        full = self.numpy()
+        try:
+            full[index] = np.asarray(value)
+        except ValueError as e:
+            raise ValueShapeError(
+                f"Cannot write a value of shape {fmt_shape(np.shape(value))} to "
+                f"'{self._name}'[{index!r}] (parameter shape {fmt_shape(self.shape)}): {e}"
+            ) from None
+        self.set(full)
+
+    def _inplace(self, op: Any, other: Any) -> Param:
+        self.set(op(self.numpy(), np.asarray(other)))
+        return self
+
+    def __iadd__(self, other: Any) -> Param:
+        return self._inplace(np.add, other)
+
+    def __isub__(self, other: Any) -> Param:
+        return self._inplace(np.subtract, other)
+
+    def __imul__(self, other: Any) -> Param:
+        return self._inplace(np.multiply, other)
+
+    def __itruediv__(self, other: Any) -> Param:
+        return self._inplace(np.true_divide, other)
+
+    def __repr__(self) -> str:
+        state = "" if self.state == MATERIALIZED else f", {self.state}"
+        return f"Parameter {self._name} (shape={fmt_shape(self.shape)}, dtype={self.dtype}{state})"
+
+
+def _not_ready(name: str, shape: Shape | None, state: str) -> str:
+    if state == ABSTRACT:
+        return (f"Parameter '{name}' has shape {fmt_shape(shape)} but no memory yet (materialized "
+                f"abstractly). Call unifparam.materialize(net) to allocate and initialize it.")
+    return (f"Parameter '{name}' has shape {fmt_shape(shape)}: its input size is not known yet. "
+            f"Call unifparam.materialize(net, X) or run net(X) once.")
+
+
+class ParamDict(dict):
+    """Ordered mapping name -> Param; unknown names raise UnknownNameError with suggestions."""
+
+    def __missing__(self, key: str) -> Param:
+        raise UnknownNameError(f"No parameter named {key!r}.{closest(str(key), self)} "
+                               f"Known: {', '.join(list(self)[:8])}{', ...' if len(self) > 8 else ''}")
+
+
+class Model:
+    """Handle of a built model or of one of its layers.
+
+    Callable (``net(X)``), indexable (``net[0]``), with parameters as attributes of leaf
+    layers (``net[0].weight``) and the framework's own object as ``net.native``.
+    """
+
+    __slots__ = ("_st", "_node")
+
+    def __init__(self, state: ModelState, node: Node):
+        object.__setattr__(self, "_st", state)
+        object.__setattr__(self, "_node", node)
+
+    @property
+    def path(self) -> str:
+        """Canonical path of this layer (``""`` for the whole model)."""
+        return self._node.path
+
+    @property
+    def backend(self) -> str:
+        return self._st.backend.name
+
+    @property
+    def native(self) -> Any:
+        """The framework's own model or layer object."""
+        return self._st.backend.native_layer(self._st.native, self._node.path)
+
+    @property
+    def spec(self) -> nn.Layer | None:
+        """The spec this model was built from (None for an adopted native model)."""
+        if self._st.spec is None:
+            return None
+        layer: nn.Layer = self._st.spec
+        for key in filter(None, self._node.path.split(".")):
+            layer = dict(layer.children())[key]
+        return layer
+
+    def __call__(self, *inputs: Any, training: bool = False) -> Any:
+        from ._verbs import forward
+        return forward(self, *inputs, training=training)
+
+    def _child(self, key: str) -> Model:
+        return Model(self._st, self._node.children[key])
+
+    def __getitem__(self, key: int | str) -> Model:
+        kids = self._node.children
+        if isinstance(key, int):
+            keys = list(kids)
+            if not -len(keys) <= key < len(keys):
+                raise UnknownNameError(f"Layer '{self.path or 'model'}' has {len(keys)} children; "
+                                       f"index {key} is out of range.")
+            return self._child(keys[key])
+        node = self._node
+        for part in str(key).split("."):
+            if part not in node.children:
+                where = node.path or "the model"
+                raise UnknownNameError(f"No layer {key!r} in {where}.{closest(part, node.children)}"
+                                       f" Children: {', '.join(node.children) or 'none'}.")
+            node = node.children[part]
+        return Model(self._st, node)
+
+    def __getattr__(self, name: str) -> Any:
+        node = object.__getattribute__(self, "_node")
+        if name in node.params:
+            return Param(object.__getattribute__(self, "_st"), node.params[name])
+        if name in node.children:
+            return Model(object.__getattribute__(self, "_st"), node.children[name])
+        raise AttributeError(f"Layer '{node.path or 'model'}' ({node.kind}) has no attribute "
+                             f"{name!r}.{closest(name, [*node.params, *node.children])}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, Param) and name in self._node.params and value._st is self._st:
+            return  # the rebinding of `net[0].weight += 1`: the write already happened
+        raise AttributeError(f"Cannot assign {name!r} on a model handle. Write values with "
+                             f"p[...] = v, or tie parameters with unifparam.tie.")
+
+    def __len__(self) -> int:
+        return len(self._node.children)
+
+    def __iter__(self) -> Iterator[Model]:
+        return (self._child(k) for k in self._node.children)
+
+    def __repr__(self) -> str:
+        return render(self._st, self._node)
+
+
+def render(state: ModelState, node: Node, indent: str = "") -> str:
+    """Printed structure of a canonical tree, with the sizes known now."""
+    if not node.children:
+        if node.spec is None:
+            return node.text
+        shapes = {}
+        for local, name in node.params.items():
+            root, t = state.resolve(name)
+            shape = state.refresh(state.slots[root]).shape
+            shapes[local] = tuple(reversed(shape)) if t and shape else shape
+        return node.spec.describe(shapes)
+    lines = [f"{node.kind}("]
+    for key, child in node.children.items():
+        lines.append(f"{indent}  ({key}): {render(state, child, indent + '  ')}")
+    lines.append(f"{indent})")
+    return "\n".join(lines)

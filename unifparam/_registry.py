@@ -1,0 +1,137 @@
+"""Backend lookup: entry points (group ``unifparam.backends``), UNIFPARAM_BACKEND, install hints.
+
+Adapters register a cheap :class:`BackendInfo` through the entry point; the framework is
+imported only when the backend is asked for. Names may carry a variant after a colon,
+``keras:jax``, passed on to the adapter.
+
+    >>> from unifparam import backends
+    >>> sorted(backends())            # doctest: +SKIP
+    ['flax', 'keras', 'torch']
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from functools import cache
+from importlib.metadata import PackageNotFoundError, entry_points, version
+from typing import TYPE_CHECKING, Any
+
+from .errors import BackendNotFoundError, BackendNotInstalledError, closest
+
+if TYPE_CHECKING:
+    from ._backend import Backend
+
+GROUP = "unifparam.backends"
+ENV = "UNIFPARAM_BACKEND"
+PREFERENCE = ("torch", "keras", "flax", "mxnet")
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """How to find, check and load a backend without importing its framework."""
+
+    name: str
+    requires: tuple[str, ...]          # top-level modules that must be importable
+    distribution: str                  # whose version `unifparam backends` reports
+    native_types: tuple[str, ...]      # "module.QualName" of base classes of native models
+    install: str                       # the command that installs what is missing
+    loader: str                        # "package.module:BackendClass"
+    variants: tuple[str, ...] = ()     # accepted after a colon, e.g. keras:jax
+
+    def installed(self) -> bool:
+        """True if every required module can be imported (checked without importing)."""
+        return all(importlib.util.find_spec(m) is not None for m in self.requires)
+
+    def framework_version(self) -> str | None:
+        """The installed framework's version, or None."""
+        try:
+            return version(self.distribution)
+        except PackageNotFoundError:
+            return None
+
+
+@cache
+def registered() -> dict[str, BackendInfo]:
+    """Every registered backend, by name (entry points, read once per process)."""
+    found: dict[str, BackendInfo] = {}
+    for ep in entry_points(group=GROUP):
+        try:
+            info = ep.load()
+        except ImportError:  # an adapter package that is broken or half-removed
+            continue
+        if isinstance(info, BackendInfo):
+            found[info.name] = info
+    return dict(sorted(found.items(), key=lambda kv: (_rank(kv[0]), kv[0])))
+
+
+def _rank(name: str) -> int:
+    return PREFERENCE.index(name) if name in PREFERENCE else len(PREFERENCE)
+
+
+def split_name(name: str) -> tuple[str, str | None]:
+    """``"keras:jax"`` -> ``("keras", "jax")``."""
+    base, _, variant = name.strip().lower().partition(":")
+    return base, (variant or None)
+
+
+def info(name: str) -> BackendInfo:
+    """The registered BackendInfo for ``name``; a typed error lists what is registered."""
+    base, variant = split_name(name)
+    known = registered()
+    if base not in known:
+        have = ", ".join(f"{n}{'' if i.installed() else ' (not installed)'}"
+                         for n, i in known.items()) or "none"
+        raise BackendNotFoundError(
+            f"Unknown backend {name!r}.{closest(base, known)} Registered backends: {have}. "
+            f"Set {ENV} or pass backend= with one of these names.")
+    found = known[base]
+    if variant and found.variants and variant not in found.variants:
+        raise BackendNotFoundError(
+            f"Backend {base!r} has no variant {variant!r}; expected one of {found.variants}.")
+    return found
+
+
+def default_name() -> str:
+    """UNIFPARAM_BACKEND, else the first installed backend in the order torch, keras, flax."""
+    env = os.environ.get(ENV, "").strip()
+    if env:
+        return env
+    for name, i in registered().items():
+        if i.installed():
+            return name
+    raise BackendNotInstalledError(
+        f"No backend is installed. Install one, e.g. pip install 'unifparam[torch]', "
+        f"then set {ENV}. Registered: {', '.join(registered()) or 'none'}.")
+
+
+@cache
+def _load(base: str, variant: str | None) -> Backend:
+    found = info(base)
+    if not found.installed():
+        missing = [m for m in found.requires if importlib.util.find_spec(m) is None]
+        raise BackendNotInstalledError(
+            f"Backend {base!r} needs {', '.join(missing)}, which is not installed. "
+            f"Install it with: {found.install}")
+    module, _, attr = found.loader.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    return cls(variant) if found.variants else cls()
+
+
+def get_backend(name: str | None = None) -> Backend:
+    """The backend adapter for ``name`` (default: :func:`default_name`), loaded once."""
+    base, variant = split_name(name or default_name())
+    info(f"{base}:{variant}" if variant else base)
+    return _load(base, variant)
+
+
+def detect(obj: Any) -> str | None:
+    """The backend whose native model type ``obj`` is, judged by class names (no imports)."""
+    target = obj[0] if isinstance(obj, tuple) and obj else obj  # Flax (module, variables)
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(target).__mro__}
+    for name, i in registered().items():
+        if names.intersection(i.native_types):
+            return name
+    return None

@@ -1,0 +1,88 @@
+"""Every failure unifparam reports, one class each, all under :class:`UnifparamError`.
+
+Each class also subclasses the builtin a Python user would try to catch
+(``LookupError``, ``ValueError``, ``ImportError``, ...). Messages name the parameter or
+layer, the expected and received values, and the fix::
+
+    >>> try:
+    ...     unifparam.params(net)["0.weight"].numpy()
+    ... except unifparam.DeferredParameterError as e:
+    ...     print(e)
+    Parameter '0.weight' has shape (256, None): its input size is not known yet. ...
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class UnifparamError(Exception):
+    """Base class of every error raised by unifparam."""
+
+    def __str__(self) -> str:  # KeyError would quote the message otherwise
+        return str(self.args[0]) if self.args else ""
+
+
+class BackendNotFoundError(UnifparamError, LookupError):
+    """No backend of that name is registered."""
+
+
+class BackendNotInstalledError(UnifparamError, ImportError):
+    """The backend is known but its framework is not installed."""
+
+
+class BackendConflictError(UnifparamError, RuntimeError):
+    """The framework is already set up in this process in a way the request contradicts."""
+
+
+class UnknownNameError(UnifparamError, KeyError, IndexError):
+    """A parameter or layer name (or index) that the model does not have."""
+
+
+class DeferredParameterError(UnifparamError, RuntimeError):
+    """A value was asked of a parameter whose shape is not known yet."""
+
+
+class InputShapeError(UnifparamError, ValueError):
+    """An input does not fit the sizes a layer was given or has inferred."""
+
+
+class TieError(UnifparamError, ValueError):
+    """Two parameters cannot be tied (incompatible shapes, dtypes or kinds)."""
+
+
+class ValueShapeError(UnifparamError, ValueError):
+    """A value written to a parameter has the wrong shape."""
+
+
+class InitializerError(UnifparamError, ValueError):
+    """An initializer returned the wrong shape or dtype, or non-finite values."""
+
+
+class SpecError(UnifparamError, ValueError):
+    """A layer spec was given arguments it cannot use."""
+
+
+class UnsupportedError(UnifparamError, NotImplementedError):
+    """The backend lacks a capability this call needs."""
+
+
+class AlreadyInitializedWarning(UserWarning):
+    """Re-initialization was asked without ``force_reinit=True``: values were kept."""
+
+
+def closest(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """A "Did you mean ...?" phrase for ``name`` among ``candidates`` (empty if none close)."""
+    matches = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+    if not matches:
+        return ""
+    return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
+
+
+def fmt_shape(shape: tuple[int | None, ...] | None) -> str:
+    """``(256, None)`` style text for a shape whose dims may be unknown."""
+    if shape is None:
+        return "(unknown)"
+    inner = ", ".join("None" if d is None else str(d) for d in shape)
+    return f"({inner},)" if len(shape) == 1 else f"({inner})"

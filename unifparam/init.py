@@ -1,0 +1,328 @@
+"""Initializers: portable numpy maths and a seeded, counter-based random stream per parameter.
+
+With a seed, a parameter's values depend only on (seed, canonical name, shape), so every
+backend gets bit-identical values whatever order its layers materialize in::
+
+    >>> import unifparam
+    >>> unifparam.initialize(net, unifparam.init.Normal(std=0.01), seed=0)
+
+An initializer registered for a whole model fills the *weights* (its ``roles``); biases and
+normalization parameters get their standard values (zeros, ones), as in Gluon and in the
+D2L chapters. Selected parameters (``select=``) get the initializer whatever their role.
+
+User-defined initializers are a plain function ``f(name, shape, rng) -> array`` or a
+subclass of :class:`Initializer` overriding :meth:`Initializer.sample`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InitializerError, fmt_shape
+
+#: Elements per independent random stream. Fixed so values never depend on thread count.
+CHUNK = 1 << 20
+WEIGHT_ROLES = ("weight", "embedding")
+ROLE_DEFAULTS = {"bias": 0.0, "shift": 0.0, "running_mean": 0.0, "scale": 1.0, "running_var": 1.0}
+
+
+@dataclass(frozen=True)
+class Target:
+    """What an initializer is asked to fill: one parameter, in canonical layout."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+    role: str = "weight"
+    axes: tuple[str, ...] | None = None
+    fan_in: int = 1
+    fan_out: int = 1
+
+
+def fans(shape: tuple[int, ...], axes: tuple[str, ...] | None) -> tuple[int, int]:
+    """(fan_in, fan_out) from logical axes; PyTorch's positional rule when axes are unknown.
+
+    >>> fans((16, 8, 3, 3), ("out", "in", "kh", "kw"))
+    (72, 144)
+    """
+    if len(shape) < 2:
+        n = shape[0] if shape else 1
+        return n, n
+    if axes is None or len(axes) != len(shape):
+        axes = ("out", "in") + tuple(f"r{i}" for i in range(len(shape) - 2))
+    size = dict(zip(axes, shape))
+    n_out = size.get("out", size.get("vocab", 1))
+    n_in = size.get("in", size.get("embed", 1))
+    receptive = math.prod(d for a, d in size.items() if a not in ("out", "in", "vocab", "embed"))
+    return n_in * receptive, n_out * receptive
+
+
+def stream_key(seed: int, name: str) -> int:
+    """The 128-bit Philox key of parameter ``name`` under ``seed``."""
+    digest = hashlib.blake2b(f"{int(seed)}\0{name}".encode(), digest_size=16).digest()
+    return int.from_bytes(digest, "little")
+
+
+def rng_for(seed: int, name: str, chunk: int = 0) -> np.random.Generator:
+    """Counter-based generator for one chunk of one parameter (independent of everything else)."""
+    bits = np.random.Philox(key=stream_key(seed, name))
+    return np.random.Generator(bits.jumped(chunk) if chunk else bits)
+
+
+class Initializer:
+    """Base class. Override :meth:`sample` (whole array) or, for chunked distributions, ``_draw``.
+
+    >>> class Ones(Initializer):
+    ...     def sample(self, target, rng):
+    ...         return np.ones(target.shape)
+    """
+
+    #: Roles filled when registered for a whole model (others get ROLE_DEFAULTS).
+    roles: tuple[str, ...] | None = WEIGHT_ROLES
+
+    def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
+        """Values for ``target``, any float dtype, canonical layout."""
+        raise NotImplementedError(f"{type(self).__name__} must implement sample(target, rng).")
+
+    def generate(self, target: Target, seed: int) -> np.ndarray:
+        """Validated values for ``target`` under ``seed``: the one entry point the core calls."""
+        return validate(target, self.sample(target, rng_for(seed, target.name)), self)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
+        return f"{type(self).__name__}({args})"
+
+
+class Distribution(Initializer):
+    """An elementwise distribution drawn chunk by chunk, each chunk from its own stream."""
+
+    def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
+        raise NotImplementedError
+
+    def generate(self, target: Target, seed: int) -> np.ndarray:
+        out = np.empty(math.prod(target.shape), dtype=np.dtype(target.dtype))
+        key = stream_key(seed, target.name)
+        base = np.random.Philox(key=key)
+        for k, start in enumerate(range(0, out.size, CHUNK)):
+            rng = np.random.Generator(base.jumped(k) if k else np.random.Philox(key=key))
+            self._draw(rng, out[start:start + CHUNK], target)
+        return out.reshape(target.shape)
+
+    def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
+        out = np.empty(math.prod(target.shape), dtype=np.dtype(target.dtype))
+        self._draw(rng, out, target)
+        return out.reshape(target.shape)
+
+
+class Uniform(Distribution):
+    """U(low, high); Gluon's default is U(-0.07, 0.07)."""
+
+    def __init__(self, low: float = -0.07, high: float = 0.07):
+        self.low, self.high = float(low), float(high)
+
+    def _bounds(self, target: Target) -> tuple[float, float]:
+        return self.low, self.high
+
+    def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
+        lo, hi = self._bounds(target)
+        rng.random(dtype=out.dtype, out=out)
+        out *= out.dtype.type(hi - lo)
+        out += out.dtype.type(lo)
+
+
+class Normal(Distribution):
+    """N(mean, std**2); the chapters use ``Normal(std=0.01)``."""
+
+    def __init__(self, std: float = 0.01, mean: float = 0.0):
+        self.std, self.mean = float(std), float(mean)
+
+    def _std(self, target: Target) -> float:
+        return self.std
+
+    def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
+        rng.standard_normal(dtype=out.dtype, out=out)
+        out *= out.dtype.type(self._std(target))
+        if self.mean:
+            out += out.dtype.type(self.mean)
+
+
+class TruncatedNormal(Normal):
+    """N(mean, std**2) redrawn outside ``mean ± 2 std`` (Keras and Flax's truncation)."""
+
+    def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
+        rng.standard_normal(dtype=out.dtype, out=out)
+        bad = np.abs(out) > 2
+        while bad.any():
+            out[bad] = rng.standard_normal(int(bad.sum()), dtype=out.dtype)
+            bad = np.abs(out) > 2
+        out *= out.dtype.type(self._std(target))
+        if self.mean:
+            out += out.dtype.type(self.mean)
+
+
+class Constant(Initializer):
+    """Every element ``value``; for a whole model, the weights (biases stay zero, as in D2L)."""
+
+    def __init__(self, value: float):
+        self.value = float(value)
+
+    def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
+        return np.full(target.shape, self.value, dtype=np.dtype(target.dtype))
+
+    def generate(self, target: Target, seed: int) -> np.ndarray:
+        return self.sample(target, None)  # type: ignore[arg-type]  # no randomness to seed
+
+
+def Zeros() -> Constant:  # noqa: N802 - reads like a class, as in Keras
+    """``Constant(0)``."""
+    return Constant(0.0)
+
+
+def Ones() -> Constant:  # noqa: N802
+    """``Constant(1)``."""
+    return Constant(1.0)
+
+
+def _gain(nonlinearity: str, a: float) -> float:
+    gains = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0),
+             "leaky_relu": math.sqrt(2.0 / (1 + a * a)), "selu": 0.75}
+    if nonlinearity not in gains:
+        raise ValueError(f"Unknown nonlinearity {nonlinearity!r}; expected one of {sorted(gains)}.")
+    return gains[nonlinearity]
+
+
+class XavierUniform(Uniform):
+    """Glorot uniform: U(±gain·sqrt(6 / (fan_in + fan_out))), Keras's default kernel init."""
+
+    def __init__(self, gain: float = 1.0):
+        self.gain = gain
+
+    def _bounds(self, target: Target) -> tuple[float, float]:
+        b = self.gain * math.sqrt(6.0 / (target.fan_in + target.fan_out))
+        return -b, b
+
+
+class XavierNormal(Normal):
+    """Glorot normal: N(0, gain²·2 / (fan_in + fan_out))."""
+
+    def __init__(self, gain: float = 1.0):
+        self.gain, self.mean = gain, 0.0
+
+    def _std(self, target: Target) -> float:
+        return self.gain * math.sqrt(2.0 / (target.fan_in + target.fan_out))
+
+
+class KaimingUniform(Uniform):
+    """He uniform, PyTorch's ``kaiming_uniform_`` (mode ``fan_in`` or ``fan_out``)."""
+
+    def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
+        self.a, self.mode, self.nonlinearity = a, mode, nonlinearity
+        _gain(nonlinearity, a)
+
+    def _bounds(self, target: Target) -> tuple[float, float]:
+        fan = target.fan_in if self.mode == "fan_in" else target.fan_out
+        b = _gain(self.nonlinearity, self.a) * math.sqrt(3.0 / fan)
+        return -b, b
+
+
+class KaimingNormal(Normal):
+    """He normal, PyTorch's ``kaiming_normal_``."""
+
+    def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
+        self.a, self.mode, self.nonlinearity, self.mean = a, mode, nonlinearity, 0.0
+        _gain(nonlinearity, a)
+
+    def _std(self, target: Target) -> float:
+        fan = target.fan_in if self.mode == "fan_in" else target.fan_out
+        return _gain(self.nonlinearity, self.a) / math.sqrt(fan)
+
+
+class Orthogonal(Initializer):
+    """A (semi-)orthogonal matrix times ``gain``, over the first axis vs the rest (as torch)."""
+
+    def __init__(self, gain: float = 1.0):
+        self.gain = gain
+
+    def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
+        rows = target.shape[0]
+        cols = math.prod(target.shape[1:]) if len(target.shape) > 1 else 1
+        a = rng.standard_normal((max(rows, cols), min(rows, cols)))
+        q, r = np.linalg.qr(a)
+        q *= np.sign(np.diag(r))
+        q = q if rows >= cols else q.T
+        return (self.gain * q[:rows, :cols]).reshape(target.shape)
+
+
+class Default(Uniform):
+    """PyTorch's default made portable: weights and biases U(±1/sqrt(fan_in)), norms 1 and 0.
+
+    Used when a seed is given without an initializer: ``initialize(net, seed=0)``.
+    """
+
+    roles = ("weight", "embedding", "bias")
+
+    def __init__(self) -> None:
+        pass
+
+    def _bounds(self, target: Target) -> tuple[float, float]:
+        b = 1.0 / math.sqrt(target.fan_in) if target.role != "embedding" else 0.0
+        return (-b, b) if b else (0.0, 0.0)
+
+    def generate(self, target: Target, seed: int) -> np.ndarray:
+        if target.role == "embedding":  # torch draws embeddings N(0, 1)
+            return Normal(std=1.0).generate(target, seed)
+        return super().generate(target, seed)
+
+
+class FunctionInit(Initializer):
+    """Wraps a plain function ``f(name, shape, rng) -> array`` as an initializer."""
+
+    def __init__(self, fn: Callable[[str, tuple[int, ...], np.random.Generator], np.ndarray]):
+        self.fn = fn
+
+    def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray(self.fn(target.name, target.shape, rng))
+
+    def __repr__(self) -> str:
+        return getattr(self.fn, "__name__", repr(self.fn))
+
+
+def as_initializer(obj: Initializer | Callable | None) -> Initializer | None:
+    """Accept an Initializer, a plain function or None (the framework's own default)."""
+    if obj is None or isinstance(obj, Initializer):
+        return obj
+    if isinstance(obj, type) and issubclass(obj, Initializer):
+        raise TypeError(f"Pass an instance, e.g. {obj.__name__}(), not the class itself.")
+    if callable(obj):
+        return FunctionInit(obj)
+    raise TypeError(f"Expected an unifparam.init initializer or a function (name, shape, rng), "
+                    f"got {type(obj).__name__}.")
+
+
+def role_default(target: Target) -> np.ndarray:
+    """The standard value of a non-weight parameter (bias 0, scale 1, running_var 1, ...)."""
+    return np.full(target.shape, ROLE_DEFAULTS.get(target.role, 0.0), dtype=np.dtype(target.dtype))
+
+
+def validate(target: Target, value: object, source: object) -> np.ndarray:
+    """Check an initializer's output: shape, a real numeric dtype, finite values."""
+    arr = np.asarray(value)
+    if arr.shape != tuple(target.shape):
+        raise InitializerError(
+            f"Initializer {source!r} returned shape {fmt_shape(arr.shape)} for parameter "
+            f"'{target.name}', expected {fmt_shape(target.shape)}. Return an array of target.shape.")
+    if arr.dtype.kind not in "fiu":
+        raise InitializerError(
+            f"Initializer {source!r} returned dtype {arr.dtype} for parameter '{target.name}', "
+            f"expected a real number type castable to {target.dtype}.")
+    arr = arr.astype(target.dtype, copy=False)
+    if not np.isfinite(arr).all():
+        raise InitializerError(
+            f"Initializer {source!r} returned non-finite values (nan or inf) for parameter "
+            f"'{target.name}' {fmt_shape(target.shape)}. Check its maths for overflow or 0/0.")
+    return arr

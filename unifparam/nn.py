@@ -1,0 +1,399 @@
+"""Framework-neutral layer specs: what a model is, not how a framework stores it.
+
+A spec never holds values. Any input size may be left out; it is inferred at
+materialization. The same spec object used twice shares its parameters (the D2L way
+of tying)::
+
+    >>> from unifparam import nn
+    >>> shared = nn.Dense(8, activation="relu")
+    >>> net = nn.Sequential(nn.Dense(8, activation="relu"), shared, shared, nn.Dense(1))
+    >>> net[1] is net[2]
+    True
+
+Data layout is channels-first, as in PyTorch and Gluon: images are ``(N, C, H, W)``.
+Parameter layout is canonical: dense weights ``(out, in)``, conv weights
+``(out, in, kh, kw)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InputShapeError, SpecError, fmt_shape
+
+Shape = tuple[int | None, ...]
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "softmax", "identity")
+
+
+@dataclass(frozen=True)
+class ParamDecl:
+    """One parameter a layer declares: local name, shape (None = unknown), logical axes."""
+
+    name: str
+    shape: Shape
+    axes: tuple[str, ...]
+    role: str  # weight | bias | embedding | scale | shift | running_mean | running_var
+    trainable: bool = True
+    init: Any = None  # an unifparam.init initializer given at construction (P13, P14)
+
+
+class Layer:
+    """Base of every spec layer. Subclasses declare parameters and infer shapes."""
+
+    kind: str = "Layer"
+
+    def children(self) -> list[tuple[str, Layer]]:
+        """Sub-layers as (key, layer), in order; empty for leaf layers."""
+        return []
+
+    def param_decls(self) -> list[ParamDecl]:
+        """Parameters with the sizes known from the layer's own arguments."""
+        return []
+
+    def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
+        """Given input shape ``x`` (batch first), the parameter shapes and the output shape."""
+        return {}, x
+
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+        """One line for the printed structure, e.g. ``Dense(? -> 256, relu)``.
+
+        ``shapes`` are the parameter shapes known now, which may fill in input sizes.
+        """
+        return f"{self.kind}()"
+
+    def __repr__(self) -> str:
+        return render_tree(self)
+
+
+def render_tree(layer: Layer, indent: str = "") -> str:
+    """The printed structure of a spec, like ``print(torch_module)`` but framework-neutral."""
+    kids = layer.children()
+    if not kids:
+        return layer.describe()
+    lines = [f"{layer.kind}("]
+    for key, child in kids:
+        lines.append(f"{indent}  ({key}): {render_tree(child, indent + '  ')}")
+    lines.append(f"{indent})")
+    return "\n".join(lines)
+
+
+def _check_activation(activation: str | None) -> str | None:
+    if activation not in (None, *ACTIVATIONS):
+        raise SpecError(
+            f"Unknown activation {activation!r}; expected one of {ACTIVATIONS} or None."
+        )
+    return None if activation == "identity" else activation
+
+
+def _check_size(layer: str, what: str, value: int | None) -> int | None:
+    if value is not None and (not isinstance(value, int) or value <= 0):
+        raise SpecError(f"{layer}: {what} must be a positive int or None, got {value!r}.")
+    return value
+
+
+def _act(activation: str | None) -> str:
+    return f", {activation}" if activation else ""
+
+
+def _size(n: int | None) -> str:
+    return "?" if n is None else str(n)
+
+
+def _known(shapes: dict[str, Shape] | None, param: str, axis: int, given: int | None) -> int | None:
+    shape = (shapes or {}).get(param)
+    return shape[axis] if shape is not None and shape[axis] is not None else given
+
+
+class Dense(Layer):
+    """Fully connected layer ``y = x @ weight.T + bias``; ``weight`` is ``(units, in_features)``.
+
+    >>> Dense(256, activation="relu").param_decls()[0].shape
+    (256, None)
+    """
+
+    kind = "Dense"
+
+    def __init__(self, units: int, activation: str | None = None, *, use_bias: bool = True,
+                 in_features: int | None = None, weight_init: Any = None, bias_init: Any = None):
+        self.units = _check_size("Dense", "units", units)
+        self.activation = _check_activation(activation)
+        self.use_bias = use_bias
+        self.in_features = _check_size("Dense", "in_features", in_features)
+        self.weight_init, self.bias_init = weight_init, bias_init
+
+    def param_decls(self) -> list[ParamDecl]:
+        decls = [ParamDecl("weight", (self.units, self.in_features), ("out", "in"), "weight",
+                           init=self.weight_init)]
+        if self.use_bias:
+            decls.append(ParamDecl("bias", (self.units,), ("out",), "bias", init=self.bias_init))
+        return decls
+
+    def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
+        if len(x) < 2:
+            raise InputShapeError(f"Layer '{path}' (Dense) expects input (batch, ..., features), "
+                                  f"got shape {fmt_shape(x)}. Add a batch dimension.")
+        n_in = x[-1]
+        if self.in_features is not None and n_in != self.in_features:
+            raise InputShapeError(
+                f"Layer '{path}' (Dense) was given in_features={self.in_features} but its input "
+                f"has {n_in} features (input shape {fmt_shape(x)}). Feed {self.in_features} "
+                f"features, or build the layer with in_features={n_in} or without it.")
+        shapes = {"weight": (self.units, n_in)}
+        if self.use_bias:
+            shapes["bias"] = (self.units,)
+        return shapes, (*x[:-1], self.units)
+
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+        n_in = _known(shapes, "weight", 1, self.in_features)
+        return f"Dense({_size(n_in)} -> {self.units}{_act(self.activation)})"
+
+
+class Conv2D(Layer):
+    """2-D convolution on ``(N, C, H, W)``; ``weight`` is ``(filters, in_channels, kh, kw)``."""
+
+    kind = "Conv2D"
+
+    def __init__(self, filters: int, kernel_size: int | tuple[int, int], stride: int = 1,
+                 padding: int | str = 0, *, activation: str | None = None, use_bias: bool = True,
+                 in_channels: int | None = None, weight_init: Any = None, bias_init: Any = None):
+        self.filters = _check_size("Conv2D", "filters", filters)
+        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
+        self.kernel_size: tuple[int, int] = ks  # type: ignore[assignment]
+        self.stride = _check_size("Conv2D", "stride", stride)
+        if padding not in ("same", "valid") and not (isinstance(padding, int) and padding >= 0):
+            raise SpecError(f"Conv2D: padding must be 'same', 'valid' or an int >= 0, got {padding!r}.")
+        if padding == "same" and stride != 1:
+            raise SpecError("Conv2D: padding='same' needs stride=1 (as in PyTorch).")
+        if padding == "same" and any(k % 2 == 0 for k in ks):
+            raise SpecError("Conv2D: padding='same' needs odd kernel sizes to be portable.")
+        self.padding = padding
+        self.activation = _check_activation(activation)
+        self.use_bias = use_bias
+        self.in_channels = _check_size("Conv2D", "in_channels", in_channels)
+        self.weight_init, self.bias_init = weight_init, bias_init
+
+    @property
+    def pads(self) -> tuple[int, int]:
+        """Explicit symmetric padding per spatial dim."""
+        if self.padding == "same":
+            return (self.kernel_size[0] // 2, self.kernel_size[1] // 2)
+        if self.padding == "valid":
+            return (0, 0)
+        return (self.padding, self.padding)  # type: ignore[return-value]
+
+    def param_decls(self) -> list[ParamDecl]:
+        decls = [ParamDecl("weight", (self.filters, self.in_channels, *self.kernel_size),
+                           ("out", "in", "kh", "kw"), "weight", init=self.weight_init)]
+        if self.use_bias:
+            decls.append(ParamDecl("bias", (self.filters,), ("out",), "bias", init=self.bias_init))
+        return decls
+
+    def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
+        if len(x) != 4:
+            raise InputShapeError(f"Layer '{path}' (Conv2D) expects input (N, C, H, W), got "
+                                  f"shape {fmt_shape(x)}.")
+        c = x[1]
+        if self.in_channels is not None and c != self.in_channels:
+            raise InputShapeError(
+                f"Layer '{path}' (Conv2D) was given in_channels={self.in_channels} but its input "
+                f"has {c} channels (input shape {fmt_shape(x)}). Inputs are channels-first.")
+        out_hw = []
+        for size, k, p in zip(x[2:], self.kernel_size, self.pads):
+            o = None if size is None else (size + 2 * p - k) // self.stride + 1
+            if o is not None and o <= 0:
+                raise InputShapeError(f"Layer '{path}' (Conv2D): input {fmt_shape(x)} is smaller "
+                                      f"than the kernel {self.kernel_size}.")
+            out_hw.append(o)
+        shapes = {"weight": (self.filters, c, *self.kernel_size)}
+        if self.use_bias:
+            shapes["bias"] = (self.filters,)
+        return shapes, (x[0], self.filters, *out_hw)
+
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+        n_in = _known(shapes, "weight", 1, self.in_channels)
+        return (f"Conv2D({_size(n_in)} -> {self.filters}, kernel={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding!r}{_act(self.activation)})")
+
+
+class Flatten(Layer):
+    """Flattens every dimension after the batch (channels-first order)."""
+
+    kind = "Flatten"
+
+    def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
+        rest = x[1:]
+        return {}, (x[0], None if None in rest else math.prod(rest))  # type: ignore[arg-type]
+
+
+class Dropout(Layer):
+    """Dropout with rate ``rate``; only active when a model is called with ``training=True``."""
+
+    kind = "Dropout"
+
+    def __init__(self, rate: float):
+        if not 0.0 <= rate < 1.0:
+            raise SpecError(f"Dropout: rate must be in [0, 1), got {rate!r}.")
+        self.rate = rate
+
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+        return f"Dropout({self.rate})"
+
+
+class Activation(Layer):
+    """An activation on its own: ``Activation("relu")``."""
+
+    kind = "Activation"
+
+    def __init__(self, name: str):
+        self.name = _check_activation(name) or "identity"
+
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+        return f"Activation({self.name})"
+
+
+def ReLU() -> Activation:  # noqa: N802 - reads like a layer class, as in torch
+    """``Activation("relu")``."""
+    return Activation("relu")
+
+
+class Embedding(Layer):
+    """Lookup table ``weight[(num_embeddings, features)]`` indexed by integer inputs."""
+
+    kind = "Embedding"
+
+    def __init__(self, num_embeddings: int, features: int, *, weight_init: Any = None):
+        self.num_embeddings = _check_size("Embedding", "num_embeddings", num_embeddings)
+        self.features = _check_size("Embedding", "features", features)
+        self.weight_init = weight_init
+
+    def param_decls(self) -> list[ParamDecl]:
+        return [ParamDecl("weight", (self.num_embeddings, self.features), ("vocab", "embed"),
+                          "embedding", init=self.weight_init)]
+
+    def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
+        return {"weight": (self.num_embeddings, self.features)}, (*x, self.features)
+
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+        return f"Embedding({self.num_embeddings}, {self.features})"
+
+
+class _Norm(Layer):
+    axis: int = -1
+
+    def __init__(self, in_features: int | None = None, *, eps: float = 1e-5):
+        self.in_features = _check_size(self.kind, "in_features", in_features)
+        self.eps = eps
+
+    def _features(self, x: Shape, path: str) -> int | None:
+        if len(x) < 2:
+            raise InputShapeError(f"Layer '{path}' ({self.kind}) expects a batch dimension, "
+                                  f"got shape {fmt_shape(x)}.")
+        n = x[self.axis]
+        if self.in_features is not None and n != self.in_features:
+            raise InputShapeError(
+                f"Layer '{path}' ({self.kind}) was given in_features={self.in_features} but its "
+                f"input has {n} features on axis {self.axis} (input shape {fmt_shape(x)}).")
+        return n
+
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+        return f"{self.kind}({_size(_known(shapes, 'weight', 0, self.in_features))})"
+
+
+class LayerNorm(_Norm):
+    """Normalizes the last axis; learnable ``weight`` (scale) and ``bias`` (shift)."""
+
+    kind = "LayerNorm"
+
+    def param_decls(self) -> list[ParamDecl]:
+        n = (self.in_features,)
+        return [ParamDecl("weight", n, ("out",), "scale"), ParamDecl("bias", n, ("out",), "shift")]
+
+    def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
+        n = (self._features(x, path),)
+        return {"weight": n, "bias": n}, x
+
+
+class BatchNorm(_Norm):
+    """Batch normalization over axis 1 (channels-first); running statistics are not trainable."""
+
+    kind = "BatchNorm"
+    axis = 1
+
+    def __init__(self, in_features: int | None = None, *, eps: float = 1e-5, momentum: float = 0.1):
+        super().__init__(in_features, eps=eps)
+        self.momentum = momentum  # PyTorch convention: new = (1 - m) * old + m * batch
+
+    def param_decls(self) -> list[ParamDecl]:
+        n = (self.in_features,)
+        return [ParamDecl("weight", n, ("out",), "scale"), ParamDecl("bias", n, ("out",), "shift"),
+                ParamDecl("running_mean", n, ("out",), "running_mean", trainable=False),
+                ParamDecl("running_var", n, ("out",), "running_var", trainable=False)]
+
+    def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
+        n = (self._features(x, path),)
+        return {k: n for k in ("weight", "bias", "running_mean", "running_var")}, x
+
+
+class Sequential(Layer):
+    """Layers applied in order; indexable (``net[0]``), nestable, extensible with ``add``."""
+
+    kind = "Sequential"
+
+    def __init__(self, *layers: Layer):
+        self.layers: list[Layer] = []
+        self.add(*layers)
+
+    def add(self, *layers: Layer) -> Sequential:
+        """Append layers (Gluon's ``net.add``); returns self."""
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise SpecError(f"Sequential takes unifparam.nn layers, got {type(layer).__name__}. "
+                                "Wrap native models with unifparam.build instead.")
+            self.layers.append(layer)
+        return self
+
+    def children(self) -> list[tuple[str, Layer]]:
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def __getitem__(self, i: int) -> Layer:
+        return self.layers[i]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
+        for key, layer in self.children():
+            _, x = layer.infer(x, f"{path}.{key}" if path else key)
+        return {}, x
+
+
+def trace(spec: Layer, x: Shape) -> dict[str, tuple[Shape, dict[str, Shape]]]:
+    """Every layer's input shape and parameter shapes for a model input of shape ``x``.
+
+    Keys are canonical layer paths (``"0.1"``; ``""`` for the root). Raises
+    :class:`InputShapeError` naming the first layer the input does not fit.
+
+    >>> trace(Sequential(Dense(4)), (2, 3))["0"]
+    ((2, 3), {'weight': (4, 3), 'bias': (4,)})
+    """
+    out: dict[str, tuple[Shape, dict[str, Shape]]] = {}
+
+    def visit(layer: Layer, shape: Shape, path: str) -> Shape:
+        kids = layer.children()
+        if not kids:
+            params, y = layer.infer(shape, path)
+            out.setdefault(path, (shape, params))
+            return y
+        out.setdefault(path, (shape, {}))
+        for key, child in kids:
+            shape = visit(child, shape, f"{path}.{key}" if path else key)
+        return shape
+
+    visit(spec, tuple(x), "")
+    return out
