@@ -363,6 +363,20 @@ class Model:
         raise AttributeError(f"Cannot assign {name!r} on a model handle. Write values with "
                              f"p[...] = v, or tie parameters with unifparam.tie.")
 
+    def apply(self, fn: Any) -> Model:
+        """Call ``fn(layer)`` on every sub-layer, children first, then this one (torch's order).
+
+        >>> net.apply(lambda layer: print(layer.path))
+        """
+        for child in self:
+            child.apply(fn)
+        fn(self)
+        return self
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """A native output (torch tensor, jax or tf array) as numpy."""
+        return np.asarray(self._st.backend.to_numpy(value))
+
     def __len__(self) -> int:
         return len(self._node.children)
 
