@@ -20,10 +20,21 @@ from ._registry import BackendInfo, get_backend
 from ._registry import registered as backends
 from ._summary import summary
 from ._verbs import build, gradients, initialize, materialize, params, tie
-from .errors import (AlreadyInitializedWarning, BackendConflictError, BackendNotFoundError,
-                     BackendNotInstalledError, DeferredParameterError, InitializerError,
-                     InputShapeError, SpecError, TieError, UnifparamError, UnknownNameError,
-                     UnsupportedError, ValueShapeError)
+from .errors import (
+    AlreadyInitializedWarning,
+    BackendConflictError,
+    BackendNotFoundError,
+    BackendNotInstalledError,
+    DeferredParameterError,
+    InitializerError,
+    InputShapeError,
+    SpecError,
+    TieError,
+    UnifparamError,
+    UnknownNameError,
+    UnsupportedError,
+    ValueShapeError,
+)
 
 __version__ = "0.1.0"
 

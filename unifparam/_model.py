@@ -18,9 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import nn
-from ._backend import ABSTRACT, DEFERRED, MATERIALIZED, Backend
-from .errors import (DeferredParameterError, UnknownNameError, ValueShapeError, closest,
-                     fmt_shape)
+from ._backend import ABSTRACT, MATERIALIZED, Backend
+from .errors import DeferredParameterError, UnknownNameError, ValueShapeError, closest, fmt_shape
 
 if TYPE_CHECKING:
     from .init import Initializer
@@ -63,7 +62,7 @@ class Alias:
 
     root: str
     transpose: bool = False
-    native: bool = True  # shared by the framework itself: nothing to re-apply
+    native: bool = True  # shared by the framework itself (False: an explicit tie())
     ref: Any = None      # the alias's own native slot, re-pointed at the root by share()
     carry: Any = None    # values to move into the root when the tie is first applied
 
@@ -284,7 +283,8 @@ class ParamDict(dict):
 
     def __missing__(self, key: str) -> Param:
         raise UnknownNameError(f"No parameter named {key!r}.{closest(str(key), self)} "
-                               f"Known: {', '.join(list(self)[:8])}{', ...' if len(self) > 8 else ''}")
+                               f"Known: {', '.join(list(self)[:8])}"
+                               f"{', ...' if len(self) > 8 else ''}")
 
 
 class Model:

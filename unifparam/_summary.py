@@ -53,7 +53,8 @@ def summary(model: Model, width: int = 100) -> Summary:
                       highlight=False, emoji=False, legacy_windows=False)
     console.print(render(model._st, model._node), markup=False)
     console.print(table)
-    line = f"Total params: {total:,}  Trainable: {trainable:,}  Non-trainable: {total - trainable:,}"
+    line = (f"Total params: {total:,}  Trainable: {trainable:,}  "
+            f"Non-trainable: {total - trainable:,}")
     if unknown:
         line += f"  ({unknown} with unknown shapes, not counted)"
     console.print(line, markup=False)

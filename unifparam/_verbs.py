@@ -24,8 +24,15 @@ from . import nn
 from ._backend import ABSTRACT, DEFERRED, MATERIALIZED, Materialization, NativeLayer, NativeParam
 from ._model import Alias, Model, ModelState, Node, Param, ParamDict, Registration, Slot
 from ._registry import detect, get_backend
-from .errors import (AlreadyInitializedWarning, BackendNotFoundError, InputShapeError, TieError,
-                     UnknownNameError, UnsupportedError, fmt_shape)
+from .errors import (
+    AlreadyInitializedWarning,
+    BackendNotFoundError,
+    InputShapeError,
+    TieError,
+    UnknownNameError,
+    UnsupportedError,
+    fmt_shape,
+)
 from .init import Default, Initializer, Target, as_initializer, fans, role_default
 
 Shape = tuple[int | None, ...]
@@ -109,8 +116,8 @@ def _state_from_tree(be: Any, native: Any, tree: NativeLayer) -> tuple[ModelStat
         for local, p in layer.params.items():
             node.params[local] = p.name
             key = p.storage if p.storage is not None else p.name
-            if key in storages:
-                aliases[p.name] = Alias(storages[key])
+            if key in storages:  # re-pointed after every materialization (meta -> to_empty)
+                aliases[p.name] = Alias(storages[key], ref=p.ref)
                 continue
             storages[key] = p.name
             shape, status = be.status(native, p.ref)
@@ -362,7 +369,7 @@ def _apply_tie(st: ModelState, root: str, old_root: str, t: bool) -> None:
 
 def _apply_pending_ties(st: ModelState) -> None:
     for alias in st.aliases.values():
-        if alias.native:
+        if alias.ref is None:  # one native layer used twice: nothing to re-point
             continue
         root = st.slots[alias.root]
         shape, state = st.backend.status(st.native, alias.ref)
@@ -452,7 +459,11 @@ def _trace(st: ModelState, shapes: tuple[Shape, ...]) -> tuple[dict[str, Shape],
             known = st.refresh(st.slots[root]).shape
             before = param_shapes.get(root, known)
             if _unify(before, shape) is False:
-                raise InputShapeError(_mismatch(node, local, before, shape, in_shape))
+                msg = _mismatch(node, local, before, shape, in_shape)
+                if root != node.params[local]:
+                    msg += (f" Its {local} is tied to '{root}' (one storage for every use), so "
+                            f"every use must see inputs of the same size.")
+                raise InputShapeError(msg)
             param_shapes[root] = shape
     return layer_inputs, param_shapes
 

@@ -315,7 +315,8 @@ def validate(target: Target, value: object, source: object) -> np.ndarray:
     if arr.shape != tuple(target.shape):
         raise InitializerError(
             f"Initializer {source!r} returned shape {fmt_shape(arr.shape)} for parameter "
-            f"'{target.name}', expected {fmt_shape(target.shape)}. Return an array of target.shape.")
+            f"'{target.name}', expected {fmt_shape(target.shape)}. "
+            f"Return an array of target.shape.")
     if arr.dtype.kind not in "fiu":
         raise InitializerError(
             f"Initializer {source!r} returned dtype {arr.dtype} for parameter '{target.name}', "

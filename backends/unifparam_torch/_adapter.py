@@ -170,13 +170,13 @@ class TorchBackend(Backend):
 
     # ---- compute -------------------------------------------------------------------
     def forward(self, native: tnn.Module, inputs: Sequence[Any], training: bool) -> Any:
-        with _mode(native, training):
+        with _Mode(native, training):
             return native(*(_as_tensor(x) for x in inputs))
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
         tensors = [getattr(m, a) for m, a in refs.values()]
-        with _mode(native, False), torch.enable_grad():
+        with _Mode(native, False), torch.enable_grad():
             out = native(*(_as_tensor(x) for x in inputs))
             value = loss(out) if loss is not None else out.sum()
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
@@ -184,7 +184,9 @@ class TorchBackend(Backend):
                 for n, t, g in zip(refs, tensors, grads)}
 
     def to_numpy(self, value: Any) -> np.ndarray:
-        return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+        if isinstance(value, torch.Tensor):
+            return value.detach().cpu().numpy()
+        return np.asarray(value)
 
 
 def _has_uninitialized(native: tnn.Module) -> bool:
@@ -211,7 +213,7 @@ def _as_tensor(x: Any) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-class _mode:
+class _Mode:
     """Context: the module in train or eval mode, restored afterwards."""
 
     def __init__(self, module: tnn.Module, training: bool):
@@ -227,5 +229,5 @@ class _mode:
             m.training = flag
 
 
-def _eval(module: tnn.Module) -> _mode:
-    return _mode(module, False)
+def _eval(module: tnn.Module) -> _Mode:
+    return _Mode(module, False)

@@ -16,7 +16,8 @@ from unifparam import NativeLayer, NativeParam
 _NORMS = (tnn.modules.batchnorm._NormBase, tnn.LayerNorm, tnn.GroupNorm)
 
 
-def role_and_axes(module: tnn.Module, attr: str, ndim: int | None) -> tuple[str, tuple[str, ...] | None]:
+def role_and_axes(module: tnn.Module, attr: str,
+                  ndim: int | None) -> tuple[str, tuple[str, ...] | None]:
     """The canonical role and logical axes of ``module.<attr>``."""
     if attr in ("running_mean", "running_var"):
         return attr, ("out",)
@@ -34,7 +35,8 @@ def role_and_axes(module: tnn.Module, attr: str, ndim: int | None) -> tuple[str,
     return "weight", None
 
 
-def known_shape(module: tnn.Module, attr: str, tensor: torch.Tensor) -> tuple[int | None, ...] | None:
+def known_shape(module: tnn.Module, attr: str,
+                tensor: torch.Tensor) -> tuple[int | None, ...] | None:
     """The tensor's shape, with None where a lazy module does not know its input size yet."""
     if not isinstance(tensor, UninitializedTensorMixin):
         return tuple(tensor.shape)

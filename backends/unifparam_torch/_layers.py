@@ -139,7 +139,9 @@ def _convert(spec: nn.Layer, memo: dict[int, tnn.Module]) -> tnn.Module:
         return LazyConv2D(spec) if spec.in_channels is None else Conv2D(spec, spec.in_channels)
     if isinstance(spec, nn.BatchNorm):
         kw: dict[str, Any] = {"eps": spec.eps, "momentum": spec.momentum}
-        return LazyBatchNorm(**kw) if spec.in_features is None else BatchNorm(spec.in_features, **kw)
+        if spec.in_features is None:
+            return LazyBatchNorm(**kw)
+        return BatchNorm(spec.in_features, **kw)
     if isinstance(spec, nn.LayerNorm):
         if spec.in_features is None:
             return LazyLayerNorm(spec.eps)

@@ -62,7 +62,8 @@ def test_P9_custom_initializer(build, capsys):
     net(inputs(2, 4))
     capsys.readouterr()
     up.initialize(net, MyInit(), force_reinit=True)
-    assert capsys.readouterr().out.splitlines() == ["Init 0.weight (64, 4)", "Init 1.weight (1, 64)"]
+    assert capsys.readouterr().out.splitlines() == ["Init 0.weight (64, 4)",
+                                                    "Init 1.weight (1, 64)"]
     w = net[0].weight.numpy()
     assert ((w == 0) | ((np.abs(w) >= 5) & (np.abs(w) <= 10))).all()
     assert 0.3 < (w == 0).mean() < 0.7

@@ -1,0 +1,50 @@
+"""Sessions: tests (everything CI runs), tour (the main job), conformance (the matrix), bench.
+
+    python3 -m pip install nox && python3 -m nox -s tests
+"""
+
+import os
+
+import nox
+
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+PYTHON = "3.11"
+CONSTRAINTS = ("-c", "constraints.txt")
+
+
+def install(session: nox.Session, extras: str = "all,test") -> None:
+    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Lint, the conformance matrix on every backend configuration, then the repo's tests."""
+    install(session)
+    session.run("ruff", "check", "unifparam", "backends", "tests", "noxfile.py")
+    session.run("unifparam", "conformance", "--backend", "all", "--json", "conformance.json")
+    session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def tour(session: nox.Session) -> None:
+    """The scenarios on UNIFPARAM_BACKEND (default torch): nox -s tour -- --backend keras:jax"""
+    install(session)
+    args = session.posargs or ["--backend", os.environ.get("UNIFPARAM_BACKEND", "torch")]
+    session.run("unifparam", "tour", *args)
+
+
+@nox.session(python=PYTHON)
+def conformance(session: nox.Session) -> None:
+    """The scenario x backend matrix: nox -s conformance -- --backend flax"""
+    install(session)
+    session.run("unifparam", "conformance", *(session.posargs or ["--backend", "all"]))
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks, side by side with each framework's native path (kept out of tests)."""
+    install(session)
+    session.run("python", "-m", "benchmarks", *session.posargs)
