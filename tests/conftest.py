@@ -9,7 +9,8 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def run_python(code: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def run_python(code: str, env: dict | None = None,
+               timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``code`` in a fresh interpreter (frameworks fix state per process)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
