@@ -20,11 +20,16 @@ from ._registry import BackendInfo, get_backend
 from ._registry import registered as backends
 from ._summary import summary
 from ._verbs import build, gradients, initialize, materialize, params, tie
+from .checkpoint import LoadReport, inspect_file, load, save
 from .errors import (
     AlreadyInitializedWarning,
     BackendConflictError,
     BackendNotFoundError,
     BackendNotInstalledError,
+    CheckpointError,
+    CheckpointFormatError,
+    CheckpointMismatchError,
+    CheckpointNotFoundError,
     DeferredParameterError,
     InitializerError,
     InputShapeError,
@@ -40,9 +45,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",
-    "BackendNotFoundError", "BackendNotInstalledError", "DeferredParameterError",
-    "InitializerError", "InputShapeError", "Materialization", "Model", "NativeLayer",
-    "NativeParam", "Param", "SpecError", "TieError", "UnifparamError", "UnknownNameError",
-    "UnsupportedError", "ValueShapeError", "backends", "build", "get_backend", "gradients",
-    "init", "initialize", "materialize", "nn", "params", "summary", "tie",
+    "BackendNotFoundError", "BackendNotInstalledError", "CheckpointError",
+    "CheckpointFormatError", "CheckpointMismatchError", "CheckpointNotFoundError",
+    "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
+    "Materialization", "Model", "NativeLayer", "NativeParam", "Param", "SpecError", "TieError",
+    "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
+    "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
+    "materialize", "nn", "params", "save", "summary", "tie",
 ]

@@ -68,6 +68,22 @@ class UnsupportedError(UnifparamError, NotImplementedError):
     """The backend lacks a capability this call needs."""
 
 
+class CheckpointError(UnifparamError):
+    """Base class of every checkpoint failure (:func:`unifparam.save`, :func:`unifparam.load`)."""
+
+
+class CheckpointFormatError(CheckpointError, ValueError):
+    """The file is not a valid checkpoint: malformed, truncated, oversized header, bad names."""
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """The file does not fit the model: names, shapes, dtypes or ties differ."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint file at that path."""
+
+
 class AlreadyInitializedWarning(UserWarning):
     """Re-initialization was asked without ``force_reinit=True``: values were kept."""
 
@@ -86,3 +102,4 @@ def fmt_shape(shape: tuple[int | None, ...] | None) -> str:
         return "(unknown)"
     inner = ", ".join("None" if d is None else str(d) for d in shape)
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
+

@@ -57,6 +57,16 @@ class Layer:
         """Given input shape ``x`` (batch first), the parameter shapes and the output shape."""
         return {}, x
 
+    def minimal_input(self, shapes: dict[str, Shape]) -> Shape | None:
+        """The smallest input shape that gives these parameter shapes (None: not enough known).
+
+        Lets a model be materialized from parameter shapes alone (a checkpoint's), no input:
+
+        >>> Dense(4).minimal_input({"weight": (4, 3), "bias": (4,)})
+        (1, 3)
+        """
+        return None
+
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
         """One line for the printed structure, e.g. ``Dense(? -> 256, relu)``.
 
@@ -146,6 +156,10 @@ class Dense(Layer):
             shapes["bias"] = (self.units,)
         return shapes, (*x[:-1], self.units)
 
+    def minimal_input(self, shapes: dict[str, Shape]) -> Shape | None:
+        n_in = _known(shapes, "weight", 1, self.in_features)
+        return None if n_in is None else (1, n_in)
+
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
         n_in = _known(shapes, "weight", 1, self.in_features)
         return f"Dense({_size(n_in)} -> {self.units}{_act(self.activation)})"
@@ -213,6 +227,10 @@ class Conv2D(Layer):
         return shapes, (x[0], self.filters, *out_hw)
 
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+    def minimal_input(self, shapes: dict[str, Shape]) -> Shape | None:
+        c = _known(shapes, "weight", 1, self.in_channels)
+        return None if c is None else (1, c, *self.kernel_size)
+
         n_in = _known(shapes, "weight", 1, self.in_channels)
         return (f"Conv2D({_size(n_in)} -> {self.filters}, kernel={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding!r}{_act(self.activation)})")
@@ -277,6 +295,9 @@ class Embedding(Layer):
         return {"weight": (self.num_embeddings, self.features)}, (*x, self.features)
 
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+    def minimal_input(self, shapes: dict[str, Shape]) -> Shape | None:
+        return (1, 1)
+
         return f"Embedding({self.num_embeddings}, {self.features})"
 
 
@@ -301,6 +322,11 @@ class _Norm(Layer):
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
         return f"{self.kind}({_size(_known(shapes, 'weight', 0, self.in_features))})"
 
+
+    def minimal_input(self, shapes: dict[str, Shape]) -> Shape | None:
+        known = [s[0] for s in shapes.values() if s and s[0] is not None]
+        n = known[0] if known else self.in_features
+        return None if n is None else (1, n)
 
 class LayerNorm(_Norm):
     """Normalizes the last axis; learnable ``weight`` (scale) and ``bias`` (shift)."""
