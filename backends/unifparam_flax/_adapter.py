@@ -1,0 +1,316 @@
+"""The Flax (linen) backend: unifparam's primitives on ``(module, variables)`` states.
+
+References to parameters are :class:`~unifparam_flax._state.Leaf` values (a pytree path
+and a layout), so they stay valid across the new states every change makes. Shapes come
+from the traced layer inputs (spec models) or ``jax.eval_shape(module.init, ...)``
+(adopted models); nothing jits a whole model.
+
+    >>> net = unifparam.build(nn.Sequential(nn.Dense(8)), backend="flax")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen, traverse_util
+
+from unifparam import Backend, Materialization, NativeParam, nn
+from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+from unifparam.errors import InputShapeError, UnknownNameError
+
+from ._adopt import describe, split_native
+from ._layers import (
+    SPEC_PARAMS,
+    default_init,
+    shape_to_canonical,
+    shape_to_native,
+    to_canonical,
+    to_flax,
+    to_native,
+)
+from ._state import FlaxState, LayerInfo, Leaf, Path, tied_module, tied_value
+
+
+class FlaxBackend(Backend):
+    """Flax linen adapter: spec layers become linen modules; the handle owns the variables."""
+
+    name = "flax"
+    framework = "flax"
+    capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients"})
+
+    # ---- construction ---------------------------------------------------------------
+    def build(self, spec: nn.Layer) -> tuple[FlaxState, dict[str, NativeParam]]:
+        module = to_flax(spec)
+        layers = _spec_layers(spec, module)
+        natives: dict[str, NativeParam] = {}
+        owners: dict[Path, Any] = {}
+        known: dict[Leaf, tuple[int, ...]] = {}
+        for path, info in layers.items():
+            if info.prefix in owners or not info.leaves:
+                continue  # containers, and second uses of a shared spec layer
+            owners[info.prefix] = info.module
+            decls = info.spec.param_decls()
+            eager = all(None not in d.shape for d in decls)  # as torch's non-lazy layers
+            for decl in decls:
+                leaf = info.leaves[decl.name]
+                name = f"{path}.{decl.name}" if path else decl.name
+                natives[name] = NativeParam(
+                    name=name, ref=leaf, shape=decl.shape, role=decl.role, axes=decl.axes,
+                    trainable=decl.trainable, native_name="/".join(leaf.path), storage=leaf.path)
+                if eager:
+                    known[leaf] = decl.shape
+        state = FlaxState(module, {}, layers=layers, owners=owners, from_spec=True,
+                          names={n: p.ref.path for n, p in natives.items()})
+        return _allocate(_add_abstract(state, known), frozenset()), natives
+
+    def adopt(self, native: Any) -> tuple[FlaxState, Any]:
+        module, variables = split_native(native)
+        tree, layers, owners = describe(module, variables)
+        leaves = {p: (jnp.asarray(v) if isinstance(v, np.ndarray) else v)
+                  for p, v in traverse_util.flatten_dict(variables or {}).items()}
+        return FlaxState(module, leaves, layers=layers, owners=owners), tree
+
+    def is_native(self, obj: Any) -> bool:
+        target = obj[0] if isinstance(obj, tuple) and obj else obj
+        return isinstance(target, linen.Module)
+
+    # ---- shapes and storage -------------------------------------------------------------
+    def materialize(self, native: FlaxState, request: Materialization) -> FlaxState:
+        st = native
+        if st.from_spec and request.layer_inputs is not None:
+            st = _add_abstract(st, _spec_shapes(st, request.layer_inputs))
+        elif not st.from_spec and (request.inputs is not None or request.input_shapes):
+            st = _infer_adopted(st, request)
+        if request.abstract:
+            return st
+        skip = frozenset(st.names[n] for n in request.skip_defaults if n in st.names)
+        return _allocate(st, skip)
+
+    def status(self, native: FlaxState, ref: Leaf) -> tuple[tuple[int | None, ...] | None, str]:
+        if ref.path not in native.leaves and ref.path not in native.ties:
+            return None, DEFERRED
+        try:
+            value = native.value(ref.path)
+        except KeyError:  # a tie whose root is not there yet
+            return None, DEFERRED
+        shape = shape_to_canonical(ref.layout, tuple(value.shape))
+        return shape, (ABSTRACT if isinstance(value, jax.ShapeDtypeStruct) else MATERIALIZED)
+
+    def read(self, native: FlaxState, ref: Leaf) -> np.ndarray:
+        return to_canonical(ref.layout, np.asarray(native.value(ref.path)))
+
+    def write(self, native: FlaxState, ref: Leaf, value: np.ndarray) -> FlaxState:
+        path, layout, value = ref.path, ref.layout, np.asarray(value)
+        while path in native.ties:  # writing a tied use writes its root
+            src, _, transpose = native.ties[path]
+            value = value.T if transpose else value
+            path, layout = src.path, src.layout
+        new = jnp.asarray(np.ascontiguousarray(to_native(layout, value)))
+        return native.with_leaves({path: new.astype(native.leaves[path].dtype)})
+
+    def share(self, native: FlaxState, src: Leaf, dst: Leaf, transpose: bool) -> FlaxState:
+        if src.path == dst.path or native.ties.get(dst.path) == (src, dst, transpose):
+            return native
+        ties = {**native.ties, dst.path: (src, dst, transpose)}
+        return native.replace(ties=ties).with_leaves({}, drop=(dst.path,))
+
+    def reset(self, native: FlaxState, refs: Sequence[Leaf]) -> FlaxState:
+        paths = [r.path for r in refs if r.path in native.leaves]
+        abstract = {p: jax.ShapeDtypeStruct(native.leaves[p].shape, native.leaves[p].dtype)
+                    for p in paths}
+        fresh = _allocate(native.with_leaves(abstract), frozenset())
+        return native.with_leaves({p: fresh.leaves[p] for p in paths})
+
+    def native_object(self, native: FlaxState, ref: Leaf) -> Any:
+        return native.value(ref.path) if ref.path in native.leaves or ref.path in native.ties \
+            else None
+
+    def native_layer(self, native: FlaxState, path: str) -> Any:
+        """``(module, variables)``: for the root, ``module.apply(variables, x) == net(x)``."""
+        if not path:
+            return tied_module(native), native.variables(expanded=False)
+        info = native.layers.get(path)
+        if info is None:
+            raise UnknownNameError(f"No layer {path!r} in this Flax model.")
+        sub = native.variables()
+        sub = {col: _subtree(tree, info.prefix) for col, tree in sub.items()}
+        return info.module, {col: t for col, t in sub.items() if t is not None}
+
+    # ---- compute -------------------------------------------------------------------
+    def forward(self, native: FlaxState, inputs: Sequence[Any], training: bool) -> Any:
+        return self.forward_with_state(native, inputs, training)[0]
+
+    def forward_with_state(self, native: FlaxState, inputs: Sequence[Any], training: bool
+                           ) -> tuple[Any, FlaxState]:
+        """The output, and the state with updated ``batch_stats`` when ``training``."""
+        xs = [_as_array(x) for x in inputs]
+        if not training:
+            return _apply(native, native.leaves, xs, False), native
+        out, updates = _apply(native, native.leaves, xs, True)
+        flat = traverse_util.flatten_dict(dict(updates))
+        return out, native.with_leaves({p: v for p, v in flat.items() if p in native.leaves})
+
+    def gradients(self, native: FlaxState, inputs: Sequence[Any],
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Leaf]) -> dict[str, Any]:
+        xs = [_as_array(x) for x in inputs]
+        wrt = {p: v for p, v in native.leaves.items() if p[0] == "params"}
+        fixed = {p: v for p, v in native.leaves.items() if p[0] != "params"}
+
+        def objective(trainable: dict[Path, Any]) -> Any:
+            out = _apply(native, {**fixed, **trainable}, xs, False)
+            return loss(out) if loss is not None else jnp.sum(out)
+
+        grads = jax.grad(objective)(wrt)
+        out = {}
+        for name, ref in refs.items():
+            g = grads.get(ref.path)
+            g = np.zeros(native.leaves[ref.path].shape, np.float32) if g is None else np.asarray(g)
+            out[name] = np.ascontiguousarray(to_canonical(ref.layout, g))
+        return out
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return np.asarray(value)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def _spec_layers(spec: nn.Layer, module: linen.Module) -> dict[str, LayerInfo]:
+    """Canonical path -> LayerInfo, with scope paths read from the bound module itself."""
+    out: dict[str, LayerInfo] = {}
+
+    def visit(layer: nn.Layer, bound: Any, unbound: Any, path: str) -> None:
+        prefix = tuple(bound.scope.path)
+        decls = {d.name for d in layer.param_decls()}
+        leaves = {local: Leaf((col, *prefix, leaf), layout)
+                  for local, (col, leaf, layout) in SPEC_PARAMS.get(layer.kind, {}).items()
+                  if local in decls}
+        out[path] = LayerInfo(unbound, prefix, layer, leaves)
+        kids = layer.children()
+        if kids:
+            for (key, child), b, u in zip(kids, bound.layers, unbound.layers):
+                visit(child, b, u, f"{path}.{key}" if path else key)
+
+    visit(spec, module.bind({}), module, "")
+    return out
+
+
+def _spec_shapes(st: FlaxState, layer_inputs: Mapping[str, Any]) -> dict[Leaf, tuple[int, ...]]:
+    """Canonical shapes of the leaves each traced leaf layer still lacks."""
+    shapes: dict[Leaf, tuple[int, ...]] = {}
+    for path, x in layer_inputs.items():
+        info = st.layers.get(path)
+        if info is None or info.spec is None:
+            continue
+        pshapes, _ = info.spec.infer(tuple(x), path)
+        for local, shape in pshapes.items():
+            leaf = info.leaves[local]
+            if leaf.path not in st.leaves and leaf.path not in st.ties:
+                shapes[leaf] = tuple(shape)
+    return shapes
+
+
+def _add_abstract(st: FlaxState, shapes: Mapping[Leaf, tuple[int, ...]]) -> FlaxState:
+    return st.with_leaves({leaf.path: jax.ShapeDtypeStruct(shape_to_native(leaf.layout, s),
+                                                           jnp.float32)
+                           for leaf, s in shapes.items()})
+
+
+def _allocate(st: FlaxState, skip: frozenset[Path]) -> FlaxState:
+    """Give every abstract leaf memory, filled by flax's own default initializer.
+
+    Leaves in ``skip`` (about to be overwritten by the core) are left zero.
+    """
+    todo = [p for p, v in st.leaves.items() if isinstance(v, jax.ShapeDtypeStruct)]
+    if not todo:
+        return st
+    key = jax.random.PRNGKey(secrets.randbits(31))
+    new: dict[Path, Any] = {}
+    unknown: list[Path] = []
+    for i, path in enumerate(todo):
+        spec = st.leaves[path]
+        fn = default_init(st.owners.get(path[1:-1]), path[0], path[-1])
+        if path in skip:
+            new[path] = jnp.zeros(spec.shape, spec.dtype)
+        elif fn is None:
+            unknown.append(path)
+        else:
+            new[path] = jnp.asarray(fn(jax.random.fold_in(key, i), spec.shape, spec.dtype))
+    if unknown:
+        new.update(_init_by_module(st, unknown, key))
+    return st.with_leaves(new)
+
+
+def _init_by_module(st: FlaxState, paths: list[Path], key: Any) -> dict[Path, Any]:
+    """Leaves whose initializer only the module knows: run ``module.init`` (no jit)."""
+    if st.example is None:
+        raise InputShapeError(
+            f"Flax parameters {', '.join('/'.join(p) for p in paths[:3])} have shapes but no "
+            f"known initializer: pass example inputs, unifparam.materialize(net, X).")
+    xs = [jnp.zeros(s.shape, s.dtype) for s in st.example]
+    full = traverse_util.flatten_dict(_init_vars(st.module, key, xs))
+    return {p: full[p] for p in paths}
+
+
+def _infer_adopted(st: FlaxState, request: Materialization) -> FlaxState:
+    """Adopted module: abstract leaves from ``jax.eval_shape(module.init, ...)``."""
+    if request.inputs is not None:
+        example = tuple(jax.ShapeDtypeStruct(np.shape(x), _as_array(x).dtype)
+                        for x in request.inputs)
+    else:
+        example = tuple(jax.ShapeDtypeStruct(tuple(s), jnp.float32) for s in request.input_shapes)
+    shapes = jax.eval_shape(lambda *xs: _init_vars(st.module, jax.random.PRNGKey(0), xs),
+                            *example)
+    flat = traverse_util.flatten_dict(shapes)
+    missing = {p: v for p, v in flat.items() if p not in st.leaves and p not in st.ties}
+    return st.with_leaves(missing).replace(example=example)
+
+
+def _init_vars(module: linen.Module, key: Any, xs: Sequence[Any]) -> Any:
+    k1, k2 = jax.random.split(key)
+    return module.init({"params": k1, "dropout": k2}, *xs)
+
+
+def _apply(st: FlaxState, leaves: Mapping[Path, Any], xs: Sequence[Any], training: bool) -> Any:
+    variables = traverse_util.unflatten_dict(
+        {**leaves, **{p: tied_value(leaves, st.ties, p) for p in st.ties}})
+    kwargs: dict[str, Any] = {}
+    if _takes(st.module, "training"):
+        kwargs["training"] = training
+    elif training and _takes(st.module, "train"):
+        kwargs["train"] = True
+    if not training:
+        return st.module.apply(variables, *xs, **kwargs)
+    rngs = {"dropout": jax.random.PRNGKey(secrets.randbits(31))}
+    mutable = [c for c in variables if c != "params"]
+    return st.module.apply(variables, *xs, rngs=rngs, mutable=mutable, **kwargs)
+
+
+def _takes(module: linen.Module, arg: str) -> bool:
+    try:
+        return arg in inspect.signature(type(module).__call__).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _as_array(x: Any) -> Any:
+    if isinstance(x, jax.Array):
+        return x
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+    elif arr.dtype.kind in "iu":
+        arr = arr.astype(np.int32, copy=False)
+    return jnp.asarray(arr)
+
+
+def _subtree(tree: Any, prefix: Path) -> Any:
+    for key in prefix:
+        if not isinstance(tree, Mapping) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree

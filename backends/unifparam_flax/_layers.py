@@ -1,0 +1,196 @@
+"""Spec layers as linen modules, and the canonical <-> native layout of their parameters.
+
+Data stays channels-first (``(N, C, H, W)``) between layers: ``Conv2D`` transposes to NHWC
+around ``flax.linen.Conv`` and back, so ``Flatten`` flattens in (C, H, W) order as in torch.
+A spec ``Sequential`` names its children ``layers_<i>`` (like ``flax.linen.Sequential``), so
+canonical ``"0.1.weight"`` is the pytree path ``('params', 'layers_0', 'layers_1', 'kernel')``.
+
+    >>> module = to_flax(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)))
+    >>> variables = module.init(jax.random.key(0), jnp.ones((2, 4)))   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen
+
+from unifparam import nn
+
+Path = tuple[str, ...]
+
+ACTIVATIONS: dict[str | None, Callable[[Any], Any]] = {
+    None: lambda x: x, "identity": lambda x: x, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
+    "tanh": jnp.tanh, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
+}
+
+
+class Sequential(linen.Module):
+    """Layers in order; every layer takes ``training`` (children are named ``layers_<i>``)."""
+
+    layers: Sequence[linen.Module]
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        for layer in self.layers:
+            x = layer(x, training=training)
+        return x
+
+
+class Dense(linen.Dense):
+    """``flax.linen.Dense`` with an optional activation; kernel ``(in, out)``."""
+
+    activation: str | None = None
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        return ACTIVATIONS[self.activation](super().__call__(x))
+
+
+class Conv2D(linen.Conv):
+    """``flax.linen.Conv`` on channels-first inputs; kernel ``(kh, kw, in, out)``."""
+
+    activation: str | None = None
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        y = super().__call__(jnp.transpose(x, (0, 2, 3, 1)))
+        return ACTIVATIONS[self.activation](jnp.transpose(y, (0, 3, 1, 2)))
+
+
+class Embedding(linen.Embed):
+    """``flax.linen.Embed``; table ``(num_embeddings, features)``."""
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        return super().__call__(x)
+
+
+class LayerNorm(linen.LayerNorm):
+    """Layer norm over the last axis."""
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        return super().__call__(x)
+
+
+class BatchNorm(linen.BatchNorm):
+    """Batch norm over axis 1; running statistics in ``batch_stats``, used unless training."""
+
+    def __call__(self, x: Any, training: bool = False) -> Any:  # type: ignore[override]
+        return super().__call__(x, use_running_average=not training)
+
+
+class Dropout(linen.Dropout):
+    """Dropout, active only with ``training=True`` (needs the ``dropout`` rng then)."""
+
+    def __call__(self, x: Any, training: bool = False) -> Any:  # type: ignore[override]
+        return super().__call__(x, deterministic=not training)
+
+
+class Flatten(linen.Module):
+    """Flattens everything after the batch axis, channels-first order."""
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        return jnp.reshape(x, (x.shape[0], -1))
+
+
+class Activation(linen.Module):
+    """An activation on its own."""
+
+    fn: str | None = None
+
+    def __call__(self, x: Any, training: bool = False) -> Any:
+        return ACTIVATIONS[self.fn](x)
+
+
+def to_flax(spec: nn.Layer, memo: dict[int, linen.Module] | None = None) -> linen.Module:
+    """The linen module for ``spec``; the same spec object always maps to the same module."""
+    memo = {} if memo is None else memo
+    if id(spec) not in memo:
+        memo[id(spec)] = _convert(spec, memo)
+    return memo[id(spec)]
+
+
+def _convert(spec: nn.Layer, memo: dict[int, linen.Module]) -> linen.Module:
+    if isinstance(spec, nn.Sequential):
+        return Sequential(tuple(to_flax(child, memo) for child in spec))
+    if isinstance(spec, nn.Dense):
+        return Dense(spec.units, use_bias=spec.use_bias, activation=spec.activation)
+    if isinstance(spec, nn.Conv2D):
+        p0, p1 = spec.pads
+        return Conv2D(spec.filters, spec.kernel_size, strides=(spec.stride, spec.stride),
+                      padding=((p0, p0), (p1, p1)), use_bias=spec.use_bias,
+                      activation=spec.activation)
+    if isinstance(spec, nn.BatchNorm):
+        return BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps)
+    if isinstance(spec, nn.LayerNorm):
+        return LayerNorm(epsilon=spec.eps, use_fast_variance=False)
+    if isinstance(spec, nn.Embedding):
+        return Embedding(spec.num_embeddings, spec.features)
+    if isinstance(spec, nn.Flatten):
+        return Flatten()
+    if isinstance(spec, nn.Dropout):
+        return Dropout(spec.rate)
+    if isinstance(spec, nn.Activation):
+        return Activation(None if spec.name == "identity" else spec.name)
+    raise TypeError(f"The flax backend has no conversion for {type(spec).__name__}.")
+
+
+# ---- where each canonical parameter lives, and in which layout -------------------------------
+#: spec kind -> canonical local name -> (collection, native leaf name, layout)
+SPEC_PARAMS: dict[str, dict[str, tuple[str, str, str]]] = {
+    "Dense": {"weight": ("params", "kernel", "dense"), "bias": ("params", "bias", "plain")},
+    "Conv2D": {"weight": ("params", "kernel", "conv"), "bias": ("params", "bias", "plain")},
+    "Embedding": {"weight": ("params", "embedding", "plain")},
+    "LayerNorm": {"weight": ("params", "scale", "plain"), "bias": ("params", "bias", "plain")},
+    "BatchNorm": {"weight": ("params", "scale", "plain"), "bias": ("params", "bias", "plain"),
+                  "running_mean": ("batch_stats", "mean", "plain"),
+                  "running_var": ("batch_stats", "var", "plain")},
+}
+
+
+def _perm(layout: str, ndim: int, to_native: bool) -> tuple[int, ...] | None:
+    if layout == "dense" and ndim == 2:
+        return (1, 0)
+    if layout == "conv" and ndim >= 3:  # native (*k, in, out) <-> canonical (out, in, *k)
+        if to_native:
+            return (*range(2, ndim), 1, 0)
+        return (ndim - 1, ndim - 2, *range(ndim - 2))
+    return None
+
+
+def to_canonical(layout: str, value: Any) -> Any:
+    """A native leaf (numpy or jax) in canonical layout: Dense ``(in, out)`` -> ``(out, in)``."""
+    perm = _perm(layout, value.ndim, to_native=False)
+    return value if perm is None else value.transpose(perm)
+
+
+def to_native(layout: str, value: Any) -> Any:
+    """A canonical value in the native layout (inverse of :func:`to_canonical`)."""
+    perm = _perm(layout, value.ndim, to_native=True)
+    return value if perm is None else value.transpose(perm)
+
+
+def shape_to_native(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    perm = _perm(layout, len(shape), to_native=True)
+    return shape if perm is None else tuple(shape[i] for i in perm)
+
+
+def shape_to_canonical(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    perm = _perm(layout, len(shape), to_native=False)
+    return tuple(shape) if perm is None else tuple(shape[i] for i in perm)
+
+
+_INIT_ATTR = {"kernel": "kernel_init", "bias": "bias_init", "embedding": "embedding_init",
+              "scale": "scale_init"}
+
+
+def default_init(module: Any, collection: str, leaf: str) -> Callable[..., Any] | None:
+    """Flax's own default initializer of ``module``'s leaf (None if unknown).
+
+    >>> default_init(linen.Dense(3), "params", "bias")   # flax's zeros   # doctest: +SKIP
+    """
+    if collection == "batch_stats" and isinstance(module, linen.BatchNorm):
+        return jax.nn.initializers.zeros if leaf == "mean" else jax.nn.initializers.ones
+    attr = _INIT_ATTR.get(leaf)
+    return getattr(module, attr, None) if collection == "params" and attr else None
