@@ -159,6 +159,13 @@ class Backend(abc.ABC):
     def forward(self, native: Any, inputs: Sequence[Any], training: bool) -> Any:
         """Run the model on numpy or native inputs; return the native output."""
 
+    def forward_with_state(self, native: Any, inputs: Sequence[Any], training: bool
+                           ) -> tuple[Any, Any]:
+        """``(output, state)``: for frameworks whose forward pass returns new state (Flax
+        ``batch_stats`` in training mode). The default runs :meth:`forward`, state unchanged.
+        """
+        return self.forward(native, inputs, training), native
+
     def gradients(self, native: Any, inputs: Sequence[Any], loss: Callable[[Any], Any] | None,
                   refs: Mapping[str, Any]) -> dict[str, Any]:
         """Gradient of ``loss(output)`` (default: the sum) for every name in ``refs``, as numpy."""

@@ -491,7 +491,8 @@ def forward(model: Model, *inputs: Any, training: bool = False) -> Any:
         materialize(model, *inputs)
     elif st.spec is not None:
         _trace(st, _input_shapes(inputs, None))
-    return st.backend.forward(st.native, inputs, training)
+    out, st.native = st.backend.forward_with_state(st.native, inputs, training)
+    return out
 
 
 def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = None
