@@ -134,7 +134,7 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
 
 def _plan(st: ModelState, ck: Checkpoint, strict: bool) -> _Plan:
     """Everything load will do, checked against the model; raises before any change."""
-    file_root = {n: (n, False) for n in ck.tensors}
+    file_root = {n: (n, False) for n in ck.order()}
     file_root.update({t.name: (t.root, t.transpose) for t in ck.ties})
     names = [*st.slots, *st.aliases]
     unexpected = tuple(n for n in file_root if n not in st.slots and n not in st.aliases)
