@@ -57,14 +57,21 @@ def describe(module: linen.Module, variables: Mapping[str, Any] | None
         layer = NativeLayer(path, kind, _text(m, kind))
         if m is not None:
             owners.setdefault(prefix, m)
-        params = _own_leaves(m, prefix, flat, predict=not flat, where=path)
+        params = _own_leaves(m, prefix, flat, predict=not flat)
         for local, (leaf, shape, role, axes, trainable, dtype) in params.items():
             full = f"{path}.{local}" if path else local
             layer.params[local] = NativeParam(full, leaf, shape, role, axes, trainable, dtype,
                                               "/".join(leaf.path), storage=leaf.path)
         layers[path] = LayerInfo(_unbound(m), prefix, None, {k: v[0] for k, v in params.items()})
         covered: set[str] = set()
-        for key, child in _attr_children(m, path):
+        kids = _attr_children(m, path)
+        if not flat and not kids and not isinstance(m, _KNOWN) and _is_compact(m):
+            raise UnsupportedError(
+                f"Flax module '{path or kind}' ({kind}) creates its layers inside an "
+                f"@nn.compact __call__, so they are unknown before init. Pass "
+                f"build((module, module.init(key, x))), or abstract variables "
+                f"build((module, jax.eval_shape(module.init, key, x))).")
+        for key, child in kids:
             cprefix = tuple(child.scope.path)
             covered.add(cprefix[-1])
             layer.children.append((key, visit(child, cprefix, _join(path, key), cprefix[-1])))
@@ -121,21 +128,27 @@ def _attr_children(m: Any, path: str) -> list[tuple[str, Any]]:
     return [(k, v) for k, v in out if getattr(v, "scope", None) is not None]
 
 
+def _is_compact(m: Any) -> bool:
+    return m is not None and bool(getattr(type(m).__call__, "compact", False))
+
+
 def _is_sequential(m: Any) -> bool:
     return type(m).__name__ == "Sequential"
 
 
 def _pytree_children(flat: Mapping[Path, Any], prefix: Path) -> list[str]:
     n = len(prefix)
-    subs = [p[1 + n] for p in flat if len(p) > n + 2 and p[1:1 + n] == prefix]
+    paths = sorted(flat, key=lambda p: p[0] != "params")  # stable: params first, then stats
+    subs = [p[1 + n] for p in paths if len(p) > n + 2 and p[1:1 + n] == prefix]
     return list(dict.fromkeys(subs))
 
 
 ParamInfo = tuple[Leaf, Any, str, Any, bool, str]
+_RANK = {"kernel": 0, "embedding": 0, "scale": 0, "bias": 1, "mean": 2, "var": 3}
 
 
-def _own_leaves(m: Any, prefix: Path, flat: Mapping[Path, Any], predict: bool,
-                where: str) -> dict[str, ParamInfo]:
+def _own_leaves(m: Any, prefix: Path, flat: Mapping[Path, Any], predict: bool
+                ) -> dict[str, ParamInfo]:
     """This module's own parameters: from the variables, or predicted from its attributes."""
     n = len(prefix)
     if not predict:
@@ -144,13 +157,8 @@ def _own_leaves(m: Any, prefix: Path, flat: Mapping[Path, Any], predict: bool,
     elif isinstance(m, _KNOWN):
         found = _predicted(m)
     else:
-        if m is not None and getattr(type(m).__call__, "compact", False):
-            raise UnsupportedError(
-                f"Flax module '{where or type(m).__name__}' ({type(m).__name__}) defines its "
-                f"layers in an @nn.compact __call__, so its parameters are unknown before "
-                f"init. Pass build((module, module.init(key, x))), or abstract variables "
-                f"build((module, jax.eval_shape(module.init, key, x))).")
         found = []
+    found.sort(key=lambda f: (f[0] != "params", _RANK.get(f[1], len(_RANK))))
     leaves = {leaf for _, leaf, _, _ in found}
     out: dict[str, ParamInfo] = {}
     for col, leaf, shape, dtype in found:
