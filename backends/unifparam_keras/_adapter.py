@@ -1,0 +1,279 @@
+"""The Keras 3 backend: unifparam's primitives on Keras layers, on tensorflow, jax or torch.
+
+Keras fixes its backend when first imported, so the variant (``keras:jax``) is put in
+``KERAS_BACKEND`` before that, and a process that already imported Keras with another
+backend gets a :class:`unifparam.BackendConflictError`. References to parameters are
+:class:`~unifparam_keras._adopt.Ref` objects (layer, attribute, layout).
+
+    >>> be = KerasBackend("jax")                      # doctest: +SKIP
+    >>> net = unifparam.build(spec, backend="keras:jax")
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from unifparam import Backend, BackendConflictError, Materialization, NativeParam, nn
+from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+
+keras: Any = None  # imported by KerasBackend() once KERAS_BACKEND is settled
+ops: Any = None
+_adopt: Any = None
+_layers: Any = None
+
+Shape = tuple[int | None, ...]
+
+
+def _import_keras(variant: str | None) -> None:
+    """Import Keras on ``variant``'s backend, or fail clearly if it is already set otherwise."""
+    global keras, ops, _adopt, _layers
+    if variant is not None:
+        if "keras" in sys.modules:
+            current = sys.modules["keras"].backend.backend()
+            if current != variant:
+                raise BackendConflictError(
+                    f"Keras is already imported in this process with backend {current!r}; "
+                    f"backend 'keras:{variant}' needs {variant!r}. Keras fixes its backend per "
+                    f"process: run 'keras:{variant}' in a new process, or set "
+                    f"KERAS_BACKEND={variant} before anything imports keras (or use "
+                    f"'keras:{current}').")
+        else:
+            os.environ["KERAS_BACKEND"] = variant
+    import keras as keras_
+    from keras import ops as ops_
+
+    from . import _adopt as adopt_
+    from . import _layers as layers_
+    keras, ops, _adopt, _layers = keras_, ops_, adopt_, layers_
+
+
+@dataclass
+class KerasModel:
+    """The native state: the Keras model and every layer by canonical path."""
+
+    model: Any
+    layers: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def _lazy() -> Iterator[None]:
+    """Create variables with shapes but no values (Keras's stateless scope), and keep them
+    out of Keras's global list so no other scope exit fills them."""
+    from keras.src.backend.common import global_state
+    from keras.src.backend.common.stateless_scope import StatelessScope
+    before = list(global_state.get_global_attribute("uninitialized_variables") or [])
+    try:
+        with StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", before)
+
+
+class KerasBackend(Backend):
+    """Keras 3 adapter: spec layers become Keras layers; values move as numpy."""
+
+    name = "keras"
+    framework = "keras"
+    capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients", "native_apply"})
+
+    def __init__(self, variant: str | None = None):
+        _import_keras(variant)
+        self.variant = keras.backend.backend()
+
+    # ---- construction ---------------------------------------------------------------
+    def build(self, spec: nn.Layer) -> tuple[KerasModel, dict[str, NativeParam]]:
+        model, table = _layers.to_keras(spec)
+        natives: dict[str, NativeParam] = {}
+        seen: set[int] = set()
+
+        def visit(layer: nn.Layer, path: str) -> None:
+            if id(layer) in seen:
+                return
+            seen.add(id(layer))
+            refs = {r.name: r for r in _adopt.schema(table[path])}
+            for decl in layer.param_decls():
+                name = f"{path}.{decl.name}" if path else decl.name
+                natives[name] = _adopt.native_param(refs[decl.name], name)
+            for key, child in layer.children():
+                visit(child, f"{path}.{key}" if path else key)
+
+        visit(spec, "")
+        return KerasModel(model, table), natives
+
+    def adopt(self, native: Any) -> tuple[KerasModel, Any]:
+        table: dict[str, Any] = {}
+        tree = _adopt.describe(native, "", table)
+        return KerasModel(native, table), tree
+
+    def is_native(self, obj: Any) -> bool:
+        return isinstance(obj, keras.layers.Layer)
+
+    # ---- shapes and storage -------------------------------------------------------------
+    def materialize(self, native: KerasModel, request: Materialization) -> KerasModel:
+        with _lazy() if request.abstract else nullcontext():
+            if request.layer_inputs is not None:  # spec models: each leaf's input is known
+                for path, shape in request.layer_inputs.items():
+                    layer = native.layers[path]
+                    if not layer.built:
+                        layer.build(tuple(shape))
+            elif not all(layer.built for layer in native.layers.values()
+                         if isinstance(layer, keras.layers.Layer)):
+                self._build_by_call(native.model, request)
+        if not request.abstract:
+            for var in self._variables(native):
+                if var._value is None:
+                    var._deferred_initialize()
+        for layer in native.layers.values():
+            if isinstance(layer, _layers.Stack):
+                layer.built = True
+        return native
+
+    def _build_by_call(self, model: Any, request: Materialization) -> None:
+        """Adopted models: a symbolic call builds every layer (values are not needed)."""
+        shapes = request.input_shapes
+        if not shapes and request.inputs is not None:
+            shapes = tuple(tuple(np.shape(x)) for x in request.inputs)
+        dtypes = [getattr(x, "dtype", "float32") for x in request.inputs or ()] or [
+            "float32"] * len(shapes)
+        args = [keras.KerasTensor(s, dtype=_dtype(d)) for s, d in zip(shapes, dtypes)]
+        model(*args)
+
+    def _variables(self, native: KerasModel) -> list[Any]:
+        seen: dict[int, Any] = {}
+        for layer in native.layers.values():
+            if isinstance(layer, keras.layers.Layer):
+                for v in layer.variables:
+                    seen.setdefault(id(v), v)
+        return list(seen.values())
+
+    def status(self, native: KerasModel, ref: Any) -> tuple[Shape | None, str]:
+        link = _link(ref)
+        if link is not None:
+            _, src, transpose = link
+            shape, state = self.status(native, src)
+            return (tuple(reversed(shape)) if transpose and shape else shape), state
+        var = ref.own()
+        if var is None:
+            return None, DEFERRED
+        return _adopt.known_shape(ref), (ABSTRACT if var._value is None else MATERIALIZED)
+
+    def read(self, native: KerasModel, ref: Any) -> np.ndarray:
+        value = ref.own() if _link(ref) is None else getattr(ref.layer, ref.attr)
+        array = self.to_numpy(value)
+        return array if ref.perm is None else np.transpose(array, ref.perm)
+
+    def write(self, native: KerasModel, ref: Any, value: np.ndarray) -> KerasModel:
+        link = _link(ref)
+        if link is not None:
+            _, src, transpose = link
+            return self.write(native, src, np.ascontiguousarray(value.T if transpose else value))
+        var = ref.own()
+        if ref.perm is not None:
+            value = np.transpose(value, np.argsort(ref.perm))
+        var.assign(np.ascontiguousarray(value, dtype=var.dtype))
+        return native
+
+    def reset(self, native: KerasModel, refs: Sequence[Any]) -> KerasModel:
+        for ref in refs:
+            init = getattr(ref.layer, f"{ref.store.lstrip('_')}_initializer", None)
+            var = ref.own()
+            if init is None or var is None:
+                continue  # no framework default known: values stay as they are
+            init = keras.initializers.get(init)
+            config = init.get_config()
+            if "seed" in config:  # a fresh draw: an unseeded Keras initializer repeats itself
+                init = type(init).from_config({**config, "seed": None})
+            var.assign(init(tuple(var.shape), dtype=var.dtype))
+        return native
+
+    def share(self, native: KerasModel, src: Any, dst: Any, transpose: bool) -> KerasModel:
+        _layers.link(dst, src, transpose)
+        return native
+
+    def native_object(self, native: KerasModel, ref: Any) -> Any:
+        return ref.own()
+
+    def native_layer(self, native: KerasModel, path: str) -> Any:
+        return native.layers[path] if path else native.model
+
+    # ---- compute -------------------------------------------------------------------
+    def forward(self, native: KerasModel, inputs: Sequence[Any], training: bool) -> Any:
+        return native.model(*(_as_tensor(x) for x in inputs), training=training)
+
+    def gradients(self, native: KerasModel, inputs: Sequence[Any],
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Any]) -> dict[str, Any]:
+        xs = [_as_tensor(x) for x in inputs]
+        variables = [ref.own() for ref in refs.values()]
+
+        def objective(out: Any) -> Any:
+            return loss(out) if loss is not None else ops.sum(out)
+
+        grads = _GRADIENTS[keras.backend.backend()](native.model, xs, objective, variables)
+        return {n: (np.zeros(tuple(v.shape), np.float32) if g is None
+                    else self.to_numpy(g))
+                for n, v, g in zip(refs, variables, grads)}
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        if isinstance(value, keras.Variable):
+            value = value.value
+        if hasattr(value, "detach"):  # torch
+            value = value.detach().cpu()
+        return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+    def version(self) -> str:
+        return f"{keras.__version__} ({keras.backend.backend()})"
+
+
+def _link(ref: Any) -> tuple[Any, Any, bool] | None:
+    return vars(ref.layer).get("_unifparam_links", {}).get(ref.attr)
+
+
+def _dtype(dtype: Any) -> str:
+    name = str(getattr(dtype, "name", dtype)).removeprefix("torch.")
+    return "float32" if "float" in name else name
+
+
+def _as_tensor(x: Any) -> Any:
+    if isinstance(x, np.ndarray) or isinstance(x, (list, tuple, float, int)):
+        arr = np.asarray(x)
+        if arr.dtype.kind == "f":
+            arr = arr.astype(np.float32, copy=False)
+        return ops.convert_to_tensor(arr)
+    return x
+
+
+# ---- gradients through each Keras backend's own autodiff ---------------------------------
+def _grads_tensorflow(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
+    import tensorflow as tf
+    with tf.GradientTape() as tape:
+        value = objective(model(*xs, training=False))
+    return tape.gradient(value, [v.value for v in variables])
+
+
+def _grads_jax(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
+    import jax
+    from keras.src.backend.common.stateless_scope import StatelessScope
+
+    def f(values: list[Any]) -> Any:
+        with StatelessScope(state_mapping=list(zip(variables, values)),
+                            initialize_variables=False):
+            return objective(model(*xs, training=False))
+
+    return jax.grad(f)([v.value for v in variables])
+
+
+def _grads_torch(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
+    import torch
+    with torch.enable_grad():
+        value = objective(model(*xs, training=False))
+        return list(torch.autograd.grad(value, [v.value for v in variables], allow_unused=True))
+
+
+_GRADIENTS = {"tensorflow": _grads_tensorflow, "jax": _grads_jax, "torch": _grads_torch}

@@ -1,0 +1,169 @@
+"""Describe Keras layers in canonical terms: the layer tree, names, roles, axes, layouts.
+
+Canonical names of an adopted model are layer positions (Sequential, functional) or
+attribute paths (subclassed models) joined by dots, then ``weight``/``bias``/... A layer
+used in two places is one storage, listed under its first name.
+
+    >>> describe(keras.Sequential([keras.layers.Dense(4)])).children[0][1].params["weight"]
+    ...                                                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+from keras.src.models.functional import Functional
+
+from unifparam import NativeLayer, NativeParam
+
+Shape = tuple[int | None, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Ref:
+    """Where one parameter lives: ``layer.<attr>`` reads it, ``vars(layer)[store]`` owns it.
+
+    ``perm`` takes the native array to canonical layout (``x.transpose(perm)``); None when
+    the layouts agree. ``var`` pins a variable no attribute holds (unknown layer types).
+    """
+
+    layer: Any
+    name: str             # canonical local name: weight, bias, running_mean, ...
+    attr: str             # public attribute the layer's call reads: kernel, bias, gamma, ...
+    store: str            # instance attribute holding the layer's own variable
+    perm: tuple[int, ...] | None = None
+    role: str = "weight"
+    axes: tuple[str, ...] | None = None
+    trainable: bool = True
+    var: Any = None
+
+    def own(self) -> Any:
+        """The layer's own variable, or None before the layer is built."""
+        if self.var is not None:
+            return self.var
+        return vars(self.layer).get(self.store)
+
+
+def _conv_perm(rank: int) -> tuple[int, ...]:
+    return (rank + 1, rank, *range(rank))  # (k..., in, out) -> (out, in, k...)
+
+
+def schema(layer: Any) -> list[Ref]:
+    """Refs of every parameter a known Keras layer type has (or will have once built)."""
+    L = keras.layers  # noqa: N806
+    if isinstance(layer, L.Dense):
+        refs = [Ref(layer, "weight", "kernel", "_kernel", (1, 0), "weight", ("out", "in"))]
+        if layer.use_bias:
+            refs.append(Ref(layer, "bias", "bias", "bias", None, "bias", ("out",)))
+        return refs
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and not isinstance(
+            layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
+        spatial = ("kd", "kh", "kw")[-layer.rank:]
+        refs = [Ref(layer, "weight", "kernel", "_kernel", _conv_perm(layer.rank), "weight",
+                    ("out", "in", *spatial))]
+        if layer.use_bias:
+            refs.append(Ref(layer, "bias", "bias", "bias", None, "bias", ("out",)))
+        return refs
+    if isinstance(layer, L.Embedding):
+        return [Ref(layer, "weight", "embeddings", "_embeddings", None, "embedding",
+                    ("vocab", "embed"))]
+    if isinstance(layer, (L.LayerNormalization, L.BatchNormalization)):
+        refs = []
+        if layer.scale:
+            refs.append(Ref(layer, "weight", "gamma", "gamma", None, "scale", ("out",)))
+        if layer.center:
+            refs.append(Ref(layer, "bias", "beta", "beta", None, "shift", ("out",)))
+        if isinstance(layer, L.BatchNormalization):
+            refs += [Ref(layer, "running_mean", "moving_mean", "moving_mean", None,
+                         "running_mean", ("out",), False),
+                     Ref(layer, "running_var", "moving_variance", "moving_variance", None,
+                         "running_var", ("out",), False)]
+        return refs
+    return _discovered(layer)
+
+
+def _discovered(layer: Any) -> list[Ref]:
+    """Refs of an unknown layer type's own variables (none before it is built)."""
+    owned = {id(v): k for k, v in vars(layer).items() if isinstance(v, keras.Variable)}
+    refs = []
+    for v in [*layer._trainable_variables, *layer._non_trainable_variables]:
+        store = owned.get(id(v))
+        attr = store.lstrip("_") if store and isinstance(
+            getattr(type(layer), store.lstrip("_"), None), property) else store
+        name = v.name if v.name not in {r.name for r in refs} else f"{v.name}_{len(refs)}"
+        refs.append(Ref(layer, name, attr or name, store or name, None,
+                        "bias" if v.name == "bias" else "weight", None, v.trainable,
+                        None if store else v))
+    return refs
+
+
+def known_shape(ref: Ref) -> Shape | None:
+    """The canonical shape, with None where an unbuilt layer does not know its input size."""
+    var = ref.own()
+    if var is not None:
+        shape = tuple(var.shape)
+        return tuple(shape[i] for i in ref.perm) if ref.perm else shape
+    layer = ref.layer
+    if isinstance(layer, keras.layers.Dense):
+        return (layer.units, None) if ref.name == "weight" else (layer.units,)
+    if isinstance(layer, keras.layers.Embedding):
+        return (layer.input_dim, layer.output_dim)
+    if ref.name == "weight" and hasattr(layer, "kernel_size"):
+        return (layer.filters, None, *layer.kernel_size)
+    if ref.name == "bias" and hasattr(layer, "filters"):
+        return (layer.filters,)
+    return (None,) if ref.axes == ("out",) else None
+
+
+def native_param(ref: Ref, name: str) -> NativeParam:
+    """The NativeParam of ``ref`` under canonical ``name``."""
+    var = ref.own()
+    native = var.path if var is not None else f"{ref.layer.name}/{ref.store.lstrip('_')}"
+    dtype = var.dtype if var is not None else keras.config.floatx()
+    return NativeParam(name=name, ref=ref, shape=known_shape(ref), role=ref.role, axes=ref.axes,
+                       trainable=ref.trainable, dtype=str(dtype), native_name=native,
+                       storage=(id(ref.layer), ref.name))
+
+
+def children(layer: Any) -> list[tuple[str, Any]]:
+    """(key, sublayer or list of them): positions for Sequential and functional models,
+    public attributes for subclassed ones (a list or dict attribute is a nested level)."""
+    if isinstance(layer, (keras.Sequential, Functional)):
+        kids = [x for x in layer.layers if not isinstance(x, keras.layers.InputLayer)]
+        return [(str(i), x) for i, x in enumerate(kids)]
+    out: list[tuple[str, Any]] = []
+    for key, value in vars(layer).items():
+        if key.startswith("_"):
+            continue
+        if isinstance(value, keras.layers.Layer):
+            out.append((key, value))
+        elif isinstance(value, (list, tuple, dict)):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            group = [(str(k), x) for k, x in items if isinstance(x, keras.layers.Layer)]
+            if group:
+                out.append((key, group))
+    found = {id(x) for _, v in out for x in ([v] if not isinstance(v, list) else
+                                            [y for _, y in v])}
+    out += [(x.name, x) for x in layer._layers if id(x) not in found]  # reached otherwise
+    return out
+
+
+def describe(layer: Any, path: str = "", table: dict[str, Any] | None = None) -> NativeLayer:
+    """The canonical tree of ``layer``; ``table`` collects path -> Keras layer."""
+    if table is not None:
+        table.setdefault(path, layer)
+    if isinstance(layer, list):  # a list or dict attribute of a subclassed layer
+        node = NativeLayer(path, "list", f"[{len(layer)} layers]")
+        kids = layer
+    else:
+        kind = type(layer).__name__
+        node = NativeLayer(path, kind, f"{kind}(name={layer.name!r})")
+        for ref in schema(layer):
+            name = f"{path}.{ref.name}" if path else ref.name
+            node.params[ref.name] = native_param(ref, name)
+        kids = children(layer)
+    for key, child in kids:
+        node.children.append((key, describe(child, f"{path}.{key}" if path else key, table)))
+    return node

@@ -1,0 +1,201 @@
+"""Spec layers as Keras layers, and the views that make a layer read another's variable.
+
+Leaf layers are named by their canonical path, so a spec model's Keras variable paths are
+``0/kernel``, ``0_1_0/bias``. A spec object used twice is one Keras layer called twice.
+Data stays channels-first (N, C, H, W), as the spec says.
+
+    >>> to_keras(nn.Sequential(nn.Dense(4)))[0]          # doctest: +SKIP
+    (<Stack name=sequential>, {'': <Stack ...>, '0': <Dense name=0>})
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+from keras import ops
+
+from unifparam import nn
+
+from ._adopt import Ref
+
+
+@keras.saving.register_keras_serializable(package="unifparam")
+def gelu_exact(x: Any) -> Any:
+    """GELU with erf, as torch's default (Keras's default is the tanh approximation)."""
+    return keras.activations.gelu(x, approximate=False)
+
+
+_ACTIVATIONS: dict[str | None, Any] = {
+    None: None, "identity": None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
+    "gelu": gelu_exact, "softmax": "softmax",
+}
+
+
+class Stack(keras.Model):
+    """Layers called in order; a layer listed twice is one layer called twice (shared)."""
+
+    def __init__(self, layers: list[keras.layers.Layer], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.stack = list(layers)
+
+    def build(self, input_shape: Any = None) -> None:
+        self.built = True  # the adapter builds every leaf with its own input shape
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        for layer in self.stack:
+            x = layer(x, training=training)
+        return x
+
+
+class Conv2D(keras.layers.Conv2D):
+    """Channels-first Conv2D with explicit symmetric padding ``pads`` (torch's ``padding``)."""
+
+    def __init__(self, *args: Any, pads: tuple[int, int] = (0, 0), **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pads = tuple(pads)
+
+    def _pad(self, x: Any) -> Any:
+        p, q = self.pads
+        return ops.pad(x, ((0, 0), (0, 0), (p, p), (q, q))) if p or q else x
+
+    def call(self, inputs: Any) -> Any:
+        return super().call(self._pad(inputs))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        n, c, h, w = input_shape
+        p, q = self.pads
+        return super().compute_output_shape(
+            (n, c, None if h is None else h + 2 * p, None if w is None else w + 2 * q))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "pads": self.pads}
+
+
+class BatchNorm(keras.layers.BatchNormalization):
+    """BatchNormalization over axis 1 for inputs of any rank >= 2, with torch's training
+    update (running variance from the unbiased batch variance)."""
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.input_spec = None  # built from (None, C) when sizes are given: any rank works
+
+    def call(self, inputs: Any, training: bool | None = None, mask: Any = None) -> Any:
+        if not (training and self.trainable):
+            return super().call(inputs, training=False)
+        axes = [i for i in range(len(inputs.shape)) if i != 1]
+        shape = [1 if i in axes else -1 for i in range(len(inputs.shape))]
+        mean, var = ops.moments(inputs, axes)
+        n = ops.cast(ops.size(inputs) // ops.shape(inputs)[1], var.dtype)
+        m = 1.0 - self.momentum
+        self.moving_mean.assign(self.moving_mean * (1.0 - m) + mean * m)
+        self.moving_variance.assign(self.moving_variance * (1.0 - m) + var * n / (n - 1) * m)
+        y = (inputs - ops.reshape(mean, shape)) * ops.reshape(
+            ops.rsqrt(var + self.epsilon), shape)
+        return y * ops.reshape(self.gamma, shape) + ops.reshape(self.beta, shape)
+
+
+class LayerNorm(keras.layers.LayerNormalization):
+    """LayerNormalization over the last axis that accepts any leading dimensions."""
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.input_spec = None
+
+
+def to_keras(spec: nn.Layer, path: str = "", memo: dict[int, Any] | None = None,
+             table: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+    """The Keras layer for ``spec`` and a table path -> Keras layer (every use's path)."""
+    memo = {} if memo is None else memo
+    table = {} if table is None else table
+    if id(spec) not in memo:
+        memo[id(spec)] = _convert(spec, path, memo, table)
+    table[path] = memo[id(spec)]
+    return memo[id(spec)], table
+
+
+def _convert(spec: nn.Layer, path: str, memo: dict[int, Any], table: dict[str, Any]) -> Any:
+    name = path.replace(".", "_") or "sequential"  # torch-backed Keras forbids dots in names
+    if isinstance(spec, nn.Sequential):
+        kids = [to_keras(c, f"{path}.{k}" if path else k, memo, table)[0]
+                for k, c in spec.children()]
+        return Stack(kids, name=name)
+    L = keras.layers  # noqa: N806
+    if isinstance(spec, nn.Dense):
+        layer = L.Dense(spec.units, activation=_ACTIVATIONS[spec.activation],
+                        use_bias=spec.use_bias, name=name)
+        return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+    if isinstance(spec, nn.Conv2D):
+        layer = Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding="valid",
+                       data_format="channels_first", activation=_ACTIVATIONS[spec.activation],
+                       use_bias=spec.use_bias, pads=spec.pads, name=name)
+        c = spec.in_channels
+        return _built(layer, None if c is None else (None, c, None, None))
+    if isinstance(spec, nn.BatchNorm):
+        layer = BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps, name=name)
+        return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+    if isinstance(spec, nn.LayerNorm):
+        layer = LayerNorm(axis=-1, epsilon=spec.eps, name=name)
+        return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+    if isinstance(spec, nn.Embedding):
+        return _built(L.Embedding(spec.num_embeddings, spec.features, name=name), (None,))
+    if isinstance(spec, nn.Flatten):
+        return L.Flatten(data_format="channels_last", name=name)  # a plain reshape: (C, H, W)
+    if isinstance(spec, nn.Dropout):
+        return L.Dropout(spec.rate, name=name)
+    if isinstance(spec, nn.Activation):
+        return L.Activation(_ACTIVATIONS[spec.name] or "linear", name=name)
+    raise TypeError(f"The keras backend has no conversion for {type(spec).__name__}.")
+
+
+def _built(layer: Any, input_shape: tuple[int | None, ...] | None) -> Any:
+    """Build now when the spec gives every size (L6); else the layer waits (L1)."""
+    if input_shape is not None:
+        layer.build(input_shape)
+    return layer
+
+
+# ---- views: a tied parameter reads its root's variable at call time ----------------------
+def view(dst: Ref, src: Ref, transpose: bool) -> Any:
+    """What ``dst``'s layer reads: ``src`` (transposed if asked) in ``dst``'s native layout.
+
+    Returns ``src``'s current object itself when no axis moves (so assign() still works).
+    """
+    ndim = len(src.own().shape)
+    axes = list(src.perm or range(ndim))
+    if transpose:
+        axes.reverse()
+    if dst.perm is not None:
+        inverse = sorted(range(ndim), key=dst.perm.__getitem__)
+        axes = [axes[i] for i in inverse]
+    value = getattr(src.layer, src.attr)
+    return value if axes == list(range(ndim)) else ops.transpose(value, axes)
+
+
+_VIEW_CLASSES: dict[tuple[type, frozenset[str]], type] = {}
+
+
+def _view_class(cls: type, attrs: frozenset[str]) -> type:
+    """A subclass of ``cls`` whose ``attrs`` are read through the layer's links."""
+    key = (cls, attrs)
+    if key not in _VIEW_CLASSES:
+        def reader(attr: str) -> property:
+            return property(lambda self: view(*vars(self)["_unifparam_links"][attr]))
+        body = {a: reader(a) for a in attrs}
+        body.update(__module__=cls.__module__, __qualname__=cls.__qualname__)
+        _VIEW_CLASSES[key] = type(cls.__name__, (cls,), body)
+    return _VIEW_CLASSES[key]
+
+
+def link(dst: Ref, src: Ref, transpose: bool) -> None:
+    """Make ``dst``'s layer read ``src`` (idempotent); its own variable is untracked."""
+    layer = dst.layer
+    links = vars(layer).setdefault("_unifparam_links", {})
+    links[dst.attr] = (dst, src, transpose)
+    base = getattr(layer, "_unifparam_base", type(layer))
+    vars(layer)["_unifparam_base"] = base
+    layer.__class__ = _view_class(base, frozenset(links))
+    own = dst.own()
+    if own is not None and any(v is own for v in layer._trainable_variables
+                               + layer._non_trainable_variables):
+        layer._untrack_variable(own)
