@@ -216,9 +216,11 @@ class KerasBackend(Backend):
             return loss(out) if loss is not None else ops.sum(out)
 
         grads = _GRADIENTS[keras.backend.backend()](native.model, xs, objective, variables)
-        return {n: (np.zeros(tuple(v.shape), np.float32) if g is None
-                    else self.to_numpy(g))
-                for n, v, g in zip(refs, variables, grads)}
+        out = {}
+        for (name, ref), var, g in zip(refs.items(), variables, grads):
+            g = np.zeros(tuple(var.shape), np.float32) if g is None else self.to_numpy(g)
+            out[name] = g if ref.perm is None else np.ascontiguousarray(g.transpose(ref.perm))
+        return out
 
     def to_numpy(self, value: Any) -> np.ndarray:
         if isinstance(value, keras.Variable):
@@ -254,7 +256,8 @@ def _grads_tensorflow(model: Any, xs: list[Any], objective: Callable, variables:
     import tensorflow as tf
     with tf.GradientTape() as tape:
         value = objective(model(*xs, training=False))
-    return tape.gradient(value, [v.value for v in variables])
+    grads = tape.gradient(value, [v.value for v in variables])
+    return [None if g is None else tf.convert_to_tensor(g) for g in grads]  # IndexedSlices
 
 
 def _grads_jax(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
