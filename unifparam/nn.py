@@ -178,7 +178,8 @@ class Conv2D(Layer):
         self.kernel_size: tuple[int, int] = ks  # type: ignore[assignment]
         self.stride = _check_size("Conv2D", "stride", stride)
         if padding not in ("same", "valid") and not (isinstance(padding, int) and padding >= 0):
-            raise SpecError(f"Conv2D: padding must be 'same', 'valid' or an int >= 0, got {padding!r}.")
+            raise SpecError(f"Conv2D: padding must be 'same', 'valid' or an int >= 0, "
+                            f"got {padding!r}.")
         if padding == "same" and stride != 1:
             raise SpecError("Conv2D: padding='same' needs stride=1 (as in PyTorch).")
         if padding == "same" and any(k % 2 == 0 for k in ks):
@@ -226,11 +227,11 @@ class Conv2D(Layer):
             shapes["bias"] = (self.filters,)
         return shapes, (x[0], self.filters, *out_hw)
 
-    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
     def minimal_input(self, shapes: dict[str, Shape]) -> Shape | None:
         c = _known(shapes, "weight", 1, self.in_channels)
         return None if c is None else (1, c, *self.kernel_size)
 
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
         n_in = _known(shapes, "weight", 1, self.in_channels)
         return (f"Conv2D({_size(n_in)} -> {self.filters}, kernel={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding!r}{_act(self.activation)})")
@@ -294,10 +295,10 @@ class Embedding(Layer):
     def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
         return {"weight": (self.num_embeddings, self.features)}, (*x, self.features)
 
-    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
     def minimal_input(self, shapes: dict[str, Shape]) -> Shape | None:
         return (1, 1)
 
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
         return f"Embedding({self.num_embeddings}, {self.features})"
 
 
@@ -322,11 +323,11 @@ class _Norm(Layer):
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
         return f"{self.kind}({_size(_known(shapes, 'weight', 0, self.in_features))})"
 
-
     def minimal_input(self, shapes: dict[str, Shape]) -> Shape | None:
         known = [s[0] for s in shapes.values() if s and s[0] is not None]
         n = known[0] if known else self.in_features
         return None if n is None else (1, n)
+
 
 class LayerNorm(_Norm):
     """Normalizes the last axis; learnable ``weight`` (scale) and ``bias`` (shift)."""
@@ -376,7 +377,8 @@ class Sequential(Layer):
         """Append layers (Gluon's ``net.add``); returns self."""
         for layer in layers:
             if not isinstance(layer, Layer):
-                raise SpecError(f"Sequential takes unifparam.nn layers, got {type(layer).__name__}. "
+                raise SpecError(f"Sequential takes unifparam.nn layers, got "
+                                f"{type(layer).__name__}. "
                                 "Wrap native models with unifparam.build instead.")
             self.layers.append(layer)
         return self
