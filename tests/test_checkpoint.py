@@ -353,3 +353,21 @@ def test_spec_json_round_trip_keeps_sharing_and_rejects_junk():
                  '{"format": "unifparam.spec/1", "root": {"ref": 3}}', "{" * 5000):
         with pytest.raises(up.SpecError):
             spec_from_json(junk)
+
+
+def test_adopted_native_models_save_and_load_by_canonical_names(tmp_path):
+    source = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    path = tmp_path / "native.safetensors"
+    up.save(up.build(source), path)
+    assert "0.weight   (8, 4)   float32" in up.inspect_file(path)  # no spec: a tensor table
+    target = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    up.load(up.build(target), path)
+    assert torch.equal(source[2].weight, target[2].weight)
+    lazy = up.build(torch.nn.Sequential(torch.nn.LazyLinear(8), torch.nn.ReLU(),
+                                        torch.nn.LazyLinear(2)))
+    with pytest.raises(up.CheckpointMismatchError, match=r"adopted.*materialize\(net, X\)"):
+        up.load(lazy, path)  # a native lazy layer cannot be sized without an input
+    assert {p.state for p in up.params(lazy).values()} == {"deferred"}
+    up.materialize(lazy, input_shape=(1, 4), abstract=True)
+    up.load(lazy, path)
+    np.testing.assert_array_equal(lazy[0].weight.numpy(), source[0].weight.detach().numpy())

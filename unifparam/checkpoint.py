@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import _ckptfile
-from ._backend import MATERIALIZED, Materialization
+from ._backend import DEFERRED, MATERIALIZED, Materialization
 from ._ckptfile import Checkpoint
 from ._model import Model, ModelState, _not_ready
 from .errors import (
@@ -266,15 +266,19 @@ def _materialization(st: ModelState, ck: Checkpoint, groups: list[_Group],
         if not node.params or node.children:
             continue
         local = {k: shape_of(n) for k, n in node.params.items()}
-        unknown = [node.params[k] for k, s in local.items() if s is None or None in s]
+        deferred = [n for n in node.params.values()
+                    if st.slots[st.resolve(n)[0]].state == DEFERRED]
         x = None if node.spec is None else node.spec.minimal_input(
             {k: s for k, s in local.items() if s is not None})
         if x is None:
-            if unknown:
+            if deferred:
+                why = ("it is part of an adopted native model, whose layers unifparam cannot "
+                       "size without an input" if node.spec is None else
+                       "the file stores none of the parameters that fix its input size")
                 raise CheckpointMismatchError(
-                    f"Cannot materialize layer '{node.path}' ({node.kind}) from {ck.path}: it "
-                    f"stores none of the parameters that fix {', '.join(map(repr, unknown))}. "
-                    f"Call unifparam.materialize(net, X) first, then load.")
+                    f"Cannot materialize layer '{node.path}' ({node.kind}) from {ck.path}: "
+                    f"{why} ({', '.join(map(repr, deferred))} unknown). Call "
+                    f"unifparam.materialize(net, X) first, then load.")
             continue
         try:
             inferred, _ = node.spec.infer(x, node.path)  # type: ignore[union-attr]
@@ -296,8 +300,10 @@ def _materialization(st: ModelState, ck: Checkpoint, groups: list[_Group],
         shape = param_shapes.get(name, slot.shape)
         if shape is not None and None not in shape:
             inits[name] = _values(st, _with_shape(slot, shape), slot.reg)
-    request = Materialization(inputs=None, input_shapes=(), layer_inputs=layer_inputs,
-                              param_shapes=param_shapes,
+    spec_model = st.spec is not None  # adopted models: shapes are known, only allocate
+    request = Materialization(inputs=None, input_shapes=(),
+                              layer_inputs=layer_inputs if spec_model else None,
+                              param_shapes=param_shapes if spec_model else None,
                               skip_defaults=frozenset([*planned, *(n for n, v in inits.items()
                                                                    if v is not None)]))
     return request, inits
