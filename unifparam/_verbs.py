@@ -191,7 +191,9 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
             kept.append(name)
             continue
         if not explicit and slot.reg is not None and slot.reg.source == "constructor":
-            plan[name] = slot.reg  # a layer's own initializer wins over a model-wide one
+            # a layer's own initializer wins over a model-wide one; a given seed still applies
+            plan[name] = slot.reg if seed is None else Registration(
+                slot.reg.init, seed, slot.reg.source, slot.reg.role_default)
             continue
         role_ok = explicit or init_ is None or init_.roles is None or slot.role in init_.roles
         plan[name] = Registration(init_, seed, "select" if explicit else "initialize",
