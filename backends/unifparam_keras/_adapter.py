@@ -133,6 +133,7 @@ class KerasBackend(Backend):
         for layer in native.layers.values():
             if isinstance(layer, _layers.Stack):
                 layer.built = True
+        _sync_torch_params(native)
         return native
 
     def _build_by_call(self, model: Any, request: Materialization) -> None:
@@ -195,6 +196,7 @@ class KerasBackend(Backend):
 
     def share(self, native: KerasModel, src: Any, dst: Any, transpose: bool) -> KerasModel:
         _layers.link(dst, src, transpose)
+        _sync_torch_params(native)
         return native
 
     def native_object(self, native: KerasModel, ref: Any) -> Any:
@@ -231,6 +233,14 @@ class KerasBackend(Backend):
 
     def version(self) -> str:
         return f"{keras.__version__} ({keras.backend.backend()})"
+
+
+def _sync_torch_params(native: KerasModel) -> None:
+    """Torch-backed Keras mirrors variables in a ParameterDict per layer: refresh it after
+    ties and materialization so ``model.parameters()`` matches ``model.variables``."""
+    for layer in native.layers.values():
+        if hasattr(layer, "_torch_params") and all(v._value is not None for v in layer.variables):
+            layer._track_variables()
 
 
 def _link(ref: Any) -> tuple[Any, Any, bool] | None:

@@ -133,20 +133,29 @@ def children(layer: Any) -> list[tuple[str, Any]]:
     if isinstance(layer, (keras.Sequential, Functional)):
         kids = [x for x in layer.layers if not isinstance(x, keras.layers.InputLayer)]
         return [(str(i), x) for i, x in enumerate(kids)]
-    out: list[tuple[str, Any]] = []
-    for key, value in vars(layer).items():
+    where: dict[int, tuple[str, str | None]] = {}  # id(sublayer) -> (attribute, item key)
+    attrs = {**vars(layer).get("_modules", {}), **vars(layer)}  # torch-backed: in _modules
+    for key, value in attrs.items():
         if key.startswith("_"):
             continue
         if isinstance(value, keras.layers.Layer):
-            out.append((key, value))
+            where.setdefault(id(value), (key, None))
         elif isinstance(value, (list, tuple, dict)):
             items = value.items() if isinstance(value, dict) else enumerate(value)
-            group = [(str(k), x) for k, x in items if isinstance(x, keras.layers.Layer)]
-            if group:
-                out.append((key, group))
-    found = {id(x) for _, v in out for x in ([v] if not isinstance(v, list) else
-                                            [y for _, y in v])}
-    out += [(x.name, x) for x in layer._layers if id(x) not in found]  # reached otherwise
+            for k, x in items:
+                if isinstance(x, keras.layers.Layer):
+                    where.setdefault(id(x), (key, str(k)))
+    out: list[tuple[str, Any]] = []
+    groups: dict[str, list[tuple[str, Any]]] = {}
+    for x in layer._layers:  # Keras's tracking order is the attribute assignment order
+        key, item = where.get(id(x), (x.name, None))
+        if item is None:
+            out.append((key, x))
+        else:
+            if key not in groups:
+                groups[key] = []
+                out.append((key, groups[key]))
+            groups[key].append((item, x))
     return out
 
 
