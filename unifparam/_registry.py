@@ -130,8 +130,11 @@ def get_backend(name: str | None = None) -> Backend:
 def detect(obj: Any) -> str | None:
     """The backend whose native model type ``obj`` is, judged by class names (no imports)."""
     target = obj[0] if isinstance(obj, tuple) and obj else obj  # Flax (module, variables)
-    names = {f"{c.__module__}.{c.__qualname__}" for c in type(target).__mro__}
+    mro = [f"{c.__module__}.{c.__qualname__}" for c in type(target).__mro__]
+    best: tuple[int, str] | None = None
     for name, i in registered().items():
-        if names.intersection(i.native_types):
-            return name
-    return None
+        # the most derived match wins: a Keras layer on the torch backend is also a torch Module
+        hits = [mro.index(t) for t in i.native_types if t in mro]
+        if hits and (best is None or min(hits) < best[0]):
+            best = (min(hits), name)
+    return None if best is None else best[1]
