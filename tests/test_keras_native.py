@@ -5,9 +5,6 @@ it once per backend, e.g. ``KERAS_BACKEND=jax pytest tests/test_keras_native.py`
 backend-conflict cases run in subprocesses.
 """
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -162,27 +159,22 @@ def test_batchnorm_training_updates_running_stats_like_torch():
                                rtol=1e-5)
 
 
-def _run(code: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, env={**os.environ, **env}, timeout=300)
-
-
 @pytest.mark.parametrize("first, then", [("jax", "tensorflow"), ("tensorflow", "torch")])
-def test_keras_imported_with_another_backend_is_a_conflict(first, then):
-    done = _run(f"""
+def test_keras_imported_with_another_backend_is_a_conflict(python, first, then):
+    done = python(textwrap.dedent(f"""
         import keras, unifparam
         try:
             unifparam.get_backend("keras:{then}")
         except unifparam.BackendConflictError as e:
             print("CONFLICT", e)
-        """, KERAS_BACKEND=first)
+        """), {"KERAS_BACKEND": first})
     assert done.returncode == 0, done.stderr
     assert "CONFLICT" in done.stdout and repr(first) in done.stdout and repr(then) in done.stdout
     assert "new process" in done.stdout and f"KERAS_BACKEND={then}" in done.stdout
 
 
-def test_variant_sets_keras_backend_before_keras_is_imported():
-    done = _run("""
+def test_variant_sets_keras_backend_before_keras_is_imported(python):
+    done = python(textwrap.dedent("""
         import sys, unifparam
         assert "keras" not in sys.modules
         import unifparam_keras
@@ -190,6 +182,19 @@ def test_variant_sets_keras_backend_before_keras_is_imported():
         unifparam.get_backend("keras:jax")
         import keras
         print(keras.backend.backend())
-        """, KERAS_BACKEND="tensorflow")
+        """), {"KERAS_BACKEND": "tensorflow"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[-1] == "jax"
+
+
+def test_variant_whose_framework_is_missing_says_how_to_install(python):
+    done = python(textwrap.dedent("""
+        import importlib.util, unifparam
+        find = importlib.util.find_spec
+        importlib.util.find_spec = lambda name, *a: None if name == "jax" else find(name, *a)
+        try:
+            unifparam.get_backend("keras:jax")
+        except unifparam.BackendNotInstalledError as e:
+            print("MISSING", e)
+        """))
+    assert "MISSING" in done.stdout and "pip install 'unifparam[jax]'" in done.stdout

@@ -11,6 +11,7 @@ backend gets a :class:`unifparam.BackendConflictError`. References to parameters
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from unifparam import Backend, BackendConflictError, Materialization, NativeParam, nn
+from unifparam import Backend, Materialization, NativeParam, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+from unifparam.errors import BackendConflictError, BackendNotInstalledError
 
 keras: Any = None  # imported by KerasBackend() once KERAS_BACKEND is settled
 ops: Any = None
@@ -29,6 +31,8 @@ _adopt: Any = None
 _layers: Any = None
 
 Shape = tuple[int | None, ...]
+_INSTALL = {"tensorflow": "'unifparam[tensorflow]'", "jax": "'unifparam[jax]'",
+            "torch": "'unifparam[torch]'"}
 
 
 def _import_keras(variant: str | None) -> None:
@@ -44,6 +48,10 @@ def _import_keras(variant: str | None) -> None:
                     f"process: run 'keras:{variant}' in a new process, or set "
                     f"KERAS_BACKEND={variant} before anything imports keras (or use "
                     f"'keras:{current}').")
+        elif importlib.util.find_spec(variant) is None:
+            raise BackendNotInstalledError(
+                f"Backend 'keras:{variant}' needs {variant}, which is not installed. Install "
+                f"it with: pip install {_INSTALL[variant]}, or pick another Keras backend.")
         else:
             os.environ["KERAS_BACKEND"] = variant
     import keras as keras_
