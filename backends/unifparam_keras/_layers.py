@@ -188,7 +188,12 @@ def _view_class(cls: type, attrs: frozenset[str]) -> type:
 
 
 def link(dst: Ref, src: Ref, transpose: bool) -> None:
-    """Make ``dst``'s layer read ``src`` (idempotent); its own variable is untracked."""
+    """Make ``dst``'s layer read ``src`` (idempotent); its own variable is untracked.
+
+    Keras 3 has no public way to share a variable between two layers
+    (https://github.com/keras-team/keras/issues/18821), so the layer's class is swapped for
+    a same-named subclass whose attribute reads the link, as torch's parametrizations do.
+    """
     layer = dst.layer
     links = vars(layer).setdefault("_unifparam_links", {})
     links[dst.attr] = (dst, src, transpose)
