@@ -25,7 +25,11 @@ def tests(session: nox.Session) -> None:
     install(session)
     session.run("ruff", "check", "unifparam", "backends", "tests", "noxfile.py")
     session.run("unifparam", "conformance", "--backend", "all", "--json", "conformance.json")
-    session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs)
+    for keras_backend in ("jax", "torch"):  # Keras fixes its backend per process
+        session.run("pytest", "tests/test_keras_native.py", "-q", "-p", "no:cacheprovider",
+                    env={"KERAS_BACKEND": keras_backend})
+    session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs,
+                env={"KERAS_BACKEND": "tensorflow"})
 
 
 @nox.session(python=PYTHON)

@@ -75,8 +75,7 @@ def matrix(runs: list[dict]) -> dict[str, dict[str, str]]:
     rows: dict[str, dict[str, int]] = {}
     for run in runs:
         for r in run["results"]:
-            module = r["test"].split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
-            key = r["scenario"] or f"other:{module}"
+            key = r["scenario"] or f"{r.get('group', 'other')} (other tests)"
             cell = rows.setdefault(key, {})
             cell[run["backend"]] = max(cell.get(run["backend"], 0), rank.get(r["outcome"], 3))
         if run.get("error"):
@@ -84,7 +83,7 @@ def matrix(runs: list[dict]) -> dict[str, dict[str, str]]:
 
     def order(k: str) -> tuple:
         number = int(k[1:]) if k[1:].isdigit() else 0
-        return (k.startswith(("other", "(")), k[0], number, k)
+        return (not (k[:1] in "PL" and k[1:].isdigit()), k[0], number, k)
     return {k: {b: label[v] for b, v in rows[k].items()} for k in sorted(rows, key=order)}
 
 

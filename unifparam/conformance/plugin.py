@@ -96,9 +96,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Any:
             report.outcome)
         if hasattr(report, "wasxfail") and report.outcome == "failed":
             state = "xpass"  # strict xfail that passed: the expected-failures entry is stale
+        module = getattr(item.module, "__name__", "").rsplit(".", 1)[-1].removeprefix("test_")
         item.config._unifparam_results.append({  # type: ignore[attr-defined]
             "test": item.nodeid.split("::", 1)[-1], "scenario": scenario_of(item.name),
-            "outcome": state})
+            "group": module, "outcome": state})
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -102,3 +102,22 @@ def test_summary_text_shows_unknown_dims_and_counts(build):
     net(inputs(2, 4))
     text = up.summary(net)
     assert "Total params: 49" in text and "Dense(4 -> 8, relu)" in text
+
+
+def test_P3_gradients_are_canonical_and_correct(build):
+    net = build(mlp())
+    x = inputs(2, 4)
+    net(x)
+    v = {n: p.numpy() for n, p in up.params(net).items()}
+    pre = x @ v["0.weight"].T + v["0.bias"]
+    h = np.maximum(pre, 0)
+    dy = np.ones((2, 1), np.float32)  # d(sum y)/dy
+    dpre = (dy @ v["1.weight"]) * (pre > 0)
+    expected = {"1.weight": dy.T @ h, "1.bias": dy.sum(0), "0.weight": dpre.T @ x,
+                "0.bias": dpre.sum(0)}
+    grads = up.gradients(net, x)
+    assert set(grads) == set(expected)
+    for name, ref in expected.items():
+        assert grads[name].shape == up.params(net)[name].shape  # canonical layout
+        np.testing.assert_allclose(grads[name], ref, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(up.params(net)[name].grad, ref, rtol=1e-5, atol=1e-6)
