@@ -32,21 +32,12 @@ class ShapesBackend(Backend):
 
     def build(self, spec: nn.Layer) -> tuple[Any, dict[str, NativeParam]]:
         natives: dict[str, NativeParam] = {}
-        seen: set[int] = set()
-
-        def visit(layer: nn.Layer, path: str) -> None:
-            if id(layer) in seen:
-                return
-            seen.add(id(layer))
+        for path, layer in nn.first_uses(spec):
             for d in layer.param_decls():
-                name = f"{path}.{d.name}" if path else d.name
+                name = nn.join(path, d.name)
                 info = self.ck.tensors.get(self.ck.tied_root(name))
                 natives[name] = NativeParam(name, name, d.shape, d.role, d.axes, d.trainable,
                                             info.dtype if info else "float32", name)
-            for key, child in layer.children():
-                visit(child, f"{path}.{key}" if path else key)
-
-        visit(spec, "")
         return None, natives
 
     def status(self, native: Any, ref: Any) -> tuple[Shape | None, str]:

@@ -401,6 +401,33 @@ class Sequential(Layer):
         return {}, x
 
 
+def join(path: str, key: str) -> str:
+    """Canonical name of ``key`` under layer ``path``: ``join("0.1", "weight") == "0.1.weight"``."""
+    return f"{path}.{key}" if path else key
+
+
+def first_uses(spec: Layer, path: str = "") -> Iterator[tuple[str, Layer]]:
+    """Every layer of ``spec`` once, with the canonical path of its first use (pre-order).
+
+    A layer used twice is one storage named after its first use; adapters build it once.
+
+    >>> shared = Dense(2)
+    >>> [p for p, _ in first_uses(Sequential(shared, shared))]
+    ['', '0']
+    """
+    seen: set[int] = set()
+
+    def visit(layer: Layer, where: str) -> Iterator[tuple[str, Layer]]:
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        yield where, layer
+        for key, child in layer.children():
+            yield from visit(child, join(where, key))
+
+    yield from visit(spec, path)
+
+
 def trace(spec: Layer, x: Shape) -> dict[str, tuple[Shape, dict[str, Shape]]]:
     """Every layer's input shape and parameter shapes for a model input of shape ``x``.
 

@@ -99,20 +99,11 @@ class KerasBackend(Backend):
     def build(self, spec: nn.Layer) -> tuple[KerasModel, dict[str, NativeParam]]:
         model, table = _layers.to_keras(spec)
         natives: dict[str, NativeParam] = {}
-        seen: set[int] = set()
-
-        def visit(layer: nn.Layer, path: str) -> None:
-            if id(layer) in seen:
-                return
-            seen.add(id(layer))
+        for path, layer in nn.first_uses(spec):
             refs = {r.name: r for r in _adopt.schema(table[path])}
             for decl in layer.param_decls():
-                name = f"{path}.{decl.name}" if path else decl.name
+                name = nn.join(path, decl.name)
                 natives[name] = _adopt.native_param(refs[decl.name], name)
-            for key, child in layer.children():
-                visit(child, f"{path}.{key}" if path else key)
-
-        visit(spec, "")
         return KerasModel(model, table), natives
 
     def adopt(self, native: Any) -> tuple[KerasModel, Any]:

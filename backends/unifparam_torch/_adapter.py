@@ -43,22 +43,13 @@ class TorchBackend(Backend):
     def build(self, spec: nn.Layer) -> tuple[tnn.Module, dict[str, NativeParam]]:
         module = to_torch(spec)
         natives: dict[str, NativeParam] = {}
-        seen: set[int] = set()
-
-        def visit(layer: nn.Layer, path: str) -> None:
-            if id(layer) in seen:
-                return
-            seen.add(id(layer))
+        for path, layer in nn.first_uses(spec):
             sub = module.get_submodule(path) if path else module
             for decl in layer.param_decls():
-                name = f"{path}.{decl.name}" if path else decl.name
+                name = nn.join(path, decl.name)
                 tensor = getattr(sub, decl.name)
                 natives[name] = native_param(sub, decl.name, tensor,
                                              isinstance(tensor, tnn.Parameter), name)
-            for key, child in layer.children():
-                visit(child, f"{path}.{key}" if path else key)
-
-        visit(spec, "")
         return module, natives
 
     def adopt(self, native: tnn.Module) -> tuple[tnn.Module, Any]:
