@@ -34,3 +34,10 @@ def test_build_detects_the_framework_of_a_native_model(python):
     proc = python(code, env={"UNIFPARAM_BACKEND": "no-such-backend"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "torch ['0.weight', '0.bias']"
+
+
+def test_import_unifparam_defers_numpy_and_entry_points(python):
+    proc = python("import sys, unifparam; print(sorted(m for m in ('numpy', 'importlib.metadata',"
+                  " 'rich', 'safetensors') if m in sys.modules))")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

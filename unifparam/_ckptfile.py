@@ -19,8 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+from ._lazy import np
 from .errors import CheckpointFormatError, CheckpointNotFoundError
 
 FORMAT = "unifparam.checkpoint"

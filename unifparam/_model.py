@@ -15,10 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from . import nn
 from ._backend import ABSTRACT, MATERIALIZED, Backend
+from ._lazy import np
 from .errors import DeferredParameterError, UnknownNameError, ValueShapeError, closest, fmt_shape
 
 if TYPE_CHECKING:

@@ -16,7 +16,6 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from functools import cache
-from importlib.metadata import PackageNotFoundError, entry_points, version
 from typing import TYPE_CHECKING, Any
 
 from .errors import BackendNotFoundError, BackendNotInstalledError, closest
@@ -47,6 +46,7 @@ class BackendInfo:
 
     def framework_version(self) -> str | None:
         """The installed framework's version, or None."""
+        from importlib.metadata import PackageNotFoundError, version
         try:
             return version(self.distribution)
         except PackageNotFoundError:
@@ -56,6 +56,7 @@ class BackendInfo:
 @cache
 def registered() -> dict[str, BackendInfo]:
     """Every registered backend, by name (entry points, read once per process)."""
+    from importlib.metadata import entry_points
     found: dict[str, BackendInfo] = {}
     for ep in entry_points(group=GROUP):
         try:

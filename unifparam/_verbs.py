@@ -13,15 +13,13 @@ before its first change, so a failed call leaves the model as it was.
 from __future__ import annotations
 
 import fnmatch
-import secrets
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import numpy as np
-
 from . import nn
 from ._backend import ABSTRACT, DEFERRED, MATERIALIZED, Materialization, NativeLayer, NativeParam
+from ._lazy import np
 from ._model import Alias, Model, ModelState, Node, Param, ParamDict, Registration, Slot
 from ._registry import detect, get_backend
 from .errors import (
@@ -255,7 +253,10 @@ def _values(st: ModelState, slot: Slot, reg: Registration) -> np.ndarray | None:
     target = _target(st, slot)
     if reg.role_default:
         return role_default(target)
-    seed = reg.seed if reg.seed is not None else secrets.randbits(63)
+    seed = reg.seed
+    if seed is None:
+        import secrets
+        seed = secrets.randbits(63)
     return reg.init.generate(target, seed)
 
 

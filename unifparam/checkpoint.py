@@ -22,11 +22,10 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from . import _ckptfile
 from ._backend import DEFERRED, MATERIALIZED, Materialization
 from ._ckptfile import Checkpoint
+from ._lazy import np
 from ._model import Model, ModelState, _not_ready
 from .errors import (
     CheckpointMismatchError,

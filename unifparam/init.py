@@ -16,13 +16,11 @@ subclass of :class:`Initializer` overriding :meth:`Initializer.sample`.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
-
+from ._lazy import np
 from .errors import InitializerError, fmt_shape
 
 #: Elements per independent random stream. Fixed so values never depend on thread count.
@@ -64,6 +62,7 @@ def fans(shape: tuple[int, ...], axes: tuple[str, ...] | None) -> tuple[int, int
 
 def stream_key(seed: int, name: str) -> int:
     """The 128-bit Philox key of parameter ``name`` under ``seed``."""
+    import hashlib
     digest = hashlib.blake2b(f"{int(seed)}\0{name}".encode(), digest_size=16).digest()
     return int.from_bytes(digest, "little")
 
