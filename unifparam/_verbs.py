@@ -31,7 +31,7 @@ from .errors import (
     UnsupportedError,
     fmt_shape,
 )
-from .init import Default, Initializer, Target, as_initializer, fans, role_default
+from .init import Default, Initializer, Target, as_initializer, fans, is_builtin, role_default
 
 Shape = tuple[int | None, ...]
 
@@ -260,6 +260,11 @@ def _values(st: ModelState, slot: Slot, reg: Registration) -> np.ndarray | None:
     return reg.init.generate(target, seed)
 
 
+def _builtin(reg: Registration) -> bool:
+    """True if ``reg``'s values need no checking (and so may be made after changes start)."""
+    return reg.role_default or (reg.init is not None and is_builtin(reg.init))
+
+
 def _write_values(st: ModelState, values: dict[str, np.ndarray | None]) -> None:
     resets = [st.slots[n].ref for n, v in values.items() if v is None]
     if resets:
@@ -408,26 +413,27 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     target = ABSTRACT if abstract else MATERIALIZED
     if all(s.state == target or s.state == MATERIALIZED for s in slots):
         return model
-    todo = {s.name: s for s in slots if not s.initialized and s.reg is not None and not abstract}
+    todo = {s.name: (s, s.reg) for s in slots
+            if not s.initialized and s.reg is not None and not abstract}
     values: dict[str, np.ndarray | None] = {}
-    for name, slot in todo.items():  # spec models: every shape is known, fail before changing
-        if param_shapes.get(name) is not None and slot.reg is not None:
-            values[name] = _values(st, _with_shape(slot, param_shapes[name]), slot.reg)
+    for name, (slot, reg) in todo.items():  # user code runs before any change, shapes known
+        if param_shapes.get(name) is not None and not _builtin(reg):
+            values[name] = _values(st, _with_shape(slot, param_shapes[name]), reg)
+    skip = frozenset(n for n, (_, reg) in todo.items()  # filled below: the framework need not
+                     if reg.init is not None and (n in values or _builtin(reg)))
     request = Materialization(
         inputs=tuple(inputs) if inputs else None, input_shapes=shapes, abstract=abstract,
         layer_inputs=layer_inputs or None, param_shapes=param_shapes or None,
-        skip_defaults=frozenset(n for n, v in values.items() if v is not None))
+        skip_defaults=skip)
     st.native = st.backend.materialize(st.native, request)
     for slot in st.slots.values():
         st.refresh(slot)
     _apply_pending_ties(st)
-    if not abstract:
-        for name, slot in todo.items():
-            if name not in values and slot.reg is not None:
-                values[name] = _values(st, slot, slot.reg)
-        _write_values(st, {n: v for n, v in values.items() if v is not None})
-        for name in todo:
-            st.slots[name].initialized = True
+    for name, (slot, reg) in todo.items():  # one at a time: peak memory stays one parameter
+        value = values.pop(name) if name in values else _values(st, slot, reg)
+        if value is not None:
+            _write_values(st, {name: value})
+        slot.initialized = True
     return model
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ._lazy import np
 from .errors import InitializerError, fmt_shape
@@ -97,19 +98,54 @@ class Initializer:
         return f"{type(self).__name__}({args})"
 
 
+def aligned_empty(size: int, dtype: str | np.dtype, align: int = 64) -> np.ndarray:
+    """A fresh 1-D array whose data starts on an ``align``-byte boundary.
+
+    Frameworks adopt such buffers without a copy (jax needs 64 bytes; torch any).
+    """
+    dtype = np.dtype(dtype)
+    raw = np.empty(size * dtype.itemsize + align, dtype=np.uint8)
+    start = -raw.ctypes.data % align
+    return raw[start:start + size * dtype.itemsize].view(dtype)
+
+
+_POOL: Any = None
+
+
+def _pool() -> Any:
+    """One thread per core; numpy's generators and ufuncs release the GIL on big arrays."""
+    global _POOL
+    if _POOL is None:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 1,
+                                   thread_name_prefix="unifparam-init")
+    return _POOL
+
+
 class Distribution(Initializer):
-    """An elementwise distribution drawn chunk by chunk, each chunk from its own stream."""
+    """An elementwise distribution drawn chunk by chunk, each chunk from its own stream.
+
+    Chunks are filled in parallel; values never depend on how many threads ran.
+    """
 
     def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
         raise NotImplementedError
 
     def generate(self, target: Target, seed: int) -> np.ndarray:
-        out = np.empty(math.prod(target.shape), dtype=np.dtype(target.dtype))
+        out = aligned_empty(math.prod(target.shape), target.dtype)
         key = stream_key(seed, target.name)
-        base = np.random.Philox(key=key)
-        for k, start in enumerate(range(0, out.size, CHUNK)):
-            rng = np.random.Generator(base.jumped(k) if k else np.random.Philox(key=key))
-            self._draw(rng, out[start:start + CHUNK], target)
+
+        def fill(k: int) -> None:
+            bits = np.random.Philox(key=key)
+            rng = np.random.Generator(bits.jumped(k) if k else bits)
+            self._draw(rng, out[k * CHUNK:(k + 1) * CHUNK], target)
+
+        chunks = range(-(-out.size // CHUNK))
+        if len(chunks) > 1:
+            list(_pool().map(fill, chunks))
+        else:
+            fill(0)
         return out.reshape(target.shape)
 
     def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
@@ -134,6 +170,27 @@ class Uniform(Distribution):
         out += out.dtype.type(lo)
 
 
+def standard_normal(rng: np.random.Generator, out: np.ndarray) -> None:
+    """Fill ``out`` with N(0, 1) by the Box-Muller transform of uniforms (as torch's normal_).
+
+    Several times faster than numpy's ziggurat on Philox; in float32 the tails end at about
+    5.8 standard deviations, where 1 - u reaches 2**-24.
+    """
+    n = out.size
+    half = (n + 1) // 2
+    r = rng.random(half, dtype=out.dtype)
+    theta = rng.random(half, dtype=out.dtype)
+    np.subtract(out.dtype.type(1), r, out=r)
+    np.log(r, out=r)
+    r *= out.dtype.type(-2)
+    np.sqrt(r, out=r)
+    theta *= out.dtype.type(2 * math.pi)
+    np.cos(theta[:n - half] if n % 2 else theta, out=out[half:])
+    out[half:] *= r[:n - half]
+    np.sin(theta, out=out[:half])
+    out[:half] *= r
+
+
 class Normal(Distribution):
     """N(mean, std**2); the chapters use ``Normal(std=0.01)``."""
 
@@ -144,7 +201,7 @@ class Normal(Distribution):
         return self.std
 
     def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
-        rng.standard_normal(dtype=out.dtype, out=out)
+        standard_normal(rng, out)
         out *= out.dtype.type(self._std(target))
         if self.mean:
             out += out.dtype.type(self.mean)
@@ -154,11 +211,13 @@ class TruncatedNormal(Normal):
     """N(mean, std**2) redrawn outside ``mean ± 2 std`` (Keras and Flax's truncation)."""
 
     def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
-        rng.standard_normal(dtype=out.dtype, out=out)
-        bad = np.abs(out) > 2
-        while bad.any():
-            out[bad] = rng.standard_normal(int(bad.sum()), dtype=out.dtype)
-            bad = np.abs(out) > 2
+        standard_normal(rng, out)
+        bad = np.flatnonzero(np.abs(out) > 2)
+        while bad.size:
+            redraw = np.empty(bad.size, dtype=out.dtype)
+            standard_normal(rng, redraw)
+            out[bad] = redraw
+            bad = bad[np.abs(redraw) > 2]
         out *= out.dtype.type(self._std(target))
         if self.mean:
             out += out.dtype.type(self.mean)
@@ -289,6 +348,11 @@ class FunctionInit(Initializer):
 
     def __repr__(self) -> str:
         return getattr(self.fn, "__name__", repr(self.fn))
+
+
+def is_builtin(init: Initializer) -> bool:
+    """True for this module's own initializers, whose output is right by construction."""
+    return type(init).__module__ == __name__
 
 
 def as_initializer(obj: Initializer | Callable | None) -> Initializer | None:

@@ -93,20 +93,24 @@ class TorchBackend(Backend):
             torch.func.functional_call(native, metas, tuple(args), strict=False)
 
     def _allocate(self, native: tnn.Module, skip: frozenset[str]) -> None:
-        """Give every meta tensor CPU memory, then the framework's default values."""
-        names = {id(m): p for p, m in native.named_modules(remove_duplicate=False)}
+        """Give meta tensors CPU memory and the framework's default values.
+
+        Tensors in ``skip`` stay on meta: the core writes them next and ``write`` adopts
+        its buffer, so their memory is touched once.
+        """
+        prefixes = {id(m): p for p, m in native.named_modules()}  # first use of shared ones
         for module in native.modules():
-            own = [t for t in [*module._parameters.values(), *module._buffers.values()]
-                   if t is not None]
-            if not any(t.is_meta for t in own):
-                continue
-            module.to_empty(device="cpu", recurse=False)
-            prefix = names.get(id(module), "")
-            needed = [k for k in [*module._parameters, *module._buffers]
-                      if (f"{prefix}.{k}" if prefix else k) not in skip]
-            if needed and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
-            elif hasattr(module, "reset_running_stats"):
+            prefix = prefixes.get(id(module), "")
+            fresh = []
+            for store in (module._parameters, module._buffers):
+                for key, t in store.items():
+                    if t is None or not t.is_meta or nn.join(prefix, key) in skip:
+                        continue
+                    store[key] = _like(t, torch.empty_like(t, device="cpu"))
+                    fresh.append(key)
+            if fresh and hasattr(module, "reset_parameters"):
+                module.reset_parameters()  # meta tensors left in it are no-ops
+            elif fresh and hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
 
     def status(self, native: tnn.Module, ref: Ref) -> tuple[tuple[int | None, ...] | None, str]:
@@ -120,8 +124,17 @@ class TorchBackend(Backend):
         return getattr(ref[0], ref[1]).detach().cpu().numpy()
 
     def write(self, native: tnn.Module, ref: Ref, value: np.ndarray) -> tnn.Module:
+        tensor = getattr(ref[0], ref[1])
+        source = torch.from_numpy(np.ascontiguousarray(value))
+        if tensor.is_meta and value.flags.writeable and source.dtype == tensor.dtype:
+            # adopt the core's fresh buffer in place: same object, so ties by identity hold
+            torch.utils.swap_tensors(tensor, _like(tensor, source))
+            return native
+        if tensor.is_meta:
+            torch.utils.swap_tensors(tensor, _like(tensor, source.to(tensor.dtype).clone()))
+            return native
         with torch.no_grad():
-            getattr(ref[0], ref[1]).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+            tensor.copy_(source)
         return native
 
     def reset(self, native: tnn.Module, refs: Sequence[Ref]) -> tnn.Module:
@@ -178,6 +191,13 @@ class TorchBackend(Backend):
         if isinstance(value, torch.Tensor):
             return value.detach().cpu().numpy()
         return np.asarray(value)
+
+
+def _like(template: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
+    """``data`` as the same kind of tensor as ``template`` (Parameter or buffer)."""
+    if isinstance(template, tnn.Parameter):
+        return tnn.Parameter(data, requires_grad=template.requires_grad)
+    return data
 
 
 def _has_uninitialized(native: tnn.Module) -> bool:
