@@ -23,6 +23,7 @@ from flax import linen, traverse_util
 from unifparam import Backend, Materialization, NativeParam, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
 from unifparam.errors import InputShapeError, UnknownNameError
+from unifparam.init import aligned_empty
 
 from ._adopt import describe, split_native
 from ._layers import (
@@ -111,8 +112,11 @@ class FlaxBackend(Backend):
             src, _, transpose = native.ties[path]
             value = value.T if transpose else value
             path, layout = src.path, src.layout
-        new = jnp.asarray(np.ascontiguousarray(to_native(layout, value)))
-        return native.with_leaves({path: new.astype(native.leaves[path].dtype)})
+        native_value = to_native(layout, value)
+        buffer = aligned_empty(native_value.size, native.leaves[path].dtype)
+        np.copyto(buffer.reshape(native_value.shape), native_value)  # the layout change
+        new = jax.device_put(buffer.reshape(native_value.shape))  # aligned: adopted, no copy
+        return native.with_leaves({path: new})
 
     def share(self, native: FlaxState, src: Leaf, dst: Leaf, transpose: bool) -> FlaxState:
         if src.path == dst.path or native.ties.get(dst.path) == (src, dst, transpose):
