@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import MODELS
-from .worker import NUMPY_CASES
+from .worker import NUMPY_CASES, valid
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NATIVE_CONFIGS = ("torch", "keras:tensorflow", "keras:jax", "keras:torch", "flax")
@@ -84,13 +84,12 @@ def plan(configs: list[str], up_ok: set[str], sizes: list[str], repeat: int) -> 
         if small:
             jobs.append(Job(c, mine + ["up-ckpt"] * (c in up_ok) + native_cases(c, "mlp"), small,
                             repeat, 1))
-        shape_cases = ["up-params", "native-params"]
-        shape_sizes = ["params4k"]
-        if "abstract" in sizes:
-            shape_cases += ["up-abstract", "native-abstract"]
-            shape_sizes = ["400m", "params4k", "7b", "70b"]  # risky last
-        jobs.append(Job(c, [x for x in shape_cases if x.startswith("native") or c in up_ok],
-                        shape_sizes, repeat, 1))
+        jobs.append(Job(c, [x for x in ("up-params", "native-params")
+                            if x.startswith("native") or c in up_ok], ["params4k"], repeat, 1))
+        if "abstract" in sizes:  # own process: a case that allocates is aborted with the rest
+            jobs.append(Job(c, [x for x in ("up-abstract", "native-abstract")
+                                if x.startswith("native") or c in up_ok],
+                            ["400m", "7b", "70b"], repeat, 1))
     has_torch = native_installed("torch")
     if small:
         jobs.append(Job("numpy", list(NUMPY_CASES), small, repeat, 1))
@@ -125,7 +124,15 @@ def run_job(job: Job) -> list[dict]:
                               timeout=job.timeout)
         line = next((x for x in reversed(proc.stdout.splitlines()) if x.startswith("{")), None)
         if line is not None:
-            return json.loads(line)["records"]
+            got = json.loads(line)["records"]
+            seen = {(r["case"], r["model"]) for r in got}
+            lost = [{"config": job.config, "case": c, "model": sz, "params": MODELS[sz].params,
+                     "bytes": MODELS[sz].nbytes, "seconds": [], "rss": [],
+                     "error": "not measured: the process was aborted on an earlier case"}
+                    for c in job.cases for sz in job.sizes
+                    if proc.returncode != 0 and (c, sz) not in seen
+                    and valid(c, sz, MODELS[sz].abstract_only)]
+            return got + lost
         error = (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]
     except subprocess.TimeoutExpired:
         error = f"timeout (> {job.timeout:.0f} s)"
