@@ -24,6 +24,7 @@ import numpy as np
 from unifparam import Backend, Materialization, NativeParam, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
 from unifparam.errors import BackendConflictError, BackendNotInstalledError
+from unifparam.init import aligned_empty
 
 keras: Any = None  # imported by KerasBackend() once KERAS_BACKEND is settled
 ops: Any = None
@@ -116,7 +117,8 @@ class KerasBackend(Backend):
 
     # ---- shapes and storage -------------------------------------------------------------
     def materialize(self, native: KerasModel, request: Materialization) -> KerasModel:
-        with _lazy() if request.abstract else nullcontext():
+        deferred = request.abstract or bool(request.skip_defaults)
+        with _lazy() if deferred else nullcontext():
             if request.layer_inputs is not None:  # spec models: each leaf's input is known
                 for path, shape in request.layer_inputs.items():
                     layer = native.layers[path]
@@ -126,8 +128,9 @@ class KerasBackend(Backend):
                          if isinstance(layer, keras.layers.Layer)):
                 self._build_by_call(native.model, request)
         if not request.abstract:
+            skip = self._variables_named(native, request.skip_defaults)  # `write` creates them
             for var in self._variables(native):
-                if var._value is None:
+                if var._value is None and id(var) not in skip:
                     var._deferred_initialize()
         for layer in native.layers.values():
             if isinstance(layer, _layers.Stack):
@@ -144,6 +147,18 @@ class KerasBackend(Backend):
             "float32"] * len(shapes)
         args = [keras.KerasTensor(s, dtype=_dtype(d)) for s, d in zip(shapes, dtypes)]
         model(*args)
+
+    def _variables_named(self, native: KerasModel, names: frozenset[str]) -> set[int]:
+        """ids of the variables behind canonical ``names`` (first uses of spec layers)."""
+        found: set[int] = set()
+        for name in names:
+            path, _, local = name.rpartition(".")
+            layer = native.layers.get(path)
+            for ref in _adopt.schema(layer) if isinstance(layer, keras.layers.Layer) else ():
+                var = ref.own() if ref.name == local and _link(ref) is None else None
+                if var is not None:
+                    found.add(id(var))
+        return found
 
     def _variables(self, native: KerasModel) -> list[Any]:
         seen: dict[int, Any] = {}
@@ -177,7 +192,13 @@ class KerasBackend(Backend):
         var = ref.own()
         if ref.perm is not None:
             value = np.transpose(value, np.argsort(ref.perm))
-        var.assign(np.ascontiguousarray(value, dtype=var.dtype))
+        buffer = aligned_empty(value.size, var.dtype).reshape(value.shape)
+        np.copyto(buffer, value)  # the layout change; aligned, so keras:jax can adopt it
+        if var._value is None:  # left empty by materialize: the first value creates it
+            var._initialize(buffer)
+            _track_torch_layer(ref.layer)
+        else:
+            var.assign(buffer)
         return native
 
     def reset(self, native: KerasModel, refs: Sequence[Any]) -> KerasModel:
@@ -238,8 +259,12 @@ def _sync_torch_params(native: KerasModel) -> None:
     """Torch-backed Keras mirrors variables in a ParameterDict per layer: refresh it after
     ties and materialization so ``model.parameters()`` matches ``model.variables``."""
     for layer in native.layers.values():
-        if hasattr(layer, "_torch_params") and all(v._value is not None for v in layer.variables):
-            layer._track_variables()
+        _track_torch_layer(layer)
+
+
+def _track_torch_layer(layer: Any) -> None:
+    if hasattr(layer, "_torch_params") and all(v._value is not None for v in layer.variables):
+        layer._track_variables()
 
 
 def _link(ref: Any) -> tuple[Any, Any, bool] | None:
