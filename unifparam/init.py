@@ -1,4 +1,4 @@
-"""Initializers: portable numpy maths and a seeded, counter-based random stream per parameter.
+"""Initializers: portable numpy maths and a seeded random stream per parameter.
 
 With a seed, a parameter's values depend only on (seed, canonical name, shape), so every
 backend gets bit-identical values whatever order its layers materialize in::
@@ -62,16 +62,21 @@ def fans(shape: tuple[int, ...], axes: tuple[str, ...] | None) -> tuple[int, int
 
 
 def stream_key(seed: int, name: str) -> int:
-    """The 128-bit Philox key of parameter ``name`` under ``seed``."""
+    """The 128-bit key of parameter ``name``'s random stream under ``seed``."""
     import hashlib
     digest = hashlib.blake2b(f"{int(seed)}\0{name}".encode(), digest_size=16).digest()
     return int.from_bytes(digest, "little")
 
 
+def _generator(key: int, chunk: int) -> np.random.Generator:
+    # PCG64 fills float32 about 1.6x faster than Philox here (PERF-FACTS); each chunk gets
+    # its own SeedSequence child, so streams are independent and order-free.
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(key, spawn_key=(chunk,))))
+
+
 def rng_for(seed: int, name: str, chunk: int = 0) -> np.random.Generator:
-    """Counter-based generator for one chunk of one parameter (independent of everything else)."""
-    bits = np.random.Philox(key=stream_key(seed, name))
-    return np.random.Generator(bits.jumped(chunk) if chunk else bits)
+    """The generator for one chunk of one parameter (independent of everything else)."""
+    return _generator(stream_key(seed, name), chunk)
 
 
 class Initializer:
@@ -137,9 +142,7 @@ class Distribution(Initializer):
         key = stream_key(seed, target.name)
 
         def fill(k: int) -> None:
-            bits = np.random.Philox(key=key)
-            rng = np.random.Generator(bits.jumped(k) if k else bits)
-            self._draw(rng, out[k * CHUNK:(k + 1) * CHUNK], target)
+            self._draw(_generator(key, k), out[k * CHUNK:(k + 1) * CHUNK], target)
 
         chunks = range(-(-out.size // CHUNK))
         if len(chunks) > 1:
@@ -173,7 +176,7 @@ class Uniform(Distribution):
 def standard_normal(rng: np.random.Generator, out: np.ndarray) -> None:
     """Fill ``out`` with N(0, 1) by the Box-Muller transform of uniforms (as torch's normal_).
 
-    Several times faster than numpy's ziggurat on Philox; in float32 the tails end at about
+    Faster than numpy's ziggurat on these streams; in float32 the tails end at about
     5.8 standard deviations, where 1 - u reaches 2**-24.
     """
     n = out.size
