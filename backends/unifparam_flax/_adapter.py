@@ -227,7 +227,8 @@ def _add_abstract(st: FlaxState, shapes: Mapping[Leaf, tuple[int, ...]]) -> Flax
 def _allocate(st: FlaxState, skip: frozenset[Path]) -> FlaxState:
     """Give every abstract leaf memory, filled by flax's own default initializer.
 
-    Leaves in ``skip`` (about to be overwritten by the core) are left zero.
+    Leaves in ``skip`` stay placeholders: the core writes them next, and ``write`` makes
+    the array from its buffer, so their memory is allocated once.
     """
     todo = [p for p, v in st.leaves.items() if isinstance(v, jax.ShapeDtypeStruct)]
     if not todo:
@@ -239,8 +240,8 @@ def _allocate(st: FlaxState, skip: frozenset[Path]) -> FlaxState:
         spec = st.leaves[path]
         fn = default_init(st.owners.get(path[1:-1]), path[0], path[-1])
         if path in skip:
-            new[path] = jnp.zeros(spec.shape, spec.dtype)
-        elif fn is None:
+            continue
+        if fn is None:
             unknown.append(path)
         else:
             new[path] = jnp.asarray(fn(jax.random.fold_in(key, i), spec.shape, spec.dtype))
