@@ -132,7 +132,8 @@ def make_sync(config: str) -> Callable[[Any], None]:
         if hasattr(obj, "_st") and hasattr(obj, "native"):  # a unifparam Model
             obj = obj.native
         if hasattr(obj, "weights"):  # a Keras layer or model
-            obj = [w.value for w in obj.weights]
+            # an abstract variable's .value would run its initializer: skip those
+            obj = [w.value for w in obj.weights if w._value is not None]
         jax.block_until_ready(obj)
     return sync
 
