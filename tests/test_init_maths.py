@@ -81,3 +81,12 @@ def test_plain_functions_and_bad_arguments():
         init.as_initializer(init.Normal)
     with pytest.raises(TypeError, match="function"):
         init.as_initializer(3)
+
+
+@pytest.mark.parametrize("size", [10, 3_000_000])  # below and above POPULATE_BYTES
+def test_aligned_empty_is_aligned_writable_and_the_right_size(size):
+    buf = init.aligned_empty(size, "float32")
+    assert buf.shape == (size,) and buf.dtype == np.float32
+    assert buf.ctypes.data % 64 == 0 and buf.flags.writeable and buf.flags.c_contiguous
+    buf[:] = 1.5
+    assert float(buf.sum()) == 1.5 * size
