@@ -85,8 +85,19 @@ def test_plain_functions_and_bad_arguments():
 
 @pytest.mark.parametrize("size", [10, 3_000_000])  # below and above POPULATE_BYTES
 def test_aligned_empty_is_aligned_writable_and_the_right_size(size):
-    buf = init.aligned_empty(size, "float32")
+    from unifparam._buffers import aligned_empty
+    buf = aligned_empty(size, "float32")
     assert buf.shape == (size,) and buf.dtype == np.float32
     assert buf.ctypes.data % 64 == 0 and buf.flags.writeable and buf.flags.c_contiguous
     buf[:] = 1.5
     assert float(buf.sum()) == 1.5 * size
+
+
+@pytest.mark.parametrize("shape, perm", [((300, 200), (1, 0)), ((4, 3, 5, 7), (2, 3, 1, 0)),
+                                         ((1000,), None), ((64, 65), (1, 0))])
+def test_to_layout_equals_numpy_transpose(shape, perm):
+    from unifparam._buffers import to_layout
+    a = np.random.default_rng(0).random(shape, dtype=np.float32)
+    out = to_layout(a, perm, "float32")
+    np.testing.assert_array_equal(out, a if perm is None else np.transpose(a, perm))
+    assert out.flags.c_contiguous and out.ctypes.data % 64 == 0

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ._buffers import aligned_empty
 from ._lazy import np
 from .errors import InitializerError, fmt_shape
 
@@ -101,28 +102,6 @@ class Initializer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
-
-
-#: Buffers at least this large are mapped with their pages populated up front.
-POPULATE_BYTES = 4 << 20
-
-
-def aligned_empty(size: int, dtype: str | np.dtype, align: int = 64) -> np.ndarray:
-    """A fresh 1-D array whose data starts on an ``align``-byte boundary.
-
-    Frameworks adopt such buffers without a copy (jax needs 64 bytes; torch any). Large
-    ones are anonymous maps with their pages populated by the kernel in one call, about
-    six times faster here than faulting them in one by one as they are first written.
-    """
-    import mmap
-    dtype = np.dtype(dtype)
-    nbytes = size * dtype.itemsize
-    if nbytes >= POPULATE_BYTES and hasattr(mmap, "MAP_POPULATE"):
-        flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | mmap.MAP_POPULATE
-        return np.frombuffer(mmap.mmap(-1, nbytes, flags=flags), dtype=dtype)  # page-aligned
-    raw = np.empty(nbytes + align, dtype=np.uint8)
-    start = -raw.ctypes.data % align
-    return raw[start:start + nbytes].view(dtype)
 
 
 _POOL: Any = None

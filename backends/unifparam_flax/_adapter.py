@@ -22,18 +22,18 @@ from flax import linen, traverse_util
 
 from unifparam import Backend, Materialization, NativeParam, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+from unifparam._buffers import to_layout
 from unifparam.errors import InputShapeError, UnknownNameError
-from unifparam.init import aligned_empty
 
 from ._adopt import describe, split_native
 from ._layers import (
     SPEC_PARAMS,
     default_init,
+    native_perm,
     shape_to_canonical,
     shape_to_native,
     to_canonical,
     to_flax,
-    to_native,
 )
 from ._state import FlaxState, LayerInfo, Leaf, Path, tied_module, tied_value
 
@@ -112,10 +112,8 @@ class FlaxBackend(Backend):
             src, _, transpose = native.ties[path]
             value = value.T if transpose else value
             path, layout = src.path, src.layout
-        native_value = to_native(layout, value)
-        buffer = aligned_empty(native_value.size, native.leaves[path].dtype)
-        np.copyto(buffer.reshape(native_value.shape), native_value)  # the layout change
-        new = jax.device_put(buffer.reshape(native_value.shape))  # aligned: adopted, no copy
+        buffer = to_layout(value, native_perm(layout, value.ndim), native.leaves[path].dtype)
+        new = jax.device_put(buffer)  # aligned: jax adopts it without a copy
         return native.with_leaves({path: new})
 
     def share(self, native: FlaxState, src: Leaf, dst: Leaf, transpose: bool) -> FlaxState:

@@ -165,9 +165,14 @@ def to_canonical(layout: str, value: Any) -> Any:
     return value if perm is None else value.transpose(perm)
 
 
+def native_perm(layout: str, ndim: int) -> tuple[int, ...] | None:
+    """The axes permutation from canonical to native layout (None: the same)."""
+    return _perm(layout, ndim, to_native=True)
+
+
 def to_native(layout: str, value: Any) -> Any:
     """A canonical value in the native layout (inverse of :func:`to_canonical`)."""
-    perm = _perm(layout, value.ndim, to_native=True)
+    perm = native_perm(layout, value.ndim)
     return value if perm is None else value.transpose(perm)
 
 

@@ -23,8 +23,8 @@ import numpy as np
 
 from unifparam import Backend, Materialization, NativeParam, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+from unifparam._buffers import to_layout
 from unifparam.errors import BackendConflictError, BackendNotInstalledError
-from unifparam.init import aligned_empty
 
 keras: Any = None  # imported by KerasBackend() once KERAS_BACKEND is settled
 ops: Any = None
@@ -190,10 +190,8 @@ class KerasBackend(Backend):
             _, src, transpose = link
             return self.write(native, src, np.ascontiguousarray(value.T if transpose else value))
         var = ref.own()
-        if ref.perm is not None:
-            value = np.transpose(value, np.argsort(ref.perm))
-        buffer = aligned_empty(value.size, var.dtype).reshape(value.shape)
-        np.copyto(buffer, value)  # the layout change; aligned, so keras:jax can adopt it
+        perm = None if ref.perm is None else tuple(int(i) for i in np.argsort(ref.perm))
+        buffer = to_layout(value, perm, var.dtype)  # aligned, so keras:jax can adopt it
         if var._value is None:  # left empty by materialize: the first value creates it
             var._initialize(buffer)
             _track_torch_layer(ref.layer)
