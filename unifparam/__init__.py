@@ -20,7 +20,6 @@ from ._registry import BackendInfo, get_backend
 from ._registry import registered as backends
 from ._summary import summary
 from ._verbs import build, gradients, initialize, materialize, params, tie
-from .checkpoint import LoadReport, inspect_file, load, save
 from .errors import (
     AlreadyInitializedWarning,
     BackendConflictError,
@@ -42,6 +41,19 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+
+_ON_FIRST_USE = {"save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
+                 "LoadReport": "checkpoint"}
+
+
+def __getattr__(name: str) -> object:
+    """Checkpoint functions load their module on first use, keeping ``import unifparam`` fast."""
+    if name in _ON_FIRST_USE:
+        import importlib
+        value = getattr(importlib.import_module(f".{_ON_FIRST_USE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'unifparam' has no attribute {name!r}")
 
 __all__ = [
     "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",

@@ -12,7 +12,6 @@ before its first change, so a failed call leaves the model as it was.
 
 from __future__ import annotations
 
-import fnmatch
 import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -217,6 +216,7 @@ def _select(model: Model, select: Select) -> dict[str, bool]:
     if isinstance(select, Param):
         return {st.resolve(select.name)[0]: True}
     if isinstance(select, str):
+        import fnmatch
         prefix = f"{model.path}." if model.path else ""
         names = [n for n in _names_under(model._node)
                  if fnmatch.fnmatchcase(n, select) or fnmatch.fnmatchcase(n[len(prefix):], select)]
