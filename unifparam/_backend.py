@@ -94,7 +94,6 @@ class Backend(abc.ABC):
     """Base class of adapters. Subclasses set ``name``, ``capabilities`` and the primitives."""
 
     name: str = ""
-    framework: str = ""  # distribution name whose version is reported
     capabilities: frozenset[str] = frozenset()
 
     # ---- construction ---------------------------------------------------------------
@@ -108,10 +107,6 @@ class Backend(abc.ABC):
     def adopt(self, native: Any) -> tuple[Any, NativeLayer]:
         """Describe a framework's own model: its layer tree with canonical names."""
         raise NotImplementedError
-
-    def is_native(self, obj: Any) -> bool:
-        """True if ``obj`` is a model of this framework (the framework is imported already)."""
-        return False
 
     # ---- shapes and storage -------------------------------------------------------------
     @abc.abstractmethod
@@ -175,8 +170,3 @@ class Backend(abc.ABC):
         """A native array as numpy."""
         import numpy as np
         return np.asarray(value)
-
-    def version(self) -> str:
-        """The framework's version string."""
-        from importlib.metadata import version
-        return version(self.framework) if self.framework else ""

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from . import init, nn
+from ._model import Model
 from ._summary import summary
 from ._verbs import build, gradients, initialize, materialize, params, tie
 from .errors import DeferredParameterError, InputShapeError
@@ -85,7 +86,7 @@ def _nested(backend: str | None, X: np.ndarray) -> None:
         print("rgnet[0][1][0].bias:", rgnet[0][1][0].bias, _arr(rgnet[0][1][0].bias.numpy()[:4]))
 
 
-def _initializers(net, backend: str | None, X: np.ndarray) -> None:  # noqa: ANN001
+def _initializers(net: Model, backend: str | None, X: np.ndarray) -> None:
     with _section("P7 Built-in initializers"):
         initialize(net, init.Normal(std=0.01), force_reinit=True, seed=1)
         print("Normal(0.01):", _arr(net[0].weight[0]), "bias", _arr(net[0].bias[0]))
@@ -221,7 +222,7 @@ def _lazy(backend: str | None) -> None:
         visitor = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)),
                         backend=backend)
 
-        def xavier(layer) -> None:  # noqa: ANN001
+        def xavier(layer: Model) -> None:
             print("visit", repr(layer.path), layer.spec.kind if layer.spec else "")
             if isinstance(layer.spec, nn.Dense):
                 initialize(layer, init.XavierUniform(), force_reinit=True, seed=11)

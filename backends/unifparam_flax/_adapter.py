@@ -42,7 +42,6 @@ class FlaxBackend(Backend):
     """Flax linen adapter: spec layers become linen modules; the handle owns the variables."""
 
     name = "flax"
-    framework = "flax"
     capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients"})
 
     # ---- construction ---------------------------------------------------------------
@@ -76,10 +75,6 @@ class FlaxBackend(Backend):
         leaves = {p: (jnp.asarray(v) if isinstance(v, np.ndarray) else v)
                   for p, v in traverse_util.flatten_dict(variables or {}).items()}
         return FlaxState(module, leaves, layers=layers, owners=owners), tree
-
-    def is_native(self, obj: Any) -> bool:
-        target = obj[0] if isinstance(obj, tuple) and obj else obj
-        return isinstance(target, linen.Module)
 
     # ---- shapes and storage -------------------------------------------------------------
     def materialize(self, native: FlaxState, request: Materialization) -> FlaxState:

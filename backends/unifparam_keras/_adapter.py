@@ -89,7 +89,6 @@ class KerasBackend(Backend):
     """Keras 3 adapter: spec layers become Keras layers; values move as numpy."""
 
     name = "keras"
-    framework = "keras"
     capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients", "native_apply"})
 
     def __init__(self, variant: str | None = None):
@@ -111,9 +110,6 @@ class KerasBackend(Backend):
         table: dict[str, Any] = {}
         tree = _adopt.describe(native, "", table)
         return KerasModel(native, table), tree
-
-    def is_native(self, obj: Any) -> bool:
-        return isinstance(obj, keras.layers.Layer)
 
     # ---- shapes and storage -------------------------------------------------------------
     def materialize(self, native: KerasModel, request: Materialization) -> KerasModel:
@@ -248,9 +244,6 @@ class KerasBackend(Backend):
         if hasattr(value, "detach"):  # torch
             value = value.detach().cpu()
         return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
-
-    def version(self) -> str:
-        return f"{keras.__version__} ({keras.backend.backend()})"
 
 
 def _sync_torch_params(native: KerasModel) -> None:

@@ -36,7 +36,6 @@ class TorchBackend(Backend):
     """PyTorch adapter: spec layers become (lazy) torch modules; values move as numpy."""
 
     name = "torch"
-    framework = "torch"
     capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients", "native_apply"})
 
     # ---- construction ---------------------------------------------------------------
@@ -54,9 +53,6 @@ class TorchBackend(Backend):
 
     def adopt(self, native: tnn.Module) -> tuple[tnn.Module, Any]:
         return native, describe(native)
-
-    def is_native(self, obj: Any) -> bool:
-        return isinstance(obj, tnn.Module)
 
     # ---- shapes and storage -------------------------------------------------------------
     def materialize(self, native: tnn.Module, request: Materialization) -> tnn.Module:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from functools import partial
-from importlib import import_module, resources
+from importlib import resources
 from typing import Any
 
 import pytest
@@ -110,5 +110,3 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
             json.dump({"backend": name, "pid": os.getpid(),
                        "results": session.config._unifparam_results}, f, indent=1)  # type: ignore[attr-defined]
 
-
-__all__ = ["backend", "build", "import_module"]
