@@ -31,6 +31,18 @@ def aligned_empty(size: int, dtype: str | np.dtype, align: int = 64) -> np.ndarr
     return raw[start:start + nbytes].view(dtype)
 
 
+def kernel_perm(ndim: int, to_native: bool) -> tuple[int, ...]:
+    """Axes permutation between a canonical kernel ``(out, in, *k)`` and the ``(*k, in, out)``
+    layout of Keras and Flax (a dense kernel is the 2-D case: ``(in, out)``).
+
+    >>> kernel_perm(4, to_native=True), kernel_perm(4, to_native=False)
+    ((2, 3, 1, 0), (3, 2, 0, 1))
+    """
+    if to_native:
+        return (*range(2, ndim), 1, 0)
+    return (ndim - 1, ndim - 2, *range(ndim - 2))
+
+
 def to_layout(value: np.ndarray, perm: tuple[int, ...] | None, dtype: object = None) -> np.ndarray:
     """``value.transpose(perm)`` as a fresh aligned, C-contiguous array of ``dtype``.
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import linen
 
 from unifparam import nn
+from unifparam._buffers import kernel_perm
 
 Path = tuple[str, ...]
 
@@ -150,12 +151,8 @@ SPEC_PARAMS: dict[str, dict[str, tuple[str, str, str]]] = {
 
 
 def _perm(layout: str, ndim: int, to_native: bool) -> tuple[int, ...] | None:
-    if layout == "dense" and ndim == 2:
-        return (1, 0)
-    if layout == "conv" and ndim >= 3:  # native (*k, in, out) <-> canonical (out, in, *k)
-        if to_native:
-            return (*range(2, ndim), 1, 0)
-        return (ndim - 1, ndim - 2, *range(ndim - 2))
+    if (layout == "dense" and ndim == 2) or (layout == "conv" and ndim >= 3):
+        return kernel_perm(ndim, to_native)
     return None
 
 

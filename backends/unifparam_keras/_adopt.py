@@ -17,6 +17,7 @@ import keras
 from keras.src.models.functional import Functional
 
 from unifparam import NativeLayer, NativeParam
+from unifparam._buffers import kernel_perm
 
 Shape = tuple[int | None, ...]
 
@@ -46,23 +47,20 @@ class Ref:
         return vars(self.layer).get(self.store)
 
 
-def _conv_perm(rank: int) -> tuple[int, ...]:
-    return (rank + 1, rank, *range(rank))  # (k..., in, out) -> (out, in, k...)
-
-
 def schema(layer: Any) -> list[Ref]:
     """Refs of every parameter a known Keras layer type has (or will have once built)."""
     L = keras.layers  # noqa: N806
     if isinstance(layer, L.Dense):
-        refs = [Ref(layer, "weight", "kernel", "_kernel", (1, 0), "weight", ("out", "in"))]
+        perm = kernel_perm(2, to_native=False)
+        refs = [Ref(layer, "weight", "kernel", "_kernel", perm, "weight", ("out", "in"))]
         if layer.use_bias:
             refs.append(Ref(layer, "bias", "bias", "bias", None, "bias", ("out",)))
         return refs
     if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and not isinstance(
             layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
         spatial = ("kd", "kh", "kw")[-layer.rank:]
-        refs = [Ref(layer, "weight", "kernel", "_kernel", _conv_perm(layer.rank), "weight",
-                    ("out", "in", *spatial))]
+        perm = kernel_perm(layer.rank + 2, to_native=False)
+        refs = [Ref(layer, "weight", "kernel", "_kernel", perm, "weight", ("out", "in", *spatial))]
         if layer.use_bias:
             refs.append(Ref(layer, "bias", "bias", "bias", None, "bias", ("out",)))
         return refs
