@@ -14,7 +14,7 @@ The backend comes from ``build(..., backend=)``, the native model's type, or the
 """
 
 from . import init, nn
-from ._backend import Backend, Materialization, NativeLayer, NativeParam
+from ._backend import Backend, NativeLayer, NativeParam, Plan, Storage
 from ._model import Model, Param
 from ._registry import BackendInfo, get_backend
 from ._registry import registered as backends
@@ -60,8 +60,8 @@ __all__ = [
     "BackendNotFoundError", "BackendNotInstalledError", "CheckpointError",
     "CheckpointFormatError", "CheckpointMismatchError", "CheckpointNotFoundError",
     "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
-    "Materialization", "Model", "NativeLayer", "NativeParam", "Param", "SpecError", "TieError",
+    "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
-    "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
+    "Storage", "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
     "materialize", "nn", "params", "save", "summary", "tie",
 ]

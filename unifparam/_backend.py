@@ -1,19 +1,26 @@
-"""The protocol every backend adapter implements: small primitives, no semantics.
+"""The protocol every backend adapter implements: a storage driver, no semantics.
 
-The core (``_model.py``, ``_verbs.py``) owns deferred registration, re-initialization rules,
-tie bookkeeping, canonical names and seeded values. An adapter only translates between a
-framework and canonical parameters. Primitives are written in state-passing style: the
-ones that change a model take the native state and return the (possibly new) native
-state, so that immutable frameworks (Flax) and mutable ones (PyTorch) share the core.
+The core owns deferred registration, re-initialization rules, ties, canonical names,
+seeded values and validation; it decides *what* every parameter becomes as one
+:class:`Plan` and applies it. An adapter only carries that out on its framework:
 
-A minimal adapter::
+- **describe**: :meth:`Backend.build` (a spec) and :meth:`Backend.adopt` (a native model)
+  name every parameter canonically and hand the core an opaque ``ref`` per parameter;
+- **size**: :meth:`Backend.infer` gives an adopted model's unknown shapes by an abstract
+  run (spec models never need it: the core traces their shapes);
+- **store**: :meth:`Backend.allocate` (what a plan says), :meth:`Backend.status`,
+  :meth:`Backend.read`, :meth:`Backend.write`, :meth:`Backend.alias`, :meth:`Backend.reset`;
+- **run**: :meth:`Backend.run` and :meth:`Backend.gradients`.
 
-    class Backend(unifparam.Backend):
-        name = "mine"
-        def build(self, spec): ...
-        # ... one method per primitive below
+Primitives that change a model take the native state and return it (state-passing), so
+immutable frameworks (Flax) and mutable ones (PyTorch) share the core; the core keeps the
+returned state in exactly one place (``ModelState.call``).
 
-See ``docs/backend-guide.md`` for the walk-through and the conformance suite.
+    >>> class Mine(unifparam.Backend):        # doctest: +SKIP
+    ...     name = "mine"
+    ...     def build(self, spec): ...          # one method per primitive below
+
+``docs/backend-guide.md`` is the walk-through; the conformance suite is the test.
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ from . import nn
 
 Shape = tuple[int | None, ...]
 
-#: Capability flags an adapter may declare; the conformance suite marks tests that need a
-#: missing one as expected failures, so a gap is visible, never silently skipped.
+#: Capability flags an adapter may declare; verbs check them and the conformance suite
+#: marks tests that need a missing one as expected failures (never silently skipped).
 CAPABILITIES = frozenset({
     "adopt",          # build() accepts the framework's own models
     "abstract",       # materialize(abstract=True) allocates no parameter memory
@@ -39,6 +46,11 @@ CAPABILITIES = frozenset({
 
 DEFERRED, ABSTRACT, MATERIALIZED = "deferred", "abstract", "materialized"
 
+#: How a planned storage gets its first values.
+DEFAULT = "default"  # the framework's own default initializer, inside allocate()
+WRITE = "write"      # the core writes values right after allocate(): leave it unfilled
+ALIAS = "alias"      # re-pointed at another storage right after allocate(): shape only
+
 
 @dataclass
 class NativeParam:
@@ -46,7 +58,8 @@ class NativeParam:
 
     ``ref`` is opaque to the core and handed back to the adapter's primitives.
     ``storage`` identifies the native storage: two uses with equal ``storage`` are one
-    parameter (a layer used twice in a native model).
+    parameter (a layer used twice in a native model). ``shape`` may hold ``None`` for
+    sizes not known yet. ``role``/``axes`` come from :func:`unifparam.roles.classify`.
     """
 
     name: str
@@ -72,22 +85,30 @@ class NativeLayer:
 
 
 @dataclass(frozen=True)
-class Materialization:
-    """What the core asks of ``Backend.materialize``.
+class Storage:
+    """One storage a plan allocates: canonical name, ref, complete canonical shape, fill."""
 
-    ``inputs`` are example inputs (numpy or native) or ``None`` when only ``input_shapes``
-    are known. For spec-built models the core has already traced every shape:
-    ``layer_inputs`` maps each leaf layer path to its input shape and ``param_shapes``
-    each canonical parameter name (first uses only) to its shape. ``skip_defaults`` names
-    parameters the core will overwrite at once, so the adapter may leave them unfilled.
+    name: str
+    ref: Any
+    shape: tuple[int, ...]
+    dtype: str
+    fill: str = DEFAULT  # DEFAULT, WRITE or ALIAS
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What :meth:`Backend.allocate` must do, decided and validated by the core.
+
+    ``storages`` are the parameters to give storage now, in model order, each with its
+    complete canonical shape (authoritative: an adapter never re-infers it). With
+    ``abstract`` they get shapes and no memory. ``layer_inputs`` holds, for spec-built
+    models, each leaf layer's input shape, for frameworks whose layers build from it
+    (Keras ``layer.build``); adopted models have none.
     """
 
-    inputs: tuple[Any, ...] | None
-    input_shapes: tuple[Shape, ...]
+    storages: Mapping[str, Storage]
     abstract: bool = False
-    layer_inputs: Mapping[str, Shape] | None = None
-    param_shapes: Mapping[str, Shape] | None = None
-    skip_defaults: frozenset[str] = frozenset()
+    layer_inputs: Mapping[str, Shape] = field(default_factory=dict)
 
 
 class Backend(abc.ABC):
@@ -96,31 +117,42 @@ class Backend(abc.ABC):
     name: str = ""
     capabilities: frozenset[str] = frozenset()
 
-    # ---- construction ---------------------------------------------------------------
+    # ---- describe -------------------------------------------------------------------
     @abc.abstractmethod
     def build(self, spec: nn.Layer) -> tuple[Any, dict[str, NativeParam]]:
         """Native model for ``spec``, and a NativeParam per canonical name of a first use.
 
         The same spec object used twice must become one native layer used twice.
+        Allocate nothing whose shape the spec leaves unknown.
         """
 
     def adopt(self, native: Any) -> tuple[Any, NativeLayer]:
         """Describe a framework's own model: its layer tree with canonical names."""
         raise NotImplementedError
 
-    # ---- shapes and storage -------------------------------------------------------------
-    @abc.abstractmethod
-    def materialize(self, native: Any, request: Materialization) -> Any:
-        """Infer every shape; allocate storage unless ``request.abstract``; return state.
+    # ---- size -----------------------------------------------------------------------
+    def infer(self, native: Any, inputs: Sequence[Any] | None,
+              input_shapes: Sequence[Shape]) -> Any:
+        """Adopted models: give every parameter of unknown shape an abstract shape by an
+        abstract run on ``inputs`` (or inputs of ``input_shapes``); return state.
 
-        Parameters that get storage are filled with the framework's default initializer
-        (except ``request.skip_defaults``). Must not raise for a request whose shapes the
-        core has validated.
+        Must not allocate parameter memory nor change values already there.
+        """
+        raise NotImplementedError
+
+    # ---- store ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def allocate(self, native: Any, plan: Plan) -> Any:
+        """Give every storage in ``plan`` its shape, and memory unless ``plan.abstract``.
+
+        ``DEFAULT`` storages are filled with the framework's default initializer; ``WRITE``
+        ones may stay unfilled (the core writes them next); ``ALIAS`` ones need a shape only.
+        Never raises for a plan the core has validated.
         """
 
     @abc.abstractmethod
     def status(self, native: Any, ref: Any) -> tuple[Shape | None, str]:
-        """Canonical shape (None dims unknown) and DEFERRED, ABSTRACT or MATERIALIZED."""
+        """Shape (None dims unknown) and DEFERRED, ABSTRACT or MATERIALIZED, as stored now."""
 
     @abc.abstractmethod
     def read(self, native: Any, ref: Any) -> Any:
@@ -128,13 +160,17 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def write(self, native: Any, ref: Any, value: Any) -> Any:
-        """Store ``value`` (numpy, canonical layout, right shape and dtype); return state."""
+        """Store ``value`` (numpy, canonical layout, right shape and dtype); return state.
+
+        The core hands over a fresh buffer it will not touch again: adopt it if you can.
+        """
 
     @abc.abstractmethod
-    def share(self, native: Any, src: Any, dst: Any, transpose: bool) -> Any:
+    def alias(self, native: Any, src: Any, dst: Any, transpose: bool) -> Any:
         """Make ``dst`` use ``src``'s storage (its transpose if asked); return state.
 
-        Called only when both are materialized or both abstract; idempotent.
+        Called only when both have storage of the same kind (both abstract or both
+        materialized); idempotent.
         """
 
     @abc.abstractmethod
@@ -149,17 +185,13 @@ class Backend(abc.ABC):
         """The framework's own object for the layer at canonical ``path`` ("" = root)."""
         return native if not path else None
 
-    # ---- compute -------------------------------------------------------------------
+    # ---- run ------------------------------------------------------------------------
     @abc.abstractmethod
-    def forward(self, native: Any, inputs: Sequence[Any], training: bool) -> Any:
-        """Run the model on numpy or native inputs; return the native output."""
+    def run(self, native: Any, inputs: Sequence[Any], training: bool) -> tuple[Any, Any]:
+        """``(output, state)`` of the model on numpy or native inputs.
 
-    def forward_with_state(self, native: Any, inputs: Sequence[Any], training: bool
-                           ) -> tuple[Any, Any]:
-        """``(output, state)``: for frameworks whose forward pass returns new state (Flax
-        ``batch_stats`` in training mode). The default runs :meth:`forward`, state unchanged.
+        In training mode the state carries updated statistics (batch norm).
         """
-        return self.forward(native, inputs, training), native
 
     def gradients(self, native: Any, inputs: Sequence[Any], loss: Callable[[Any], Any] | None,
                   refs: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,6 +199,6 @@ class Backend(abc.ABC):
         raise NotImplementedError
 
     def to_numpy(self, value: Any) -> Any:
-        """A native array as numpy."""
+        """A native array as numpy (detached, on the host)."""
         import numpy as np
         return np.asarray(value)

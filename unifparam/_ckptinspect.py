@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import nn
-from ._backend import DEFERRED, MATERIALIZED, Backend, Materialization, NativeParam
+from ._backend import DEFERRED, MATERIALIZED, Backend, NativeParam, Plan
 from ._ckptfile import Checkpoint
 from .errors import UnifparamError, UnsupportedError, fmt_shape
 
@@ -44,13 +44,13 @@ class ShapesBackend(Backend):
         shape = self.ck.shape_of(ref)
         return (shape, MATERIALIZED) if shape is not None else (None, DEFERRED)
 
-    def share(self, native: Any, src: Any, dst: Any, transpose: bool) -> Any:
+    def alias(self, native: Any, src: Any, dst: Any, transpose: bool) -> Any:
         return native
 
     def _no_values(self, *args: Any) -> Any:
         raise UnsupportedError("A checkpoint summary has shapes only, no values.")
 
-    def materialize(self, native: Any, request: Materialization) -> Any:
+    def allocate(self, native: Any, plan: Plan) -> Any:
         return self._no_values()
 
     def read(self, native: Any, ref: Any) -> Any:
@@ -62,7 +62,7 @@ class ShapesBackend(Backend):
     def reset(self, native: Any, refs: Sequence[Any]) -> Any:
         return self._no_values()
 
-    def forward(self, native: Any, inputs: Sequence[Any], training: bool) -> Any:
+    def run(self, native: Any, inputs: Sequence[Any], training: bool) -> Any:
         return self._no_values()
 
 
@@ -88,13 +88,15 @@ def _spec_summary(ck: Checkpoint) -> str | None:
     from ._model import Model
     from ._specio import spec_from_json
     from ._summary import summary
-    from ._verbs import _state_from_spec, tie
+    from ._state import state_from_spec
+    from ._verbs import tie
     if ck.spec_json is None:
         return None
     try:
         spec = spec_from_json(ck.spec_json)
         be = ShapesBackend(ck)
-        net = Model(*_state_from_spec(be, spec, *be.build(spec)))
+        st = state_from_spec(be, spec)
+        net = Model(st, st.root)
         for t in ck.ties:
             if t.explicit:
                 tie(net, t.root, t.name, transpose=t.transpose)
@@ -103,7 +105,7 @@ def _spec_summary(ck: Checkpoint) -> str | None:
         if set(st.slots) != set(ck.tensors) or {n: (a.root, a.transpose) for n, a in
                                                 st.aliases.items()} != recorded:
             return None
-        if any(s.state != MATERIALIZED for s in st.slots.values()):
+        if not st.all_in(MATERIALIZED):
             return None
         return str(summary(net))
     except (UnifparamError, KeyError, ValueError, TypeError):

@@ -11,113 +11,27 @@ sub-layers that share one :class:`ModelState` (``net[0]``, ``rgnet[0][1][0]``). 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import nn
-from ._backend import ABSTRACT, MATERIALIZED, Backend
+from ._backend import ABSTRACT, MATERIALIZED
 from ._lazy import np
-from .errors import DeferredParameterError, UnknownNameError, ValueShapeError, closest, fmt_shape
+from ._plan import contiguous, run
+from ._state import ModelState, Node, Slot, flip
+from .errors import (
+    DeferredParameterError,
+    UnknownNameError,
+    ValueShapeError,
+    closest,
+    fmt_shape,
+)
 
 if TYPE_CHECKING:
     from .init import Initializer
 
 Shape = tuple[int | None, ...]
-
-
-@dataclass
-class Registration:
-    """An initializer registered for a parameter. ``init=None``: the framework's default."""
-
-    init: Initializer | None
-    seed: int | None = None
-    source: str = "initialize"  # "constructor" | "initialize" | "select"
-    role_default: bool = False  # fill with the role's standard value (bias 0, scale 1)
-
-
-@dataclass
-class Slot:
-    """One parameter storage, known by its canonical (first-use) name."""
-
-    name: str
-    layer: str
-    ref: Any
-    shape: Shape | None
-    state: str
-    role: str = "weight"
-    axes: tuple[str, ...] | None = None
-    trainable: bool = True
-    dtype: str = "float32"
-    native_name: str = ""
-    reg: Registration | None = None
-    initialized: bool = False
-    grad: Any = None
-
-
-@dataclass
-class Alias:
-    """Another name of a storage: a layer used twice, or an explicit :func:`tie`."""
-
-    root: str
-    transpose: bool = False
-    native: bool = True  # shared by the framework itself (False: an explicit tie())
-    ref: Any = None      # the alias's own native slot, re-pointed at the root by share()
-    carry: Any = None    # values to move into the root when the tie is first applied
-
-
-@dataclass
-class Node:
-    """A layer in the canonical tree: path, kind, printed text, children, parameter names."""
-
-    path: str
-    kind: str
-    text: str
-    children: dict[str, Node] = field(default_factory=dict)
-    params: dict[str, str] = field(default_factory=dict)  # local name -> canonical name
-    spec: nn.Layer | None = None
-
-
-class ModelState:
-    """Everything the core knows about one model; shared by its sub-layer handles."""
-
-    def __init__(self, backend: Backend, native: Any, root: Node, spec: nn.Layer | None):
-        self.backend, self.native, self.root, self.spec = backend, native, root, spec
-        self.slots: dict[str, Slot] = {}
-        self.aliases: dict[str, Alias] = {}
-        self.nodes: dict[str, Node] = {}
-        self._index(root)
-
-    def _index(self, node: Node) -> None:
-        self.nodes[node.path] = node
-        for child in node.children.values():
-            self._index(child)
-
-    def resolve(self, name: str) -> tuple[str, bool]:
-        """(root name, transposed?) of any parameter name."""
-        if name in self.slots:
-            return name, False
-        alias = self.aliases.get(name)
-        if alias is None:
-            known = [*self.slots, *self.aliases]
-            raise UnknownNameError(f"Model has no parameter {name!r}.{closest(name, known)}")
-        return alias.root, alias.transpose
-
-    def names_of(self, root: str) -> list[str]:
-        """Every name of one storage, root first."""
-        return [root, *(n for n, a in self.aliases.items() if a.root == root)]
-
-    def refresh(self, slot: Slot) -> Slot:
-        """Ask the adapter for a not-yet-materialized slot's current shape and state."""
-        if slot.state != MATERIALIZED:
-            shape, slot.state = self.backend.status(self.native, slot.ref)
-            if shape is not None:
-                slot.shape = shape
-        return slot
-
-    def all_materialized(self) -> bool:
-        """True if every storage has memory."""
-        return all(self.refresh(s).state == MATERIALIZED for s in self.slots.values())
 
 
 class Param:
@@ -142,8 +56,11 @@ class Param:
 
     @property
     def _slot(self) -> Slot:
-        root, _ = self._st.resolve(self._name)
-        return self._st.refresh(self._st.slots[root])
+        return self._st.slots[self._st.resolve(self._name)[0]]
+
+    @property
+    def _status(self) -> tuple[Shape | None, str]:
+        return self._st.status(self._st.resolve(self._name)[0])
 
     @property
     def _transposed(self) -> bool:
@@ -152,8 +69,13 @@ class Param:
     @property
     def shape(self) -> Shape | None:
         """Canonical shape; ``None`` for each dimension not known yet."""
-        shape = self._slot.shape
-        return tuple(reversed(shape)) if shape is not None and self._transposed else shape
+        return flip(self._status[0], self._transposed)
+
+    @property
+    def size(self) -> int | None:
+        """Number of values (None while a size is unknown), like numpy's ``size``."""
+        shape = self.shape
+        return None if shape is None or None in shape else math.prod(shape)  # type: ignore[arg-type]
 
     @property
     def dtype(self) -> str:
@@ -162,7 +84,7 @@ class Param:
     @property
     def state(self) -> str:
         """``"deferred"`` (shape unknown), ``"abstract"`` (no memory) or ``"materialized"``."""
-        return self._slot.state
+        return self._status[1]
 
     @property
     def trainable(self) -> bool:
@@ -209,10 +131,11 @@ class Param:
     # ---- values ---------------------------------------------------------------------
     def numpy(self) -> np.ndarray:
         """A copy of the value as a numpy array, canonical layout."""
-        slot = self._slot
-        if slot.state != MATERIALIZED:
-            raise DeferredParameterError(_not_ready(self._name, self.shape, slot.state))
-        value = np.array(self._st.backend.read(self._st.native, slot.ref), copy=True)
+        shape, state = self._status
+        if state != MATERIALIZED:
+            raise DeferredParameterError(not_ready(self._name, flip(shape, self._transposed),
+                                                    state))
+        value = np.array(self._st.backend.read(self._st.native, self._slot.ref), copy=True)
         return value.T.copy() if self._transposed else value
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
@@ -222,17 +145,18 @@ class Param:
     def set(self, value: Any) -> None:
         """Replace the whole value (same shape; cast to the parameter's dtype)."""
         slot = self._slot
-        if slot.state != MATERIALIZED:
-            raise DeferredParameterError(_not_ready(self._name, self.shape, slot.state))
+        shape, state = self._status
+        if state != MATERIALIZED:
+            raise DeferredParameterError(not_ready(self._name, flip(shape, self._transposed),
+                                                    state))
         arr = np.asarray(value, dtype=slot.dtype)
         if arr.shape != self.shape:
             raise ValueShapeError(
                 f"Cannot write a value of shape {fmt_shape(arr.shape)} to parameter "
                 f"'{self._name}' of shape {fmt_shape(self.shape)}. Reshape the value, or write "
                 f"a slice: p[...] = v broadcasts.")
-        if self._transposed:
-            arr = np.ascontiguousarray(arr.T)
-        self._st.native = self._st.backend.write(self._st.native, slot.ref, arr)
+        arr = contiguous(arr.T if self._transposed else arr)
+        self._st.call("write", slot.ref, arr if arr is not value else arr.copy())
 
     def __getitem__(self, index: Any) -> np.ndarray:
         return self.numpy()[index]
@@ -269,7 +193,7 @@ class Param:
         return f"Parameter {self._name} (shape={fmt_shape(self.shape)}, dtype={self.dtype}{state})"
 
 
-def _not_ready(name: str, shape: Shape | None, state: str) -> str:
+def not_ready(name: str, shape: Shape | None, state: str) -> str:
     if state == ABSTRACT:
         return (f"Parameter '{name}' has shape {fmt_shape(shape)} but no memory yet (materialized "
                 f"abstractly). Call unifparam.materialize(net) to allocate and initialize it.")
@@ -324,8 +248,10 @@ class Model:
         return layer
 
     def __call__(self, *inputs: Any, training: bool = False) -> Any:
-        from ._verbs import forward
-        return forward(self, *inputs, training=training)
+        if self.path:
+            from .errors import UnsupportedError
+            raise UnsupportedError(f"Call the whole model, not layer '{self.path}'.")
+        return run(self._st, inputs, training)
 
     def _child(self, key: str) -> Model:
         return Model(self._st, self._node.children[key])
@@ -394,8 +320,7 @@ def render(state: ModelState, node: Node, indent: str = "") -> str:
         shapes = {}
         for local, name in node.params.items():
             root, t = state.resolve(name)
-            shape = state.refresh(state.slots[root]).shape
-            shapes[local] = tuple(reversed(shape)) if t and shape else shape
+            shapes[local] = flip(state.status(root)[0], t)
         return node.spec.describe(shapes)
     lines = [f"{node.kind}("]
     for key, child in node.children.items():

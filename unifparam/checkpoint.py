@@ -21,12 +21,16 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import _ckptfile
-from ._backend import DEFERRED, MATERIALIZED, Materialization
+from ._backend import MATERIALIZED, Plan
 from ._ckptfile import Checkpoint
 from ._lazy import np
-from ._model import Model, ModelState, _not_ready
+from ._model import Model, not_ready
+from ._plan import apply, contiguous, for_shapes
+from ._state import ModelState, flip, unify
+from ._ties import apply_tie, check_tie
 from .errors import (
     CheckpointMismatchError,
     DeferredParameterError,
@@ -71,9 +75,9 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
 
     st = _root_state(model, "save")
     for name, slot in st.slots.items():
-        if st.refresh(slot).state != MATERIALIZED:
-            raise DeferredParameterError(_not_ready(name, slot.shape, slot.state)
-                                         + " Then save it.")
+        shape, state = st.status(name)
+        if state != MATERIALIZED:
+            raise DeferredParameterError(not_ready(name, shape, state) + " Then save it.")
         if slot.dtype not in _ckptfile.CODES:
             raise UnsupportedError(f"Parameter '{name}' has dtype {slot.dtype}, which the "
                                    f"checkpoint format cannot store.")
@@ -102,12 +106,12 @@ class _Group:
 
 
 @dataclass
-class _Plan:
+class _Match:
+    """How a file's tensors map onto a model, validated: what load will do."""
+
     groups: list[_Group]
     ties: list[tuple[str, str, bool]]            # (root, other root, transpose) to tie
     post: dict[str, tuple[str, bool]]            # pre-tie root -> (post-tie root, transpose)
-    request: Materialization | None
-    inits: dict[str, np.ndarray | None]
     report: LoadReport
 
 
@@ -125,13 +129,57 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     """
     st = _root_state(model, "load")
     ck = _ckptfile.read(path)
-    plan = _plan(st, ck, strict)
+    match = _match(st, ck, strict)
+    todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
+    if todo:  # checked on the state before the file's ties are made: nothing changes yet
+        _planned(st, ck, match, todo, pre_tie=True)
     arrays = ck.arrays()  # memory-mapped: bytes are read as they are copied into storage
-    _apply(model, st, plan, arrays, _progress_enabled(progress, ck.size))
-    return plan.report
+    with _progress(sum(arrays[g.source].nbytes for g in match.groups),
+                   _progress_enabled(progress, ck.size)) as advance:
+        writes = {root: _reader(arrays[g.source], rel, advance)
+                  for g in match.groups for root, rel in g.targets.items()}
+        for a, b, t in match.ties:
+            apply_tie(st, a, b, t)
+        if todo:
+            todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
+            plan, values = _planned(st, ck, match, todo, pre_tie=False, values=writes)
+            apply(st, plan, values)
+        for root, make in writes.items():  # storages that already had memory
+            if root not in (plan.storages if todo else ()):
+                st.call("write", st.slots[root].ref, make())
+                st.slots[root].initialized = True
+    return match.report
 
 
-def _plan(st: ModelState, ck: Checkpoint, strict: bool) -> _Plan:
+def _reader(array: Any, transposed: bool, advance: Callable[[int], None]) -> Callable[[], Any]:
+    def read() -> Any:
+        value = contiguous(array.T) if transposed else array
+        advance(value.nbytes)
+        return value
+    return read
+
+
+def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre_tie: bool,
+             values: dict[str, Any] | None = None) -> tuple[Plan, dict[str, Any]]:
+    """The plan that materializes ``todo`` from the file's shapes (before or after its ties)."""
+    shapes: dict[str, Shape] = {}
+    for g in match.groups:
+        root, rel = next(iter(g.targets.items()))
+        shapes[root] = flip(ck.tensors[g.source].shape, rel)
+        if pre_tie:
+            for other, (main, t) in match.post.items():
+                if main == root:
+                    shapes[other] = flip(shapes[root], t)
+    try:
+        return for_shapes(st, todo, shapes, {}, False, values=values, dry=pre_tie)
+    except InputShapeError as e:
+        raise CheckpointMismatchError(
+            f"Cannot materialize the model from {ck.path}: {e} The file stores none of the "
+            f"parameters that fix those sizes; call unifparam.materialize(net, X) first, then "
+            f"load.") from None
+
+
+def _match(st: ModelState, ck: Checkpoint, strict: bool) -> _Match:
     """Everything load will do, checked against the model; raises before any change."""
     file_root = {n: (n, False) for n in ck.order()}
     file_root.update({t.name: (t.root, t.transpose) for t in ck.ties})
@@ -156,7 +204,7 @@ def _plan(st: ModelState, ck: Checkpoint, strict: bool) -> _Plan:
         if g.source in st.slots and g.source in g.targets:
             g.targets = {g.source: g.targets.pop(g.source), **g.targets}
     covered = set(seen)
-    listed = {st.resolve(n)[0]: n for n in reversed(_listed_names(st))}
+    listed = {st.resolve(n)[0]: n for n in reversed(st.names_under(st.root))}
     missing = tuple(listed[r] for r in st.slots if r not in covered)
     if strict and (missing or unexpected):
         raise CheckpointMismatchError(_strict_message(ck.path, missing, unexpected, names))
@@ -169,15 +217,9 @@ def _plan(st: ModelState, ck: Checkpoint, strict: bool) -> _Plan:
         g.targets = {main: g.targets[main]}
     _check_values(st, ck, groups, post)
     _check_ties(st, ties, ck.path)
-    request, inits = _materialization(st, ck, groups, post)
     loaded = tuple(n for n in names if n in file_root)
     report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties))
-    return _Plan(groups, ties, post, request, inits, report)
-
-
-def _listed_names(st: ModelState) -> list[str]:
-    from ._verbs import _names_under
-    return list(_names_under(st.root))
+    return _Match(groups, ties, post, report)
 
 
 def _strict_message(path: str, missing: tuple[str, ...], unexpected: tuple[str, ...],
@@ -197,18 +239,18 @@ def _strict_message(path: str, missing: tuple[str, ...], unexpected: tuple[str, 
 
 def _check_values(st: ModelState, ck: Checkpoint, groups: list[_Group],
                   post: dict[str, tuple[str, bool]]) -> None:
-    from ._verbs import _unify
     for g in groups:
         info = ck.tensors[g.source]
         for root, rel in _all_targets(g, post):
-            slot = st.refresh(st.slots[root])
-            file_shape = tuple(reversed(info.shape)) if rel else info.shape
+            slot = st.slots[root]
+            shape = st.status(root)[0]
+            file_shape = flip(info.shape, rel)
             if rel and len(info.shape) != 2:
                 raise CheckpointMismatchError(f"Parameter '{root}' is tied transposed but the "
                                               f"file's '{g.source}' is not 2-D.")
-            if _unify(slot.shape, file_shape) is False:
+            if unify(shape, file_shape) is False:
                 raise CheckpointMismatchError(
-                    f"Parameter '{root}' has shape {fmt_shape(slot.shape)} in the model but "
+                    f"Parameter '{root}' has shape {fmt_shape(shape)} in the model but "
                     f"{fmt_shape(file_shape)} in {ck.path} (stored as '{g.source}'"
                     f"{', transposed' if rel else ''}). Build the model with the sizes the "
                     f"file was saved with; nothing was loaded.")
@@ -224,117 +266,20 @@ def _all_targets(g: _Group, post: dict[str, tuple[str, bool]]) -> list[tuple[str
 
 
 def _check_ties(st: ModelState, ties: list[tuple[str, str, bool]], path: str) -> None:
-    from ._verbs import _check_tie
     if any(t for _, _, t in ties) and "transpose_tie" not in st.backend.capabilities:
         raise UnsupportedError(f"{path} records a transposed tie, which backend "
                                f"{st.backend.name!r} cannot make.")
     for a, b, t in ties:
         try:
-            _check_tie(st, a, b, t)
+            check_tie(st, a, b, t)
         except TieError as e:
             raise CheckpointMismatchError(f"Cannot restore the tie recorded in {path}: {e}"
                                           ) from None
 
 
-def _materialization(st: ModelState, ck: Checkpoint, groups: list[_Group],
-                     post: dict[str, tuple[str, bool]]
-                     ) -> tuple[Materialization | None, dict[str, np.ndarray | None]]:
-    """The request that materializes the model from the file's shapes (None if not needed)."""
-    from ._verbs import _unify, _values, _with_shape
-    if all(s.state == MATERIALIZED for s in st.slots.values()):
-        return None, {}
-    planned: dict[str, Shape] = {}
-    for g in groups:
-        root, rel = next(iter(g.targets.items()))
-        shape = ck.tensors[g.source].shape
-        planned[root] = tuple(reversed(shape)) if rel else shape
-
-    def root_of(name: str) -> tuple[str, bool]:
-        root, t = st.resolve(name)
-        main, t2 = post.get(root, (root, False))
-        return main, t ^ t2
-
-    def shape_of(name: str) -> Shape | None:
-        root, t = root_of(name)
-        shape = planned.get(root, st.slots[root].shape)
-        return tuple(reversed(shape)) if t and shape is not None else shape
-
-    layer_inputs: dict[str, Shape] = {}
-    param_shapes: dict[str, Shape] = {r: s for r, s in planned.items()}
-    for node in st.nodes.values():
-        if not node.params or node.children:
-            continue
-        local = {k: shape_of(n) for k, n in node.params.items()}
-        deferred = [n for n in node.params.values()
-                    if st.slots[st.resolve(n)[0]].state == DEFERRED]
-        x = None if node.spec is None else node.spec.minimal_input(
-            {k: s for k, s in local.items() if s is not None})
-        if x is None:
-            if deferred:
-                why = ("it is part of an adopted native model, whose layers unifparam cannot "
-                       "size without an input" if node.spec is None else
-                       "the file stores none of the parameters that fix its input size")
-                raise CheckpointMismatchError(
-                    f"Cannot materialize layer '{node.path}' ({node.kind}) from {ck.path}: "
-                    f"{why} ({', '.join(map(repr, deferred))} unknown). Call "
-                    f"unifparam.materialize(net, X) first, then load.")
-            continue
-        try:
-            inferred, _ = node.spec.infer(x, node.path)  # type: ignore[union-attr]
-        except InputShapeError as e:
-            raise CheckpointMismatchError(f"{ck.path} does not fit layer '{node.path}': {e}"
-                                          ) from None
-        for k, shape in inferred.items():
-            if _unify(local[k], shape) is False:
-                raise CheckpointMismatchError(
-                    f"Layer '{node.path}' ({node.kind}) would have {k} of shape "
-                    f"{fmt_shape(shape)} but {ck.path} gives {fmt_shape(local[k])}.")
-            root, t = root_of(node.params[k])
-            param_shapes.setdefault(root, tuple(reversed(shape)) if t else shape)
-        layer_inputs[node.path] = x
-    inits: dict[str, np.ndarray | None] = {}
-    for name, slot in st.slots.items():  # not in the file: filled as materialize would
-        if name in planned or name in post or slot.initialized or slot.reg is None:
-            continue
-        shape = param_shapes.get(name, slot.shape)
-        if shape is not None and None not in shape:
-            inits[name] = _values(st, _with_shape(slot, shape), slot.reg)
-    spec_model = st.spec is not None  # adopted models: shapes are known, only allocate
-    request = Materialization(inputs=None, input_shapes=(),
-                              layer_inputs=layer_inputs if spec_model else None,
-                              param_shapes=param_shapes if spec_model else None,
-                              skip_defaults=frozenset([*planned, *(n for n, v in inits.items()
-                                                                   if v is not None)]))
-    return request, inits
-
-
-def _apply(model: Model, st: ModelState, plan: _Plan, arrays: dict[str, np.ndarray],
-           progress: bool) -> None:
-    from ._verbs import _apply_pending_ties, _write_values, tie
-    for a, b, t in plan.ties:
-        tie(model, a, b, transpose=t)
-    if plan.request is not None:
-        st.native = st.backend.materialize(st.native, plan.request)
-        for slot in st.slots.values():
-            st.refresh(slot)
-        _apply_pending_ties(st)
-        _write_values(st, {n: v for n, v in plan.inits.items() if v is not None})
-        for name in plan.inits:
-            st.slots[name].initialized = True
-    total = sum(arrays[g.source].nbytes for g in plan.groups)
-    with _progress(total, progress) as advance:
-        for g in plan.groups:
-            root, rel = next(iter(g.targets.items()))
-            value = arrays[g.source]
-            value = np.ascontiguousarray(value.T) if rel else value
-            st.native = st.backend.write(st.native, st.slots[root].ref, value)
-            st.slots[root].initialized = True
-            advance(value.nbytes)
-
-
 def _root_state(model: Model, verb: str) -> ModelState:
     if not isinstance(model, Model):
-        raise TypeError(f"unifparam.{verb} takes a model handle from unifparam.build, got "
+        raise UnsupportedError(f"unifparam.{verb} takes a model handle from unifparam.build, got "
                         f"{type(model).__name__}. Wrap native models: unifparam.build(native).")
     if model.path:
         raise UnsupportedError(f"unifparam.{verb} works on the whole model, not layer "

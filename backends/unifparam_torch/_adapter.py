@@ -16,8 +16,8 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, UninitializedTensorMixin
 from torch.nn.utils import parametrize
 
-from unifparam import Backend, Materialization, NativeParam, nn
-from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+from unifparam import Backend, NativeParam, Plan, nn
+from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED
 
 from ._adopt import describe, native_param
 from ._layers import to_torch
@@ -54,26 +54,10 @@ class TorchBackend(Backend):
     def adopt(self, native: tnn.Module) -> tuple[tnn.Module, Any]:
         return native, describe(native)
 
-    # ---- shapes and storage -------------------------------------------------------------
-    def materialize(self, native: tnn.Module, request: Materialization) -> tnn.Module:
-        if request.layer_inputs is not None:
-            self._infer_by_layer(native, request.layer_inputs)
-        elif _has_uninitialized(native):
-            self._infer_by_forward(native, request)
-        if not request.abstract:
-            self._allocate(native, request.skip_defaults)
-        return native
-
-    def _infer_by_layer(self, native: tnn.Module, layer_inputs: Mapping[str, Any]) -> None:
-        """Spec models: every lazy layer's input shape is known, no forward pass needed."""
-        for path, shape in layer_inputs.items():
-            module = native.get_submodule(path) if path else native
-            if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
-                _uninitialized_to_meta(module)
-                module._infer_parameters(module, (torch.empty(shape, device="meta"),))
-
-    def _infer_by_forward(self, native: tnn.Module, request: Materialization) -> None:
-        """Native models: run the forward pass on meta tensors (real inputs not needed)."""
+    # ---- size and storage ------------------------------------------------------------
+    def infer(self, native: tnn.Module, inputs: Sequence[Any] | None,
+              input_shapes: Sequence[Any]) -> tnn.Module:
+        """Adopted models: run the forward pass on meta tensors (no memory, no values)."""
         for module in native.modules():
             if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
                 _uninitialized_to_meta(module)
@@ -81,33 +65,37 @@ class TorchBackend(Backend):
                  [*native.named_parameters(remove_duplicate=False),
                   *native.named_buffers(remove_duplicate=False)]
                  if not isinstance(t, UninitializedTensorMixin) and not t.is_meta}
-        if request.inputs is not None:
-            args = [_as_tensor(x).to("meta") for x in request.inputs]
+        if inputs is not None:
+            args = [_as_tensor(x).to("meta") for x in inputs]
         else:
-            args = [torch.empty(s, device="meta") for s in request.input_shapes]
+            args = [torch.empty(tuple(s), device="meta") for s in input_shapes]
         with _eval(native), torch.no_grad():
             torch.func.functional_call(native, metas, tuple(args), strict=False)
+        return native
 
-    def _allocate(self, native: tnn.Module, skip: frozenset[str]) -> None:
-        """Give meta tensors CPU memory and the framework's default values.
-
-        Tensors in ``skip`` stay on meta: the core writes them next and ``write`` adopts
-        its buffer, so their memory is touched once.
-        """
-        prefixes = {id(m): p for p, m in native.named_modules()}  # first use of shared ones
-        for module in native.modules():
-            prefix = prefixes.get(id(module), "")
-            fresh = []
-            for store in (module._parameters, module._buffers):
-                for key, t in store.items():
-                    if t is None or not t.is_meta or nn.join(prefix, key) in skip:
-                        continue
-                    store[key] = _like(t, torch.empty_like(t, device="cpu"))
-                    fresh.append(key)
-            if fresh and hasattr(module, "reset_parameters"):
-                module.reset_parameters()  # meta tensors left in it are no-ops
-            elif fresh and hasattr(module, "reset_running_stats"):
-                module.reset_running_stats()
+    def allocate(self, native: tnn.Module, plan: Plan) -> tnn.Module:
+        """Lazy spec layers learn their input size (a meta input); then planned tensors get
+        CPU memory, filled by the module's ``reset_parameters`` where the plan says DEFAULT.
+        Tensors the core writes next stay on meta: ``write`` adopts the core's buffer."""
+        for path, shape in plan.layer_inputs.items():
+            module = native.get_submodule(path) if path else native
+            if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+                _uninitialized_to_meta(module)
+                module._infer_parameters(module, (torch.empty(tuple(shape), device="meta"),))
+        if plan.abstract:
+            return native
+        fresh: dict[int, tuple[tnn.Module, list[str]]] = {}
+        for storage in plan.storages.values():
+            module, attr = storage.ref
+            tensor = getattr(module, attr)
+            if not tensor.is_meta or storage.fill not in (DEFAULT, ALIAS):
+                continue
+            _store(module, attr, _like(tensor, torch.empty_like(tensor, device="cpu")))
+            if storage.fill == DEFAULT:
+                fresh.setdefault(id(module), (module, []))[1].append(attr)
+        for module, attrs in fresh.values():
+            _fill_defaults(module, attrs)
+        return native
 
     def status(self, native: tnn.Module, ref: Ref) -> tuple[tuple[int | None, ...] | None, str]:
         module, attr = ref
@@ -149,7 +137,7 @@ class TorchBackend(Backend):
                     getattr(module, k).copy_(t)
         return native
 
-    def share(self, native: tnn.Module, src: Ref, dst: Ref, transpose: bool) -> tnn.Module:
+    def alias(self, native: tnn.Module, src: Ref, dst: Ref, transpose: bool) -> tnn.Module:
         (sm, sa), (dm, da) = src, dst
         tensor = getattr(sm, sa)
         if transpose:
@@ -169,9 +157,10 @@ class TorchBackend(Backend):
         return native.get_submodule(path) if path else native
 
     # ---- compute -------------------------------------------------------------------
-    def forward(self, native: tnn.Module, inputs: Sequence[Any], training: bool) -> Any:
+    def run(self, native: tnn.Module, inputs: Sequence[Any], training: bool
+            ) -> tuple[Any, tnn.Module]:
         with _Mode(native, training):
-            return native(*(_as_tensor(x) for x in inputs))
+            return native(*(_as_tensor(x) for x in inputs)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
@@ -196,9 +185,22 @@ def _like(template: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     return data
 
 
-def _has_uninitialized(native: tnn.Module) -> bool:
-    return any(isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()
-               for m in native.modules())
+def _store(module: tnn.Module, attr: str, tensor: torch.Tensor) -> None:
+    (module._parameters if attr in module._parameters else module._buffers)[attr] = tensor
+
+
+def _fill_defaults(module: tnn.Module, attrs: list[str]) -> None:
+    """The module's own default values for ``attrs`` (its other tensors kept as they are)."""
+    if hasattr(module, "reset_parameters"):
+        keep = {k: t.detach().clone() for k, t in
+                [*module._parameters.items(), *module._buffers.items()]
+                if t is not None and k not in attrs and not t.is_meta}
+        module.reset_parameters()  # meta tensors left in it are no-ops
+        with torch.no_grad():
+            for k, t in keep.items():
+                getattr(module, k).copy_(t)
+    elif hasattr(module, "reset_running_stats"):
+        module.reset_running_stats()
 
 
 def _uninitialized_to_meta(module: tnn.Module) -> None:

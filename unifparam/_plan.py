@@ -1,0 +1,314 @@
+"""Materialization as one plan, from one of several sources, applied by one function.
+
+A plan says, for every storage that needs it, its complete canonical shape and how it gets
+its first values; spec-built models also carry each leaf layer's input shape. Sources:
+
+- example inputs or input shapes: :func:`trace` (spec models) or the adapter's abstract
+  run (adopted models), then :func:`for_materialize`;
+- a checkpoint's header: ``checkpoint.load`` gives parameter shapes and file values;
+- (later) a sharding layout, which only adds placement to each storage.
+
+:func:`apply` carries a plan out: allocate, restore ties, write values one storage at a
+time (peak memory stays one parameter beyond the model). Everything that can fail (shape
+contradictions, user initializers) runs before the first change.
+
+    >>> made = for_materialize(st, inputs=(), shapes=((2, 20),), abstract=False)  # doctest: +SKIP
+    >>> apply(st, *made)                                                          # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from . import nn
+from ._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, WRITE, Plan, Storage
+from ._lazy import np
+from ._state import ModelState, Node, Registration, Slot, complete, flip, unify
+from .errors import InitializerError, InputShapeError, UnifparamError, fmt_shape
+
+Shape = tuple[int | None, ...]
+Values = dict[str, Callable[[], Any]]
+
+
+# ---- sources ----------------------------------------------------------------------------
+def trace(st: ModelState, shapes: Sequence[Shape]) -> tuple[dict[str, Shape], dict[str, Shape]]:
+    """Spec models: each leaf layer's input shape and each storage's shape for ``shapes``.
+
+    Raises :class:`InputShapeError` naming the first layer the input does not fit, or a
+    tied storage whose uses disagree.
+    """
+    if len(shapes) != 1:
+        raise InputShapeError(f"This model takes one input; got {len(shapes)}.")
+    traced = nn.trace(st.spec, shapes[0])  # type: ignore[arg-type]
+    layer_inputs: dict[str, Shape] = {}
+    param_shapes: dict[str, Shape] = {}
+    for path, (in_shape, pshapes) in traced.items():
+        if pshapes:
+            layer_inputs[path] = in_shape
+        node = st.nodes[path]
+        for local, shape in pshapes.items():
+            root, t = st.resolve(node.params[local])
+            shape = flip(shape, t)
+            before = param_shapes.get(root, st.status(root)[0])
+            if unify(before, shape) is False:
+                msg = _mismatch(node, local, flip(before, t), flip(shape, t), in_shape)
+                if root != node.params[local]:
+                    msg += (f" Its {local} is tied to '{root}' (one storage for every use), so "
+                            f"every use must see inputs of the same size.")
+                raise InputShapeError(msg)
+            param_shapes[root] = shape
+    return layer_inputs, param_shapes
+
+
+def layer_inputs_from_params(st: ModelState, shapes: Mapping[str, Shape],
+                             paths: Sequence[str]) -> dict[str, Shape]:
+    """Spec models: the smallest input of each leaf layer in ``paths`` that gives its
+    parameters the shapes in ``shapes`` (by root) or already known. Raises
+    :class:`InputShapeError` for a layer whose input size is still unknown.
+    """
+    out: dict[str, Shape] = {}
+    for path in paths:
+        node = st.nodes[path]
+        local = {k: shape_of(st, n, shapes) for k, n in node.params.items()}
+        x = node.spec.minimal_input({k: s for k, s in local.items() if s is not None}) \
+            if node.spec is not None else None
+        if x is None:
+            raise InputShapeError(
+                f"Layer '{path}' ({node.kind}) has parameters of unknown shape "
+                f"({', '.join(repr(n) for n in node.params.values())}). Pass example inputs: "
+                f"unifparam.materialize(net, X).")
+        inferred, _ = node.spec.infer(x, path)  # type: ignore[union-attr]
+        for k, shape in inferred.items():
+            if unify(local[k], shape) is False:
+                raise InputShapeError(f"Layer '{path}' ({node.kind}) would have {k} of shape "
+                                      f"{fmt_shape(shape)} but is given {fmt_shape(local[k])}.")
+        out[path] = x
+    return out
+
+
+def shape_of(st: ModelState, name: str, planned: Mapping[str, Shape]) -> Shape | None:
+    """A parameter name's shape: planned for its root, else what the core knows now."""
+    root, t = st.resolve(name)
+    shape = unify(planned.get(root), st.status(root)[0])
+    return flip(shape if shape is not False else planned[root], t)
+
+
+def for_materialize(st: ModelState, inputs: Sequence[Any], shapes: Sequence[Shape],
+                    abstract: bool) -> tuple[Plan, Values] | None:
+    """The plan that materializes ``st`` (None if nothing is left to do); changes nothing
+    but an adopted model's abstract shapes."""
+    layer_inputs: dict[str, Shape] = {}
+    param_shapes: dict[str, Shape] = {}
+    if shapes and st.spec is not None:
+        layer_inputs, param_shapes = trace(st, shapes)
+    elif shapes and not st.all_in(ABSTRACT, MATERIALIZED):
+        st.call("infer", tuple(inputs) or None, tuple(shapes))
+    done = (ABSTRACT, MATERIALIZED) if abstract else (MATERIALIZED,)
+    todo = [r for r in st.slots if st.state_of(r) not in done]
+    if not todo:
+        return None
+    return for_shapes(st, todo, param_shapes, layer_inputs, abstract)
+
+
+def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, Shape],
+               layer_inputs: Mapping[str, Shape], abstract: bool,
+               values: Values | None = None, dry: bool = False) -> tuple[Plan, Values]:
+    """A plan giving storage to ``todo`` (roots) with these shapes; ``values`` (root ->
+    producer) are written, every other storage gets its registered or default values.
+    ``dry`` only checks that the plan can be made (no initializer runs)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for root in todo:
+        shape = unify(param_shapes.get(root), st.status(root)[0])
+        if not complete(shape):  # type: ignore[arg-type]
+            unknown = [r for r in todo if not complete(
+                unify(param_shapes.get(r), st.status(r)[0]))]  # type: ignore[arg-type]
+            raise InputShapeError(
+                f"Parameters {', '.join(map(repr, unknown[:4]))} have unknown shapes: pass "
+                f"example inputs, unifparam.materialize(net, X), or input_shape=(batch, ...).")
+        shapes[root] = tuple(int(d) for d in shape)  # type: ignore[union-attr]
+    pending = _pending_aliases(st, shapes, abstract)
+    if st.spec is not None:
+        named = {*shapes, *(n for n, _, _ in pending)}
+        leaves = [p for p, node in st.nodes.items() if node.params and not node.children
+                  and any(n in named or st.resolve(n)[0] in shapes
+                          for n in node.params.values())]
+        missing = [p for p in leaves if p not in layer_inputs]
+        layer_inputs = {**layer_inputs, **layer_inputs_from_params(st, shapes, missing)}
+    values = dict(values or {})
+    if not abstract and not dry:
+        for root in todo:
+            slot = st.slots[root]
+            if root not in values and slot.reg is not None and not slot.initialized:
+                make = producer(st, slot, slot.reg, shapes[root])
+                if make is not None:
+                    values[root] = make
+    storages: dict[str, Storage] = {}
+    for root in todo:
+        slot = st.slots[root]
+        fill = WRITE if root in values else DEFAULT
+        storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, fill)
+    for name, ref, shape in pending:
+        storages[name] = Storage(name, ref, shape, st.slots[st.resolve(name)[0]].dtype, ALIAS)
+    return Plan(storages, abstract, dict(layer_inputs)), values
+
+
+def _pending_aliases(st: ModelState, shapes: Mapping[str, tuple[int, ...]], abstract: bool
+                     ) -> list[tuple[str, Any, tuple[int, ...]]]:
+    """Explicitly tied uses whose own native slot still needs a shape: (name, ref, shape)."""
+    done = (ABSTRACT, MATERIALIZED) if abstract else (MATERIALIZED,)
+    out = []
+    for name, alias in st.aliases.items():
+        if alias.ref is None or st.backend.status(st.native, alias.ref)[1] in done:
+            continue
+        root_shape = shapes.get(alias.root) or st.status(alias.root)[0]
+        if complete(root_shape):
+            out.append((name, alias.ref, flip(tuple(root_shape), alias.transpose)))
+    return out
+
+
+# ---- values -----------------------------------------------------------------------------
+def target(st: ModelState, slot: Slot, shape: tuple[int, ...]) -> Any:
+    """What an initializer is asked to fill for ``slot`` (fans from its logical axes)."""
+    from .init import Target, fans
+    fan_in, fan_out = fans(shape, slot.axes)
+    if len(shape) == 1:  # a bias's fans are its layer's weight's (torch's default bias bound)
+        weight = st.nodes[slot.layer].params.get("weight")
+        if weight is not None and weight != slot.name:
+            root, _ = st.resolve(weight)
+            w = st.slots[root]
+            if complete(w.shape) and len(w.shape) > 1:  # type: ignore[arg-type]
+                fan_in, fan_out = fans(tuple(w.shape), w.axes)  # type: ignore[arg-type]
+    return Target(slot.name, shape, slot.dtype, slot.role, slot.axes, fan_in, fan_out)
+
+
+def producer(st: ModelState, slot: Slot, reg: Registration,
+             shape: tuple[int, ...]) -> Callable[[], Any] | None:
+    """A function making ``reg``'s values for ``slot`` (None: the framework's default).
+
+    Values of initializers unifparam does not ship are made and checked now, so that a
+    failing user function raises before the model changes; built-in ones are made when
+    written, one at a time.
+    """
+    from .init import role_default, validate
+    if reg.init is None:
+        return None
+    tgt = target(st, slot, shape)
+    if reg.role_default:
+        return lambda: role_default(tgt)
+    seed = reg.seed
+    if seed is None:
+        import secrets
+        seed = secrets.randbits(63)
+    init = reg.init
+    if trusted(init):
+        return lambda: init.generate(tgt, seed)
+    try:
+        value = validate(tgt, init.generate(tgt, seed), init)
+    except UnifparamError:
+        raise
+    except Exception as e:
+        raise InitializerError(f"Initializer {init!r} failed for parameter '{slot.name}' "
+                               f"{fmt_shape(shape)}: {type(e).__name__}: {e}. Nothing was "
+                               f"changed; fix the initializer and call again.") from e
+    return lambda: value
+
+
+def trusted(init: Any) -> bool:
+    """True for unifparam's own initializers, whose output is right by construction."""
+    from .init import FunctionInit, is_builtin
+    return is_builtin(init) and not isinstance(init, FunctionInit)
+
+
+# ---- apply ------------------------------------------------------------------------------
+def apply(st: ModelState, plan: Plan, values: Values) -> None:
+    """Allocate what ``plan`` says, restore ties, then write ``values`` one at a time."""
+    if plan.storages:
+        st.call("allocate", plan)
+    apply_ties(st)
+    for root, storage in plan.storages.items():
+        if storage.fill == ALIAS or plan.abstract:
+            continue
+        if root in values:
+            st.call("write", storage.ref, contiguous(values.pop(root)()))
+        st.slots[root].initialized = st.slots[root].initialized or (
+            st.slots[root].reg is not None or storage.fill == WRITE)
+
+
+def apply_ties(st: ModelState) -> None:
+    """Point every explicitly tied use at its root once both have storage of one kind."""
+    for alias in st.aliases.values():
+        if alias.ref is None:  # one native layer used twice: nothing to re-point
+            continue
+        state = st.state_of(alias.root)
+        if state == DEFERRED or st.backend.status(st.native, alias.ref)[1] == DEFERRED:
+            continue
+        if alias.carry is not None and state == MATERIALIZED:
+            value = alias.carry.T if alias.transpose else alias.carry
+            st.call("write", st.slots[alias.root].ref, contiguous(value))
+            st.slots[alias.root].initialized, alias.carry = True, None
+        st.call("alias", st.slots[alias.root].ref, alias.ref, alias.transpose)
+
+
+def contiguous(value: Any) -> Any:
+    """``value`` as a C-contiguous numpy array, 0-d kept 0-d (np.ascontiguousarray makes 1-d)."""
+    return np.asarray(value, order="C")
+
+
+def _mismatch(node: Node, local: str, expected: Shape | None, got: Shape, x: Shape) -> str:
+    if expected is not None and len(expected) == len(got):
+        d = next(i for i, (e, g) in enumerate(zip(expected, got)) if e is not None and e != g)
+        what = "input size" if d == (1 if node.kind != "LayerNorm" and len(got) > 1 else 0) \
+            else f"dimension {d} of {local}"
+        return (f"Layer '{node.path}' ({node.kind}) expects {what} {expected[d]} ({local} "
+                f"{fmt_shape(expected)}), but its input {fmt_shape(x)} has {got[d]}. Feed inputs "
+                f"of the size the model was built or materialized with (only the batch size may "
+                f"change), or build a new model.")
+    return (f"Layer '{node.path}' ({node.kind}) has {local} of shape {fmt_shape(expected)}, but "
+            f"input {fmt_shape(x)} needs {fmt_shape(got)}.")
+
+
+# ---- the verbs' shared entry points -----------------------------------------------------
+def input_shapes(inputs: Sequence[Any], input_shape: Any) -> tuple[Shape, ...]:
+    """Shapes of example inputs, or ``input_shape`` (one shape or one per input); checked."""
+    if inputs:
+        shapes = tuple(tuple(int(d) for d in (x.shape if hasattr(x, "shape") else np.shape(x)))
+                       for x in inputs)
+    elif input_shape is None:
+        return ()
+    elif all(isinstance(d, (int, np.integer)) for d in input_shape):
+        shapes = (tuple(int(d) for d in input_shape),)
+    else:
+        shapes = tuple(tuple(s) for s in input_shape)
+    for i, shape in enumerate(shapes):
+        if any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d <= 0
+               for d in shape):
+            which = f"input {i}" if len(shapes) > 1 else "the input"
+            raise InputShapeError(f"Shape {fmt_shape(shape)} of {which} has a size that is not "
+                                  f"a positive int. Pass inputs with at least one element per "
+                                  f"dimension, batch first, e.g. input_shape=(1, 20).")
+    return shapes
+
+
+def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
+                abstract: bool) -> None:
+    """Infer every shape and fill every storage, once (see ``unifparam.materialize``)."""
+    from .errors import UnsupportedError
+    if abstract and "abstract" not in st.backend.capabilities:
+        raise UnsupportedError(f"Backend {st.backend.name!r} cannot materialize abstractly "
+                               f"(without memory). Call materialize(net, X) instead.")
+    made = for_materialize(st, inputs, input_shapes(inputs, input_shape), abstract)
+    if made is not None:
+        apply(st, *made)
+
+
+def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
+    """``net(X)``: materializes on the first call, checks input sizes, runs the backend."""
+    if not inputs:
+        raise InputShapeError("The model needs an input: net(X).")
+    if not st.all_in(MATERIALIZED):
+        materialize(st, inputs, None, False)
+    elif st.spec is not None:
+        trace(st, input_shapes(inputs, None))
+    out, st.native = st.backend.run(st.native, tuple(inputs), training)
+    return out
