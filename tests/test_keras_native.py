@@ -126,12 +126,11 @@ def test_spec_abstract_materialization_creates_no_values():
     assert all(v._value is not None for v in variables)
 
 
-def test_materialize_from_layer_inputs_alone():
-    from unifparam import Materialization
+def test_allocate_from_layer_inputs_alone():
+    from unifparam import Plan
     net = up.build(nn.Sequential(nn.Dense(6), nn.Dense(2)), backend=BACKEND)
     be = net._st.backend
-    state = be.materialize(net._st.native, Materialization(
-        inputs=None, input_shapes=(), layer_inputs={"0": (1, 3), "1": (1, 6)}))
+    state = be.allocate(net._st.native, Plan({}, layer_inputs={"0": (1, 3), "1": (1, 6)}))
     assert [tuple(v.shape) for v in state.model.variables] == [(3, 6), (6,), (6, 2), (2,)]
 
 

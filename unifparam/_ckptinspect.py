@@ -26,6 +26,7 @@ class ShapesBackend(Backend):
     """A backend with shapes and no values: enough for ``summary`` of a checkpoint."""
 
     name = "checkpoint-file"
+    capabilities = frozenset({"transpose_tie"})
 
     def __init__(self, ck: Checkpoint):
         self.ck = ck

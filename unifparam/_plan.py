@@ -118,6 +118,12 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     producer) are written, every other storage gets its registered or default values.
     ``dry`` only checks that the plan can be made (no initializer runs)."""
     shapes: dict[str, tuple[int, ...]] = {}
+    if st.spec is None and any(st.state_of(r) == DEFERRED for r in todo):
+        deferred = [r for r in todo if st.state_of(r) == DEFERRED]
+        raise InputShapeError(
+            f"Parameters {', '.join(map(repr, deferred[:4]))} belong to an adopted native "
+            f"model, whose layers unifparam cannot size without an input. Call "
+            f"unifparam.materialize(net, X) (abstract=True allocates nothing) first.")
     for root in todo:
         shape = unify(param_shapes.get(root), st.status(root)[0])
         if not complete(shape):  # type: ignore[arg-type]

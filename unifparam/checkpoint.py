@@ -173,10 +173,8 @@ def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre
     try:
         return for_shapes(st, todo, shapes, {}, False, values=values, dry=pre_tie)
     except InputShapeError as e:
-        raise CheckpointMismatchError(
-            f"Cannot materialize the model from {ck.path}: {e} The file stores none of the "
-            f"parameters that fix those sizes; call unifparam.materialize(net, X) first, then "
-            f"load.") from None
+        raise CheckpointMismatchError(f"Cannot materialize the model from {ck.path}: {e} "
+                                      f"Nothing was loaded.") from None
 
 
 def _match(st: ModelState, ck: Checkpoint, strict: bool) -> _Match:

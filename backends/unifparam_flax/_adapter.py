@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen, traverse_util
 
-from unifparam import Backend, Materialization, NativeParam, nn
-from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+from unifparam import Backend, NativeParam, Plan, nn
+from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE
 from unifparam._buffers import to_layout
 from unifparam.errors import InputShapeError, UnknownNameError
 
@@ -65,8 +65,7 @@ class FlaxBackend(Backend):
                     trainable=decl.trainable, native_name="/".join(leaf.path), storage=leaf.path)
                 if eager:
                     known[leaf] = decl.shape
-        state = FlaxState(module, {}, layers=layers, owners=owners, from_spec=True,
-                          names={n: p.ref.path for n, p in natives.items()})
+        state = FlaxState(module, {}, layers=layers, owners=owners)
         return _allocate(_add_abstract(state, known), frozenset()), natives
 
     def adopt(self, native: Any) -> tuple[FlaxState, Any]:
@@ -76,17 +75,32 @@ class FlaxBackend(Backend):
                   for p, v in traverse_util.flatten_dict(variables or {}).items()}
         return FlaxState(module, leaves, layers=layers, owners=owners), tree
 
-    # ---- shapes and storage -------------------------------------------------------------
-    def materialize(self, native: FlaxState, request: Materialization) -> FlaxState:
-        st = native
-        if st.from_spec and request.layer_inputs is not None:
-            st = _add_abstract(st, _spec_shapes(st, request.layer_inputs))
-        elif not st.from_spec and (request.inputs is not None or request.input_shapes):
-            st = _infer_adopted(st, request)
-        if request.abstract:
+    # ---- size and storage ------------------------------------------------------------
+    def infer(self, native: FlaxState, inputs: Sequence[Any] | None,
+              input_shapes: Sequence[Any]) -> FlaxState:
+        """Adopted modules: abstract leaves from ``jax.eval_shape(module.init, ...)``."""
+        if inputs is not None:
+            example = tuple(jax.ShapeDtypeStruct(np.shape(x), _as_array(x).dtype)
+                            for x in inputs)
+        else:
+            example = tuple(jax.ShapeDtypeStruct(tuple(s), jnp.float32) for s in input_shapes)
+        shapes = jax.eval_shape(lambda *xs: _init_vars(native.module, jax.random.PRNGKey(0),
+                                                       xs), *example)
+        flat = traverse_util.flatten_dict(shapes)
+        missing = {p: v for p, v in flat.items() if p not in native.leaves
+                   and p not in native.ties}
+        return native.with_leaves(missing).replace(example=example)
+
+    def allocate(self, native: FlaxState, plan: Plan) -> FlaxState:
+        """Planned leaves get their shapes (placeholders), then memory unless abstract:
+        flax's default initializers fill every leaf the core does not write next."""
+        st = _add_abstract(native, {s.ref: s.shape for s in plan.storages.values()
+                                    if s.ref.path not in native.leaves
+                                    and s.ref.path not in native.ties})
+        if plan.abstract:
             return st
-        skip = frozenset(st.names[n] for n in request.skip_defaults if n in st.names)
-        return _allocate(st, skip)
+        return _allocate(st, frozenset(s.ref.path for s in plan.storages.values()
+                                       if s.fill == WRITE))
 
     def status(self, native: FlaxState, ref: Leaf) -> tuple[tuple[int | None, ...] | None, str]:
         if ref.path not in native.leaves and ref.path not in native.ties:
@@ -111,7 +125,7 @@ class FlaxBackend(Backend):
         new = jax.device_put(buffer)  # aligned: jax adopts it without a copy
         return native.with_leaves({path: new})
 
-    def share(self, native: FlaxState, src: Leaf, dst: Leaf, transpose: bool) -> FlaxState:
+    def alias(self, native: FlaxState, src: Leaf, dst: Leaf, transpose: bool) -> FlaxState:
         if src.path == dst.path or native.ties.get(dst.path) == (src, dst, transpose):
             return native
         ties = {**native.ties, dst.path: (src, dst, transpose)}
@@ -140,11 +154,8 @@ class FlaxBackend(Backend):
         return info.module, {col: t for col, t in sub.items() if t is not None}
 
     # ---- compute -------------------------------------------------------------------
-    def forward(self, native: FlaxState, inputs: Sequence[Any], training: bool) -> Any:
-        return self.forward_with_state(native, inputs, training)[0]
-
-    def forward_with_state(self, native: FlaxState, inputs: Sequence[Any], training: bool
-                           ) -> tuple[Any, FlaxState]:
+    def run(self, native: FlaxState, inputs: Sequence[Any], training: bool
+            ) -> tuple[Any, FlaxState]:
         """The output, and the state with updated ``batch_stats`` when ``training``."""
         xs = [_as_array(x) for x in inputs]
         if not training:
@@ -196,22 +207,8 @@ def _spec_layers(spec: nn.Layer, module: linen.Module) -> dict[str, LayerInfo]:
     return out
 
 
-def _spec_shapes(st: FlaxState, layer_inputs: Mapping[str, Any]) -> dict[Leaf, tuple[int, ...]]:
-    """Canonical shapes of the leaves each traced leaf layer still lacks."""
-    shapes: dict[Leaf, tuple[int, ...]] = {}
-    for path, x in layer_inputs.items():
-        info = st.layers.get(path)
-        if info is None or info.spec is None:
-            continue
-        pshapes, _ = info.spec.infer(tuple(x), path)
-        for local, shape in pshapes.items():
-            leaf = info.leaves[local]
-            if leaf.path not in st.leaves and leaf.path not in st.ties:
-                shapes[leaf] = tuple(shape)
-    return shapes
-
-
 def _add_abstract(st: FlaxState, shapes: Mapping[Leaf, tuple[int, ...]]) -> FlaxState:
+    """``st`` with a placeholder (shape, no memory) for each leaf given a canonical shape."""
     return st.with_leaves({leaf.path: jax.ShapeDtypeStruct(shape_to_native(leaf.layout, s),
                                                            jnp.float32)
                            for leaf, s in shapes.items()})
@@ -252,20 +249,6 @@ def _init_by_module(st: FlaxState, paths: list[Path], key: Any) -> dict[Path, An
     xs = [jnp.zeros(s.shape, s.dtype) for s in st.example]
     full = traverse_util.flatten_dict(_init_vars(st.module, key, xs))
     return {p: full[p] for p in paths}
-
-
-def _infer_adopted(st: FlaxState, request: Materialization) -> FlaxState:
-    """Adopted module: abstract leaves from ``jax.eval_shape(module.init, ...)``."""
-    if request.inputs is not None:
-        example = tuple(jax.ShapeDtypeStruct(np.shape(x), _as_array(x).dtype)
-                        for x in request.inputs)
-    else:
-        example = tuple(jax.ShapeDtypeStruct(tuple(s), jnp.float32) for s in request.input_shapes)
-    shapes = jax.eval_shape(lambda *xs: _init_vars(st.module, jax.random.PRNGKey(0), xs),
-                            *example)
-    flat = traverse_util.flatten_dict(shapes)
-    missing = {p: v for p, v in flat.items() if p not in st.leaves and p not in st.ties}
-    return st.with_leaves(missing).replace(example=example)
 
 
 def _init_vars(module: linen.Module, key: Any, xs: Sequence[Any]) -> Any:

@@ -192,7 +192,20 @@ def default_init(module: Any, collection: str, leaf: str) -> Callable[..., Any] 
 
     >>> default_init(linen.Dense(3), "params", "bias")   # flax's zeros   # doctest: +SKIP
     """
-    if collection == "batch_stats" and isinstance(module, linen.BatchNorm):
-        return jax.nn.initializers.zeros if leaf == "mean" else jax.nn.initializers.ones
+    if collection == "batch_stats" and (module is None or isinstance(module, linen.BatchNorm)):
+        return _BY_LEAF.get(leaf)
     attr = _INIT_ATTR.get(leaf)
-    return getattr(module, attr, None) if collection == "params" and attr else None
+    if collection != "params" or attr is None:
+        return None
+    if module is None:  # a compact submodule not bound yet: linen's defaults for that leaf
+        return _BY_LEAF.get(leaf)
+    return getattr(module, attr, None)
+
+
+#: linen's default initializer per leaf name (Dense, Conv, DenseGeneral, Embed, norms).
+_BY_LEAF: dict[str, Callable[..., Any]] = {
+    "kernel": linen.initializers.lecun_normal(), "bias": linen.initializers.zeros,
+    "scale": linen.initializers.ones, "mean": linen.initializers.zeros,
+    "var": linen.initializers.ones,
+    "embedding": linen.initializers.variance_scaling(1.0, "fan_in", "normal", out_axis=0),
+}

@@ -58,9 +58,7 @@ class FlaxState:
     ties: Mapping[Path, tuple[Leaf, Leaf, bool]] = field(default_factory=dict)
     layers: Mapping[str, LayerInfo] = field(default_factory=dict)
     owners: Mapping[Path, Any] = field(default_factory=dict)  # scope path -> linen module
-    names: Mapping[str, Path] = field(default_factory=dict)   # canonical name -> leaf path
     example: tuple[Any, ...] | None = None  # input signature for module.init (adopted models)
-    from_spec: bool = False
 
     def replace(self, **changes: Any) -> FlaxState:
         return dataclasses.replace(self, **changes)

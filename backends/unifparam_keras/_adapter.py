@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from unifparam import Backend, Materialization, NativeParam, nn
-from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED
+from unifparam import Backend, NativeParam, Plan, nn
+from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE
 from unifparam._buffers import to_layout
 from unifparam.errors import BackendConflictError, BackendNotInstalledError
 
@@ -111,20 +111,30 @@ class KerasBackend(Backend):
         tree = _adopt.describe(native, "", table)
         return KerasModel(native, table), tree
 
-    # ---- shapes and storage -------------------------------------------------------------
-    def materialize(self, native: KerasModel, request: Materialization) -> KerasModel:
-        deferred = request.abstract or bool(request.skip_defaults)
+    # ---- size and storage ------------------------------------------------------------
+    def infer(self, native: KerasModel, inputs: Sequence[Any] | None,
+              input_shapes: Sequence[Any]) -> KerasModel:
+        """Adopted models: a symbolic call builds every layer; variables get no values."""
+        dtypes = [getattr(x, "dtype", "float32") for x in inputs or ()] or [
+            "float32"] * len(input_shapes)
+        args = [keras.KerasTensor(tuple(s), dtype=_dtype(d))
+                for s, d in zip(input_shapes, dtypes)]
+        with _lazy():
+            native.model(*args)
+        return native
+
+    def allocate(self, native: KerasModel, plan: Plan) -> KerasModel:
+        """Spec layers build from their input shapes; then every variable without a value
+        gets Keras's own initializer, except those the core writes next."""
+        deferred = plan.abstract or any(s.fill == WRITE for s in plan.storages.values())
         with _lazy() if deferred else nullcontext():
-            if request.layer_inputs is not None:  # spec models: each leaf's input is known
-                for path, shape in request.layer_inputs.items():
-                    layer = native.layers[path]
-                    if not layer.built:
-                        layer.build(tuple(shape))
-            elif not all(layer.built for layer in native.layers.values()
-                         if isinstance(layer, keras.layers.Layer)):
-                self._build_by_call(native.model, request)
-        if not request.abstract:
-            skip = self._variables_named(native, request.skip_defaults)  # `write` creates them
+            for path, shape in plan.layer_inputs.items():
+                layer = native.layers[path]
+                if not layer.built:
+                    layer.build(tuple(shape))
+        if not plan.abstract:
+            skip = {id(s.ref.own()) for s in plan.storages.values()
+                    if s.fill == WRITE and _link(s.ref) is None}
             for var in self._variables(native):
                 if var._value is None and id(var) not in skip:
                     var._deferred_initialize()
@@ -133,28 +143,6 @@ class KerasBackend(Backend):
                 layer.built = True
         _sync_torch_params(native)
         return native
-
-    def _build_by_call(self, model: Any, request: Materialization) -> None:
-        """Adopted models: a symbolic call builds every layer (values are not needed)."""
-        shapes = request.input_shapes
-        if not shapes and request.inputs is not None:
-            shapes = tuple(tuple(np.shape(x)) for x in request.inputs)
-        dtypes = [getattr(x, "dtype", "float32") for x in request.inputs or ()] or [
-            "float32"] * len(shapes)
-        args = [keras.KerasTensor(s, dtype=_dtype(d)) for s, d in zip(shapes, dtypes)]
-        model(*args)
-
-    def _variables_named(self, native: KerasModel, names: frozenset[str]) -> set[int]:
-        """ids of the variables behind canonical ``names`` (first uses of spec layers)."""
-        found: set[int] = set()
-        for name in names:
-            path, _, local = name.rpartition(".")
-            layer = native.layers.get(path)
-            for ref in _adopt.schema(layer) if isinstance(layer, keras.layers.Layer) else ():
-                var = ref.own() if ref.name == local and _link(ref) is None else None
-                if var is not None:
-                    found.add(id(var))
-        return found
 
     def _variables(self, native: KerasModel) -> list[Any]:
         seen: dict[int, Any] = {}
@@ -208,7 +196,7 @@ class KerasBackend(Backend):
             var.assign(init(tuple(var.shape), dtype=var.dtype))
         return native
 
-    def share(self, native: KerasModel, src: Any, dst: Any, transpose: bool) -> KerasModel:
+    def alias(self, native: KerasModel, src: Any, dst: Any, transpose: bool) -> KerasModel:
         _layers.link(dst, src, transpose)
         _sync_torch_params(native)
         return native
@@ -220,8 +208,9 @@ class KerasBackend(Backend):
         return native.layers[path] if path else native.model
 
     # ---- compute -------------------------------------------------------------------
-    def forward(self, native: KerasModel, inputs: Sequence[Any], training: bool) -> Any:
-        return native.model(*(_as_tensor(x) for x in inputs), training=training)
+    def run(self, native: KerasModel, inputs: Sequence[Any], training: bool
+            ) -> tuple[Any, KerasModel]:
+        return native.model(*(_as_tensor(x) for x in inputs), training=training), native
 
     def gradients(self, native: KerasModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Any]) -> dict[str, Any]:

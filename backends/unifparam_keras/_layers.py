@@ -49,27 +49,40 @@ class Stack(keras.Model):
 
 
 class Conv2D(keras.layers.Conv2D):
-    """Channels-first Conv2D with explicit symmetric padding ``pads`` (torch's ``padding``)."""
+    """Conv2D on channels-first data (N, C, H, W) with explicit symmetric padding ``pads``
+    (torch's ``padding``).
+
+    It computes channels-last inside, on every Keras backend: TensorFlow has no NCHW
+    convolution on the CPU in eager mode (``UnimplementedError``), and only some graph
+    rewrites made it run before. The kernel layout ``(kh, kw, in, out)`` is the same.
+    """
 
     def __init__(self, *args: Any, pads: tuple[int, int] = (0, 0), **kwargs: Any):
-        super().__init__(*args, **kwargs)
+        super().__init__(*args, data_format="channels_last", **kwargs)
         self.pads = tuple(pads)
 
-    def _pad(self, x: Any) -> Any:
-        p, q = self.pads
-        return ops.pad(x, ((0, 0), (0, 0), (p, p), (q, q))) if p or q else x
+    def build(self, input_shape: Any) -> None:
+        n, c, h, w = input_shape
+        super().build((n, h, w, c))
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={1: c})
 
     def call(self, inputs: Any) -> Any:
-        return super().call(self._pad(inputs))
+        p, q = self.pads
+        x = ops.pad(inputs, ((0, 0), (0, 0), (p, p), (q, q))) if p or q else inputs
+        y = super().call(ops.transpose(x, (0, 2, 3, 1)))
+        return ops.transpose(y, (0, 3, 1, 2))
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         n, c, h, w = input_shape
         p, q = self.pads
-        return super().compute_output_shape(
-            (n, c, None if h is None else h + 2 * p, None if w is None else w + 2 * q))
+        n, h2, w2, f = super().compute_output_shape(
+            (n, None if h is None else h + 2 * p, None if w is None else w + 2 * q, c))
+        return (n, f, h2, w2)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "pads": self.pads}
+        config = {**super().get_config(), "pads": self.pads}
+        config.pop("data_format", None)
+        return config
 
 
 class BatchNorm(keras.layers.BatchNormalization):
@@ -127,7 +140,7 @@ def _convert(spec: nn.Layer, path: str, memo: dict[int, Any], table: dict[str, A
         return _built(layer, None if spec.in_features is None else (None, spec.in_features))
     if isinstance(spec, nn.Conv2D):
         layer = Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding="valid",
-                       data_format="channels_first", activation=_ACTIVATIONS[spec.activation],
+                       activation=_ACTIVATIONS[spec.activation],
                        use_bias=spec.use_bias, pads=spec.pads, name=name)
         c = spec.in_channels
         return _built(layer, None if c is None else (None, c, None, None))
