@@ -88,8 +88,8 @@ def describe(ck: Checkpoint) -> str:
 def _spec_summary(ck: Checkpoint) -> str | None:
     from ._model import Model
     from ._specio import spec_from_json
-    from ._summary import summary
     from ._state import state_from_spec
+    from ._summary import summary
     from ._verbs import tie
     if ck.spec_json is None:
         return None
