@@ -1,4 +1,4 @@
-"""Sessions: tests (everything CI runs), tour (the main job), conformance (the matrix), bench.
+"""Sessions: tests (everything CI runs), tour (the main job), conformance (the matrix), docs, bench.
 
     python3 -m pip install nox && python3 -m nox -s tests
 """
@@ -21,15 +21,31 @@ def install(session: nox.Session, extras: str = "all,test") -> None:
 
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
-    """Lint, the conformance matrix on every backend configuration, then the repo's tests."""
-    install(session)
+    """Lint, the docs site, the conformance matrix on every configuration, the repo's tests."""
+    install(session, "all,test,docs")
     session.run("ruff", "check", "unifparam", "backends", "tests", "noxfile.py")
+    build_docs(session)
     session.run("unifparam", "conformance", "--backend", "all", "--json", "conformance.json")
     for keras_backend in ("jax", "torch"):  # Keras fixes its backend per process
         session.run("pytest", "tests/test_keras_native.py", "-q", "-p", "no:cacheprovider",
                     env={"KERAS_BACKEND": keras_backend})
     session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs,
                 env={"KERAS_BACKEND": "tensorflow"})
+
+
+def build_docs(session: nox.Session) -> None:
+    """Build the site into site/; --strict fails on any warning (broken link, bad reference)."""
+    session.run("mkdocs", "build", "--strict", env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """The documentation site (mkdocs-material, API reference from the docstrings) into site/.
+
+    The pages' code blocks run in the tests session (tests/test_docs.py).
+    """
+    install(session, "docs")
+    build_docs(session)
 
 
 @nox.session(python=PYTHON)

@@ -34,3 +34,62 @@ def test_conformance_matrix_on_torch(tmp_path, capsys):
 def test_errors_are_reported_without_a_traceback(capsys):
     assert main(["tour", "--backend", "nosuch"]) == 2
     assert "Unknown backend 'nosuch'" in capsys.readouterr().err
+
+
+BLOCK_PYTEST = '''
+import importlib.abc, sys
+
+class _NoPytest(importlib.abc.MetaPathFinder):
+    """Behaves as if pytest were not installed."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in ("pytest", "_pytest"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NoPytest())
+'''
+
+
+def test_conformance_without_pytest_says_how_to_install_it(tmp_path, python):
+    # sitecustomize runs in the command's process and in any interpreter it starts
+    (tmp_path / "sitecustomize.py").write_text(BLOCK_PYTEST)
+    proc = python("import sys; from unifparam._cli import main; "
+                  "sys.exit(main(['conformance', '--backend', 'torch']))",
+                  env={"PYTHONPATH": str(tmp_path)})
+    assert proc.returncode != 0
+    assert "pip install 'unifparam[test]'" in proc.stderr
+    assert "suite did not run" not in proc.stdout + proc.stderr
+
+
+def _fake_backend(monkeypatch):
+    from unifparam import BackendInfo, _registry
+    fake = BackendInfo(name="mxnet", requires=("unifparam_no_such_framework",),
+                       distribution="mxnet", native_types=(),
+                       install="pip install 'unifparam[mxnet]'",
+                       loader="unifparam_mxnet:MXNetBackend")
+    known = {**_registry.registered(), "mxnet": fake}
+    monkeypatch.setattr(_registry, "registered", lambda: known)
+
+
+def test_conformance_on_a_backend_not_installed_prints_its_install_hint(monkeypatch, capsys):
+    _fake_backend(monkeypatch)
+    assert main(["conformance", "--backend", "mxnet"]) != 0
+    captured = capsys.readouterr()
+    assert "pip install 'unifparam[mxnet]'" in captured.err
+    assert "INTERNALERROR" not in captured.out + captured.err
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_backends_prints_install_extras_verbatim(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")  # one line per row
+    _fake_backend(monkeypatch)
+    assert main(["backends"]) == 0
+    assert "pip install 'unifparam[mxnet]'" in capsys.readouterr().out
+
+
+def test_tour_names_the_keras_backend_in_use(python):
+    proc = python("from unifparam._cli import main; main(['tour'])",
+                  env={"UNIFPARAM_BACKEND": "keras", "KERAS_BACKEND": "jax"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "backend: keras:jax"

@@ -101,3 +101,53 @@ def test_to_layout_equals_numpy_transpose(shape, perm):
     out = to_layout(a, perm, "float32")
     np.testing.assert_array_equal(out, a if perm is None else np.transpose(a, perm))
     assert out.flags.c_contiguous and out.ctypes.data % 64 == 0
+
+
+def test_normal_takes_one_positional_number_as_the_std():
+    assert (init.Normal(0.02).std, init.Normal(0.02).mean) == (0.02, 0.0)
+    n = init.Normal(std=0.5, mean=3.0)
+    w = n.generate(Target("w", (400, 400)), seed=0)
+    assert abs(w.mean() - 3.0) < 0.01 and abs(w.std() - 0.5) < 0.01
+
+
+@pytest.mark.parametrize("cls", [init.Normal, init.TruncatedNormal])
+def test_normal_refuses_pytorchs_mean_first_positional_form(cls):
+    # torch.nn.init.normal_(w, 0, 0.01) is mean 0, std 0.01; here it would have been std 0
+    with pytest.raises(InitializerError, match=r"ambiguous.*std=0\.01, mean=0\)"):
+        cls(0, 0.01)
+    with pytest.raises(ValueError):  # InitializerError is a ValueError
+        cls(0.0, 0.01)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: init.Normal(std=float("nan")), r"std must be a finite"),
+    (lambda: init.Normal(std=-0.1), r"std must be positive"),
+    (lambda: init.Normal(0), r"std must be positive.*Constant\(0\.0\)"),
+    (lambda: init.Normal(std=1.0, mean=float("inf")), r"mean must be a finite"),
+    (lambda: init.TruncatedNormal(std=-1.0), r"TruncatedNormal\(std=-1\.0\)"),
+    (lambda: init.Uniform(0, float("inf")), r"high must be a finite"),
+    (lambda: init.Uniform(float("nan"), 1), r"low must be a finite"),
+    (lambda: init.Uniform(1, 0), r"low must be below high"),
+    (lambda: init.Uniform(0.07), r"ambiguous.*Uniform\(-0\.07, 0\.07\)"),
+    (lambda: init.Uniform(high=0.5), r"ambiguous"),
+    (lambda: init.Constant(float("nan")), r"value must be a finite"),
+    (lambda: init.KaimingUniform(mode="fan_avg"), r"mode must be"),
+    (lambda: init.KaimingNormal(nonlinearity="swish"), r"Unknown nonlinearity"),
+])
+def test_initializer_arguments_are_validated(make, message):
+    with pytest.raises(InitializerError, match=message):
+        make()
+
+
+def test_uniform_defaults_to_gluons_range():
+    u = init.Uniform()
+    assert (u.low, u.high) == (-0.07, 0.07)
+    assert repr(init.Uniform(-0.1, 0.1)) == "Uniform(low=-0.1, high=0.1)"
+
+
+def test_init_namespace_lists_only_initializers():
+    public = dir(init)
+    for leaked in ("np", "math", "dataclass", "Any", "Callable", "aligned_empty", "fmt_shape"):
+        assert leaked not in public
+    assert set(init.__all__) <= set(public)
+    assert {"Normal", "Uniform", "Initializer", "Target", "XavierUniform"} <= set(init.__all__)

@@ -35,6 +35,7 @@ def configurations(which: str) -> list[str]:
 
 def cmd_backends(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ._registry import registered
@@ -45,9 +46,39 @@ def cmd_backends(args: argparse.Namespace) -> int:
         ok = info.installed()
         table.add_row(name, "yes" if ok else "no", info.distribution,
                       info.framework_version() or "-", ", ".join(info.variants) or "-",
-                      "" if ok else info.install)
+                      "" if ok else escape(info.install))  # [extra] is not markup
     Console().print(table)
     return 0
+
+
+TEST_INSTALL = "pip install 'unifparam[test]'"
+
+
+def _importable(module: str) -> bool:
+    """True if ``module`` can be found (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def preflight(backend: str) -> None:
+    """Fail before running the suite if pytest or the backend's framework is missing."""
+    from ._registry import info, split_name
+    from .errors import BackendNotInstalledError
+    if not _importable("pytest"):
+        raise BackendNotInstalledError(
+            f"The conformance suite runs under pytest, which is not installed. "
+            f"Install it with: {TEST_INSTALL}")
+    found = info(backend)  # BackendNotFoundError for an unknown name
+    base, variant = split_name(backend)
+    missing, hint = [m for m in found.requires if not _importable(m)], found.install
+    if variant and not missing and not _importable(variant):  # keras:jax without jax
+        missing, hint = [variant], f"pip install 'unifparam[{variant}]'"
+    if missing:
+        raise BackendNotInstalledError(
+            f"Backend {backend!r} needs {', '.join(missing)}, which is not installed. "
+            f"Install it with: {hint}")
 
 
 def run_suite(backend: str, extra: Sequence[str] = ()) -> dict:
@@ -90,7 +121,16 @@ def matrix(runs: list[dict]) -> dict[str, dict[str, str]]:
 def cmd_conformance(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
+
+    from .errors import BackendNotInstalledError
     backends = configurations(args.backend)
+    if not backends:
+        from ._registry import registered
+        raise BackendNotInstalledError(
+            "No backend is installed, so there is nothing to test. Install one, e.g. "
+            + "; ".join(i.install for i in registered().values()))
+    for b in backends:
+        preflight(b)
     runs = []
     for b in backends:
         print(f"running the conformance suite on {b} ...", file=sys.stderr, flush=True)

@@ -16,14 +16,26 @@ subclass of :class:`Initializer` overriding :meth:`Initializer.sample`.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import math as _math
+import typing as _typing
+from dataclasses import dataclass as _dataclass
 
-from ._buffers import aligned_empty
-from ._lazy import np
-from .errors import InitializerError, fmt_shape
+from ._buffers import aligned_empty as _aligned_empty
+from ._lazy import np as _np
+from .errors import InitializerError as _InitializerError
+from .errors import fmt_shape as _fmt_shape
+
+if _typing.TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    import numpy as np
+
+__all__ = [
+    "Constant", "Default", "Distribution", "FunctionInit", "Initializer", "KaimingNormal",
+    "KaimingUniform", "Normal", "Ones", "Orthogonal", "Target", "TruncatedNormal", "Uniform",
+    "XavierNormal", "XavierUniform", "Zeros", "fans",
+]
 
 #: Elements per independent random stream. Fixed so values never depend on thread count.
 CHUNK = 1 << 20
@@ -31,7 +43,7 @@ WEIGHT_ROLES = ("weight", "embedding")
 ROLE_DEFAULTS = {"bias": 0.0, "shift": 0.0, "running_mean": 0.0, "scale": 1.0, "running_var": 1.0}
 
 
-@dataclass(frozen=True)
+@_dataclass(frozen=True)
 class Target:
     """What an initializer is asked to fill: one parameter, in canonical layout."""
 
@@ -58,7 +70,7 @@ def fans(shape: tuple[int, ...], axes: tuple[str, ...] | None) -> tuple[int, int
     size = dict(zip(axes, shape))
     n_out = size.get("out", size.get("vocab", 1))
     n_in = size.get("in", size.get("embed", 1))
-    receptive = math.prod(d for a, d in size.items() if a not in ("out", "in", "vocab", "embed"))
+    receptive = _math.prod(d for a, d in size.items() if a not in ("out", "in", "vocab", "embed"))
     return n_in * receptive, n_out * receptive
 
 
@@ -72,7 +84,8 @@ def stream_key(seed: int, name: str) -> int:
 def _generator(key: int, chunk: int) -> np.random.Generator:
     # PCG64 fills float32 about 1.6x faster than Philox here (PERF-FACTS); each chunk gets
     # its own SeedSequence child, so streams are independent and order-free.
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence(key, spawn_key=(chunk,))))
+    seeds = _np.random.SeedSequence(key, spawn_key=(chunk,))
+    return _np.random.Generator(_np.random.PCG64(seeds))
 
 
 def rng_for(seed: int, name: str, chunk: int = 0) -> np.random.Generator:
@@ -128,7 +141,7 @@ class Distribution(Initializer):
         raise NotImplementedError
 
     def generate(self, target: Target, seed: int) -> np.ndarray:
-        out = aligned_empty(math.prod(target.shape), target.dtype)
+        out = _aligned_empty(_math.prod(target.shape), target.dtype)
         key = stream_key(seed, target.name)
 
         def fill(k: int) -> None:
@@ -142,16 +155,43 @@ class Distribution(Initializer):
         return out.reshape(target.shape)
 
     def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
-        out = np.empty(math.prod(target.shape), dtype=np.dtype(target.dtype))
+        out = _np.empty(_math.prod(target.shape), dtype=_np.dtype(target.dtype))
         self._draw(rng, out, target)
         return out.reshape(target.shape)
 
 
-class Uniform(Distribution):
-    """U(low, high); Gluon's default is U(-0.07, 0.07)."""
+def _finite(cls: str, arg: str, value: float) -> float:
+    """``value`` as a float, or an InitializerError naming the initializer and argument."""
+    number = float(value)
+    if not _math.isfinite(number):
+        raise _InitializerError(f"{cls}({arg}={value!r}): {arg} must be a finite number.")
+    return number
 
-    def __init__(self, low: float = -0.07, high: float = 0.07):
-        self.low, self.high = float(low), float(high)
+
+class Uniform(Distribution):
+    """U(low, high): both bounds or neither (default U(-0.07, 0.07), Gluon's default).
+
+    One bound alone is refused, because frameworks disagree on what one number means:
+    Gluon's ``Uniform(0.07)`` is U(-0.07, 0.07), Flax's ``uniform(0.07)`` is U(0, 0.07).
+
+    >>> Uniform(-0.1, 0.1)        # as torch.nn.init.uniform_(w, a, b) and Keras RandomUniform
+    Uniform(low=-0.1, high=0.1)
+    """
+
+    def __init__(self, low: float | None = None, high: float | None = None):
+        if low is None and high is None:
+            low, high = -0.07, 0.07
+        elif low is None or high is None:
+            given = low if high is None else high
+            raise _InitializerError(
+                f"Uniform({given!r}) is ambiguous: Gluon reads one number as U(-s, s), Flax as "
+                f"U(0, s). Give both bounds: Uniform({-abs(given)!r}, {abs(given)!r}) or "
+                f"Uniform(0.0, {abs(given)!r}).")
+        self.low, self.high = _finite("Uniform", "low", low), _finite("Uniform", "high", high)
+        if not self.low < self.high:
+            raise _InitializerError(
+                f"Uniform(low={self.low!r}, high={self.high!r}): low must be below high. "
+                f"For a single value use Constant({self.low!r}).")
 
     def _bounds(self, target: Target) -> tuple[float, float]:
         return self.low, self.high
@@ -173,22 +213,45 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray) -> None:
     half = (n + 1) // 2
     r = rng.random(half, dtype=out.dtype)
     theta = rng.random(half, dtype=out.dtype)
-    np.subtract(out.dtype.type(1), r, out=r)
-    np.log(r, out=r)
+    _np.subtract(out.dtype.type(1), r, out=r)
+    _np.log(r, out=r)
     r *= out.dtype.type(-2)
-    np.sqrt(r, out=r)
-    theta *= out.dtype.type(2 * math.pi)
-    np.cos(theta[:n - half] if n % 2 else theta, out=out[half:])
+    _np.sqrt(r, out=r)
+    theta *= out.dtype.type(2 * _math.pi)
+    _np.cos(theta[:n - half] if n % 2 else theta, out=out[half:])
     out[half:] *= r[:n - half]
-    np.sin(theta, out=out[:half])
+    _np.sin(theta, out=out[:half])
     out[:half] *= r
 
 
 class Normal(Distribution):
-    """N(mean, std**2); the chapters use ``Normal(std=0.01)``."""
+    """N(mean, std**2). One positional number is the std; ``mean`` is keyword-only.
 
-    def __init__(self, std: float = 0.01, mean: float = 0.0):
-        self.std, self.mean = float(std), float(mean)
+    ``Normal(0.01)`` and ``Normal(std=0.01)`` mean std 0.01, as Gluon's ``Normal(sigma)``
+    and Flax's ``normal(stddev)``. Two positional numbers are refused: PyTorch's
+    ``normal_(w, 0, 0.01)`` puts the mean first, so ``Normal(0, 0.01)`` would silently mean
+    something else to half of the readers. The std must be positive (std 0 is
+    ``Constant(mean)``).
+
+    >>> Normal(std=0.01, mean=0.0)    # torch.nn.init.normal_(w, mean=0.0, std=0.01)
+    Normal(std=0.01, mean=0.0)
+    """
+
+    def __init__(self, std: float = 0.01, *extra: float, mean: float = 0.0):
+        name = type(self).__name__
+        if extra:
+            args = ", ".join(repr(a) for a in (std, *extra))
+            fix = (f"{name}(std={extra[0]!r}, mean={std!r})" if len(extra) == 1
+                   else f"{name}(std=..., mean=...)")
+            raise _InitializerError(
+                f"{name}({args}) is ambiguous: PyTorch's normal_(mean, std) puts the mean "
+                f"first, Gluon and Flax take the std alone. Name them: {fix}.")
+        self.std, self.mean = _finite(name, "std", std), _finite(name, "mean", mean)
+        if self.std <= 0:
+            raise _InitializerError(
+                f"{name}(std={std!r}): std must be positive. For mean {self.mean!r} and no "
+                f"spread use Constant({self.mean!r}); for PyTorch's normal_(mean, std) write "
+                f"{name}(std=..., mean=...).")
 
     def _std(self, target: Target) -> float:
         return self.std
@@ -205,12 +268,12 @@ class TruncatedNormal(Normal):
 
     def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
         standard_normal(rng, out)
-        bad = np.flatnonzero(np.abs(out) > 2)
+        bad = _np.flatnonzero(_np.abs(out) > 2)
         while bad.size:
-            redraw = np.empty(bad.size, dtype=out.dtype)
+            redraw = _np.empty(bad.size, dtype=out.dtype)
             standard_normal(rng, redraw)
             out[bad] = redraw
-            bad = bad[np.abs(redraw) > 2]
+            bad = bad[_np.abs(redraw) > 2]
         out *= out.dtype.type(self._std(target))
         if self.mean:
             out += out.dtype.type(self.mean)
@@ -220,10 +283,10 @@ class Constant(Initializer):
     """Every element ``value``; for a whole model, the weights (biases stay zero, as in D2L)."""
 
     def __init__(self, value: float):
-        self.value = float(value)
+        self.value = _finite("Constant", "value", value)
 
     def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
-        return np.full(target.shape, self.value, dtype=np.dtype(target.dtype))
+        return _np.full(target.shape, self.value, dtype=_np.dtype(target.dtype))
 
     def generate(self, target: Target, seed: int) -> np.ndarray:
         return self.sample(target, None)  # type: ignore[arg-type]  # no randomness to seed
@@ -239,11 +302,17 @@ def Ones() -> Constant:  # noqa: N802
     return Constant(1.0)
 
 
+def _check_mode(cls: str, mode: str) -> None:
+    if mode not in ("fan_in", "fan_out"):
+        raise _InitializerError(f"{cls}(mode={mode!r}): mode must be 'fan_in' or 'fan_out'.")
+
+
 def _gain(nonlinearity: str, a: float) -> float:
-    gains = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": math.sqrt(2.0),
-             "leaky_relu": math.sqrt(2.0 / (1 + a * a)), "selu": 0.75}
+    gains = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": _math.sqrt(2.0),
+             "leaky_relu": _math.sqrt(2.0 / (1 + a * a)), "selu": 0.75}
     if nonlinearity not in gains:
-        raise ValueError(f"Unknown nonlinearity {nonlinearity!r}; expected one of {sorted(gains)}.")
+        raise _InitializerError(
+            f"Unknown nonlinearity {nonlinearity!r}; expected one of {sorted(gains)}.")
     return gains[nonlinearity]
 
 
@@ -254,7 +323,7 @@ class XavierUniform(Uniform):
         self.gain = gain
 
     def _bounds(self, target: Target) -> tuple[float, float]:
-        b = self.gain * math.sqrt(6.0 / (target.fan_in + target.fan_out))
+        b = self.gain * _math.sqrt(6.0 / (target.fan_in + target.fan_out))
         return -b, b
 
 
@@ -265,7 +334,7 @@ class XavierNormal(Normal):
         self.gain, self.mean = gain, 0.0
 
     def _std(self, target: Target) -> float:
-        return self.gain * math.sqrt(2.0 / (target.fan_in + target.fan_out))
+        return self.gain * _math.sqrt(2.0 / (target.fan_in + target.fan_out))
 
 
 class KaimingUniform(Uniform):
@@ -273,11 +342,12 @@ class KaimingUniform(Uniform):
 
     def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
         self.a, self.mode, self.nonlinearity = a, mode, nonlinearity
+        _check_mode("KaimingUniform", mode)
         _gain(nonlinearity, a)
 
     def _bounds(self, target: Target) -> tuple[float, float]:
         fan = target.fan_in if self.mode == "fan_in" else target.fan_out
-        b = _gain(self.nonlinearity, self.a) * math.sqrt(3.0 / fan)
+        b = _gain(self.nonlinearity, self.a) * _math.sqrt(3.0 / fan)
         return -b, b
 
 
@@ -286,11 +356,12 @@ class KaimingNormal(Normal):
 
     def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
         self.a, self.mode, self.nonlinearity, self.mean = a, mode, nonlinearity, 0.0
+        _check_mode("KaimingNormal", mode)
         _gain(nonlinearity, a)
 
     def _std(self, target: Target) -> float:
         fan = target.fan_in if self.mode == "fan_in" else target.fan_out
-        return _gain(self.nonlinearity, self.a) / math.sqrt(fan)
+        return _gain(self.nonlinearity, self.a) / _math.sqrt(fan)
 
 
 class Orthogonal(Initializer):
@@ -301,10 +372,10 @@ class Orthogonal(Initializer):
 
     def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
         rows = target.shape[0]
-        cols = math.prod(target.shape[1:]) if len(target.shape) > 1 else 1
+        cols = _math.prod(target.shape[1:]) if len(target.shape) > 1 else 1
         a = rng.standard_normal((max(rows, cols), min(rows, cols)))
-        q, r = np.linalg.qr(a)
-        q *= np.sign(np.diag(r))
+        q, r = _np.linalg.qr(a)
+        q *= _np.sign(_np.diag(r))
         q = q if rows >= cols else q.T
         return (self.gain * q[:rows, :cols]).reshape(target.shape)
 
@@ -321,7 +392,7 @@ class Default(Uniform):
         pass
 
     def _bounds(self, target: Target) -> tuple[float, float]:
-        b = 1.0 / math.sqrt(target.fan_in) if target.role != "embedding" else 0.0
+        b = 1.0 / _math.sqrt(target.fan_in) if target.role != "embedding" else 0.0
         return (-b, b) if b else (0.0, 0.0)
 
     def generate(self, target: Target, seed: int) -> np.ndarray:
@@ -337,7 +408,7 @@ class FunctionInit(Initializer):
         self.fn = fn
 
     def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
-        return np.asarray(self.fn(target.name, target.shape, rng))
+        return _np.asarray(self.fn(target.name, target.shape, rng))
 
     def __repr__(self) -> str:
         return getattr(self.fn, "__name__", repr(self.fn))
@@ -362,24 +433,25 @@ def as_initializer(obj: Initializer | Callable | None) -> Initializer | None:
 
 def role_default(target: Target) -> np.ndarray:
     """The standard value of a non-weight parameter (bias 0, scale 1, running_var 1, ...)."""
-    return np.full(target.shape, ROLE_DEFAULTS.get(target.role, 0.0), dtype=np.dtype(target.dtype))
+    value = ROLE_DEFAULTS.get(target.role, 0.0)
+    return _np.full(target.shape, value, dtype=_np.dtype(target.dtype))
 
 
 def validate(target: Target, value: object, source: object) -> np.ndarray:
     """Check an initializer's output: shape, a real numeric dtype, finite values."""
-    arr = np.asarray(value)
+    arr = _np.asarray(value)
     if arr.shape != tuple(target.shape):
-        raise InitializerError(
-            f"Initializer {source!r} returned shape {fmt_shape(arr.shape)} for parameter "
-            f"'{target.name}', expected {fmt_shape(target.shape)}. "
+        raise _InitializerError(
+            f"Initializer {source!r} returned shape {_fmt_shape(arr.shape)} for parameter "
+            f"'{target.name}', expected {_fmt_shape(target.shape)}. "
             f"Return an array of target.shape.")
     if arr.dtype.kind not in "fiu":
-        raise InitializerError(
+        raise _InitializerError(
             f"Initializer {source!r} returned dtype {arr.dtype} for parameter '{target.name}', "
             f"expected a real number type castable to {target.dtype}.")
     arr = arr.astype(target.dtype, copy=False)
-    if not np.isfinite(arr).all():
-        raise InitializerError(
+    if not _np.isfinite(arr).all():
+        raise _InitializerError(
             f"Initializer {source!r} returned non-finite values (nan or inf) for parameter "
-            f"'{target.name}' {fmt_shape(target.shape)}. Check its maths for overflow or 0/0.")
+            f"'{target.name}' {_fmt_shape(target.shape)}. Check its maths for overflow or 0/0.")
     return arr
