@@ -42,7 +42,7 @@ class Subclassed(keras.Model):
 
 
 def test_a_keras_model_is_detected_as_keras():
-    assert up.build(keras.Sequential([L.Dense(2)])).backend == "keras"  # also on torch-Keras
+    assert up.build(keras.Sequential([L.Dense(2)])).backend == BACKEND  # also on torch-Keras
 
 
 def test_adopt_sequential_names_shapes_and_transposed_kernels():

@@ -32,9 +32,40 @@ def test_unknown_native_object_is_a_clear_error():
         up.build(object())
 
 
-def test_variant_of_a_backend_without_variants():
+def test_unknown_backend_with_a_variant():
     with pytest.raises(up.BackendNotFoundError, match="Unknown backend"):
         up.get_backend("nope:jax")
+
+
+def test_variant_of_a_backend_without_variants_is_rejected():
+    with pytest.raises(up.BackendNotFoundError, match="has no variant 'jax'.*use 'torch'"):
+        up.get_backend("torch:jax")
+
+
+def test_unknown_variant_lists_the_known_ones():
+    with pytest.raises(up.BackendNotFoundError, match="keras:tensorflow, keras:jax"):
+        up.get_backend("keras:jaxx")
+
+
+def test_a_broken_adapter_warns_and_is_left_out(monkeypatch):
+    from importlib import metadata
+
+    class Broken:
+        name, value = "broken", "unifparam_broken:INFO"
+
+        def load(self):
+            raise ImportError("No module named 'unifparam_broken'")
+
+    real = metadata.entry_points
+    monkeypatch.setattr(metadata, "entry_points",
+                        lambda group: [*real(group=group), Broken()])
+    _registry.registered.cache_clear()
+    try:
+        with pytest.warns(up.BrokenBackendWarning, match="'broken'.*No module named"):
+            found = _registry.registered()
+        assert "broken" not in found and "torch" in found
+    finally:
+        _registry.registered.cache_clear()
 
 
 def test_split_name():

@@ -25,6 +25,7 @@ from .errors import (
     BackendConflictError,
     BackendNotFoundError,
     BackendNotInstalledError,
+    BrokenBackendWarning,
     CheckpointError,
     CheckpointFormatError,
     CheckpointMismatchError,
@@ -57,7 +58,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",
-    "BackendNotFoundError", "BackendNotInstalledError", "CheckpointError",
+    "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "CheckpointError",
     "CheckpointFormatError", "CheckpointMismatchError", "CheckpointNotFoundError",
     "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
     "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",

@@ -115,7 +115,13 @@ class Backend(abc.ABC):
     """Base class of adapters. Subclasses set ``name``, ``capabilities`` and the primitives."""
 
     name: str = ""
+    variant: str | None = None  # e.g. "jax" for keras:jax
     capabilities: frozenset[str] = frozenset()
+
+    @property
+    def configuration(self) -> str:
+        """``name``, or ``name:variant`` (``keras:jax``): what ``backend=`` accepts."""
+        return f"{self.name}:{self.variant}" if self.variant else self.name
 
     # ---- describe -------------------------------------------------------------------
     @abc.abstractmethod

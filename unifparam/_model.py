@@ -230,7 +230,8 @@ class Model:
 
     @property
     def backend(self) -> str:
-        return self._st.backend.name
+        """The backend configuration, as ``build(..., backend=)`` takes it (``keras:jax``)."""
+        return self._st.backend.configuration
 
     @property
     def native(self) -> Any:

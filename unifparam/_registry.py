@@ -14,11 +14,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendNotFoundError, BackendNotInstalledError, closest
+from .errors import BackendNotFoundError, BackendNotInstalledError, BrokenBackendWarning, closest
 
 if TYPE_CHECKING:
     from ._backend import Backend
@@ -61,10 +62,17 @@ def registered() -> dict[str, BackendInfo]:
     for ep in entry_points(group=GROUP):
         try:
             info = ep.load()
-        except ImportError:  # an adapter package that is broken or half-removed
+        except Exception as e:  # a broken adapter warns and is left out; it never vanishes
+            warnings.warn(f"unifparam backend {ep.name!r} ({ep.value}) could not be loaded "
+                          f"and is not available: {type(e).__name__}: {e}. Reinstall its "
+                          f"package or remove it.", BrokenBackendWarning, stacklevel=2)
             continue
-        if isinstance(info, BackendInfo):
-            found[info.name] = info
+        if not isinstance(info, BackendInfo):
+            warnings.warn(f"unifparam backend entry point {ep.name!r} ({ep.value}) is a "
+                          f"{type(info).__name__}, not a unifparam.BackendInfo; ignored.",
+                          BrokenBackendWarning, stacklevel=2)
+            continue
+        found[info.name] = info
     return dict(sorted(found.items(), key=lambda kv: (_rank(kv[0]), kv[0])))
 
 
@@ -89,9 +97,11 @@ def info(name: str) -> BackendInfo:
             f"Unknown backend {name!r}.{closest(base, known)} Registered backends: {have}. "
             f"Set {ENV} or pass backend= with one of these names.")
     found = known[base]
-    if variant and found.variants and variant not in found.variants:
+    if variant and variant not in found.variants:
+        expected = (f"expected one of {', '.join(f'{base}:{v}' for v in found.variants)}"
+                    if found.variants else f"it has none: use {base!r}")
         raise BackendNotFoundError(
-            f"Backend {base!r} has no variant {variant!r}; expected one of {found.variants}.")
+            f"Backend {base!r} has no variant {variant!r} ({name!r}); {expected}.")
     return found
 
 

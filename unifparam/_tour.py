@@ -13,7 +13,6 @@ import numpy as np
 
 from . import init, nn
 from ._model import Model
-from ._registry import get_backend
 from ._summary import summary
 from ._verbs import build, gradients, initialize, materialize, params, tie
 from .errors import DeferredParameterError, InputShapeError
@@ -42,17 +41,10 @@ class MyInit(init.Initializer):
         return data * (np.abs(data) >= 5)
 
 
-def backend_label(backend: str | None = None) -> str:
-    """The backend's full name: ``keras:jax`` for Keras (whatever selected it), else ``torch``."""
-    adapter = get_backend(backend)
-    variant = getattr(adapter, "variant", None)
-    return f"{adapter.name}:{variant}" if variant else adapter.name
-
-
 def run(backend: str | None = None) -> None:
     """Print the tour of P1-P14 and L1-L13 on ``backend`` (default: UNIFPARAM_BACKEND)."""
     net = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)), backend=backend)
-    print(f"backend: {backend_label(backend)}")
+    print(f"backend: {net.backend}")
     X = _x(2, 4)
     initialize(net, init.Uniform(-0.07, 0.07), seed=0)
     with _section("P1 A small MLP"):

@@ -88,6 +88,10 @@ class AlreadyInitializedWarning(UserWarning):
     """Re-initialization was asked without ``force_reinit=True``: values were kept."""
 
 
+class BrokenBackendWarning(UserWarning):
+    """A registered backend adapter could not be loaded; it is left out of the registry."""
+
+
 def closest(name: str, candidates: Iterable[str], n: int = 3) -> str:
     """A "Did you mean ...?" phrase for ``name`` among ``candidates`` (empty if none close)."""
     matches = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
