@@ -20,6 +20,7 @@ from flax import linen, traverse_util
 
 from unifparam import NativeLayer, NativeParam
 from unifparam.errors import UnsupportedError
+from unifparam.roles import classify, family_of
 
 from ._layers import shape_to_canonical
 from ._state import LayerInfo, Leaf, Path
@@ -203,21 +204,28 @@ def _canonical(m: Any, col: str, leaf: str, ndim: int, has_scale: bool
                ) -> tuple[str, str, tuple[str, ...] | None, str]:
     """(canonical local name, role, logical axes, layout) of one native leaf."""
     if col == "batch_stats" and leaf in ("mean", "var"):
-        return ("running_mean", "running_mean", ("out",), "plain") if leaf == "mean" else (
-            "running_var", "running_var", ("out",), "plain")
+        local = "running_mean" if leaf == "mean" else "running_var"
+        return (local, *classify("norm", local, 1), "plain")
     if col != "params":
         return f"{col}_{leaf}", "weight", None, "plain"
-    if leaf == "kernel":
-        conv = isinstance(m, (linen.Conv, linen.ConvTranspose)) or (m is None and ndim >= 3)
-        if conv and ndim >= 3:
-            return "weight", "weight", ("out", "in", *("kd", "kh", "kw")[3 - (ndim - 2):]), "conv"
-        if ndim == 2 and (m is None or isinstance(m, linen.Dense) or not isinstance(m, _KNOWN)):
-            return "weight", "weight", ("out", "in"), "dense"
-        return "weight", "weight", None, "plain"
+    kind = _family(m, leaf, ndim, has_scale)
+    local = "weight" if leaf in ("kernel", "embedding", "scale") else leaf
+    role, axes = classify(kind, local, ndim)
+    layout = "plain"
+    if leaf == "kernel" and axes is not None:
+        layout = "conv" if kind == "conv" else "dense"
+    return local, role, axes, layout
+
+
+def _family(m: Any, leaf: str, ndim: int, has_scale: bool) -> str:
+    if isinstance(m, (linen.Conv, linen.ConvTranspose)):
+        return "conv" if isinstance(m, linen.Conv) else "other"
+    if isinstance(m, linen.Dense) or leaf == "kernel" and m is None and ndim == 2:
+        return "dense"
     if leaf == "embedding":
-        return "weight", "embedding", ("vocab", "embed"), "plain"
-    if leaf == "scale":
-        return "weight", "scale", ("out",), "plain"
-    if leaf == "bias":
-        return "bias", ("shift" if has_scale else "bias"), ("out",), "plain"
-    return leaf, "weight", None, "plain"
+        return "embedding"
+    if leaf == "scale" or leaf == "bias" and has_scale:
+        return "norm"
+    if m is None and leaf == "kernel" and ndim >= 3:
+        return "conv"
+    return family_of(type(m).__name__) if m is not None else "other"

@@ -18,6 +18,7 @@ from keras.src.models.functional import Functional
 
 from unifparam import NativeLayer, NativeParam
 from unifparam._buffers import kernel_perm
+from unifparam.roles import STATISTICS, classify, family_of
 
 Shape = tuple[int | None, ...]
 
@@ -51,35 +52,32 @@ def schema(layer: Any) -> list[Ref]:
     """Refs of every parameter a known Keras layer type has (or will have once built)."""
     L = keras.layers  # noqa: N806
     if isinstance(layer, L.Dense):
-        perm = kernel_perm(2, to_native=False)
-        refs = [Ref(layer, "weight", "kernel", "_kernel", perm, "weight", ("out", "in"))]
-        if layer.use_bias:
-            refs.append(Ref(layer, "bias", "bias", "bias", None, "bias", ("out",)))
-        return refs
+        refs = [_ref(layer, "dense", "weight", "kernel", "_kernel", 2)]
+        return refs + ([_ref(layer, "dense", "bias", "bias", "bias")] if layer.use_bias else [])
     if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and not isinstance(
             layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
-        spatial = ("kd", "kh", "kw")[-layer.rank:]
-        perm = kernel_perm(layer.rank + 2, to_native=False)
-        refs = [Ref(layer, "weight", "kernel", "_kernel", perm, "weight", ("out", "in", *spatial))]
-        if layer.use_bias:
-            refs.append(Ref(layer, "bias", "bias", "bias", None, "bias", ("out",)))
-        return refs
+        refs = [_ref(layer, "conv", "weight", "kernel", "_kernel", layer.rank + 2)]
+        return refs + ([_ref(layer, "conv", "bias", "bias", "bias")] if layer.use_bias else [])
     if isinstance(layer, L.Embedding):
-        return [Ref(layer, "weight", "embeddings", "_embeddings", None, "embedding",
-                    ("vocab", "embed"))]
+        return [_ref(layer, "embedding", "weight", "embeddings", "_embeddings")]
     if isinstance(layer, (L.LayerNormalization, L.BatchNormalization)):
         refs = []
         if layer.scale:
-            refs.append(Ref(layer, "weight", "gamma", "gamma", None, "scale", ("out",)))
+            refs.append(_ref(layer, "norm", "weight", "gamma", "gamma"))
         if layer.center:
-            refs.append(Ref(layer, "bias", "beta", "beta", None, "shift", ("out",)))
+            refs.append(_ref(layer, "norm", "bias", "beta", "beta"))
         if isinstance(layer, L.BatchNormalization):
-            refs += [Ref(layer, "running_mean", "moving_mean", "moving_mean", None,
-                         "running_mean", ("out",), False),
-                     Ref(layer, "running_var", "moving_variance", "moving_variance", None,
-                         "running_var", ("out",), False)]
+            refs += [_ref(layer, "norm", "running_mean", "moving_mean", "moving_mean"),
+                     _ref(layer, "norm", "running_var", "moving_variance", "moving_variance")]
         return refs
     return _discovered(layer)
+
+
+def _ref(layer: Any, kind: str, name: str, attr: str, store: str, ndim: int = 1) -> Ref:
+    """A known layer's parameter: kernels (ndim >= 2) change layout, statistics are frozen."""
+    role, axes = classify(kind, name, ndim)
+    perm = kernel_perm(ndim, to_native=False) if ndim >= 2 else None
+    return Ref(layer, name, attr, store, perm, role, axes, name not in STATISTICS)
 
 
 def _discovered(layer: Any) -> list[Ref]:
@@ -91,8 +89,9 @@ def _discovered(layer: Any) -> list[Ref]:
         attr = store.lstrip("_") if store and isinstance(
             getattr(type(layer), store.lstrip("_"), None), property) else store
         name = v.name if v.name not in {r.name for r in refs} else f"{v.name}_{len(refs)}"
-        refs.append(Ref(layer, name, attr or name, store or name, None,
-                        "bias" if v.name == "bias" else "weight", None, v.trainable,
+        role, axes = classify(family_of(type(layer).__name__), name, len(v.shape))
+        refs.append(Ref(layer, name, attr or name, store or name, None, role,
+                        axes if axes is None or len(axes) < 2 else None, v.trainable,
                         None if store else v))
     return refs
 

@@ -12,27 +12,22 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedTensorMixin
 
 from unifparam import NativeLayer, NativeParam
+from unifparam.roles import classify, family_of
 
 _NORMS = (tnn.modules.batchnorm._NormBase, tnn.LayerNorm, tnn.GroupNorm)
 
 
-def role_and_axes(module: tnn.Module, attr: str,
-                  ndim: int | None) -> tuple[str, tuple[str, ...] | None]:
-    """The canonical role and logical axes of ``module.<attr>``."""
-    if attr in ("running_mean", "running_var"):
-        return attr, ("out",)
+def family(module: tnn.Module) -> str:
+    """The layer family of ``module`` (see :mod:`unifparam.roles`)."""
     if isinstance(module, _NORMS):
-        return ("scale" if attr == "weight" else "shift"), ("out",)
+        return "norm"
     if isinstance(module, tnn.Embedding):
-        return "embedding", ("vocab", "embed")
-    if attr == "bias":
-        return "bias", ("out",)
+        return "embedding"
     if isinstance(module, tnn.modules.conv._ConvNd):
-        spatial = ("kd", "kh", "kw")[-len(module.kernel_size):]
-        return "weight", ("out", "in", *spatial)
+        return "other" if module.transposed else "conv"
     if isinstance(module, tnn.Linear):
-        return "weight", ("out", "in")
-    return "weight", None
+        return "dense"
+    return family_of(type(module).__name__)
 
 
 def known_shape(module: tnn.Module, attr: str,
@@ -65,7 +60,7 @@ def tensors(module: tnn.Module) -> list[tuple[str, torch.Tensor, bool]]:
 def native_param(module: tnn.Module, attr: str, tensor: torch.Tensor, is_param: bool,
                  name: str) -> NativeParam:
     shape = known_shape(module, attr, tensor)
-    role, axes = role_and_axes(module, attr, None if shape is None else len(shape))
+    role, axes = classify(family(module), attr, None if shape is None else len(shape))
     dtype = str(tensor.dtype).removeprefix("torch.")
     trainable = bool(is_param and tensor.requires_grad)
     return NativeParam(name=name, ref=(module, attr), shape=shape, role=role, axes=axes,
