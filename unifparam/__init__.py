@@ -14,7 +14,7 @@ The backend comes from ``build(..., backend=)``, the native model's type, or the
 """
 
 from . import init, nn
-from ._backend import Backend, NativeLayer, NativeParam, Plan, Storage
+from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
 from ._model import Model, Param
 from ._registry import BackendInfo, get_backend
 from ._registry import registered as backends
@@ -58,7 +58,8 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",
-    "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "CheckpointError",
+    "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "Converters",
+    "CheckpointError",
     "CheckpointFormatError", "CheckpointMismatchError", "CheckpointNotFoundError",
     "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
     "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",

@@ -111,6 +111,42 @@ class Plan:
     layer_inputs: Mapping[str, Shape] = field(default_factory=dict)
 
 
+class Converters:
+    """An adapter's table: spec layer class -> the function that builds its native layer.
+
+    Adding a layer kind to an adapter is one registered function; a kind an adapter cannot
+    build is a typed :class:`~unifparam.UnsupportedError` naming what it can build.
+
+    >>> convert = Converters("mine")
+    >>> @convert.register(nn.Dense)
+    ... def dense(spec, *context):
+    ...     return ("my dense", spec.units)
+    >>> convert(nn.Dense(3))
+    ('my dense', 3)
+    """
+
+    def __init__(self, backend: str):
+        self.backend = backend
+        self.table: dict[type[nn.Layer], Callable[..., Any]] = {}
+
+    def register(self, *classes: type[nn.Layer]) -> Callable[[Callable[..., Any]],
+                                                              Callable[..., Any]]:
+        def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+            for cls in classes:
+                self.table[cls] = fn
+            return fn
+        return decorate
+
+    def __call__(self, spec: nn.Layer, *context: Any) -> Any:
+        for cls in type(spec).__mro__:
+            if cls in self.table:
+                return self.table[cls](spec, *context)
+        from .errors import UnsupportedError
+        known = ", ".join(sorted(c.__name__ for c in self.table))
+        raise UnsupportedError(f"The {self.backend} backend cannot build a "
+                               f"{type(spec).__name__} layer. It builds: {known}.")
+
+
 class Backend(abc.ABC):
     """Base class of adapters. Subclasses set ``name``, ``capabilities`` and the primitives."""
 

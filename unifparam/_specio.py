@@ -24,18 +24,6 @@ from .errors import SpecError
 
 FORMAT = "unifparam.spec/1"
 
-#: kind -> (class, recorded constructor arguments). Positional order follows the class.
-LAYERS: dict[str, tuple[type[nn.Layer], tuple[str, ...]]] = {
-    "Dense": (nn.Dense, ("units", "activation", "use_bias", "in_features")),
-    "Conv2D": (nn.Conv2D, ("filters", "kernel_size", "stride", "padding", "activation",
-                           "use_bias", "in_channels")),
-    "Flatten": (nn.Flatten, ()),
-    "Dropout": (nn.Dropout, ("rate",)),
-    "Activation": (nn.Activation, ("name",)),
-    "Embedding": (nn.Embedding, ("num_embeddings", "features")),
-    "LayerNorm": (nn.LayerNorm, ("in_features", "eps")),
-    "BatchNorm": (nn.BatchNorm, ("in_features", "eps", "momentum")),
-}
 MAX_DEPTH = 64
 
 
@@ -53,11 +41,10 @@ def spec_to_json(spec: nn.Layer) -> str:
         if isinstance(layer, nn.Sequential):
             out["layers"] = [encode(child) for child in layer]
             return out
-        entry = LAYERS.get(layer.kind)
-        if entry is None or type(layer) is not entry[0]:
+        if nn.KINDS.get(layer.kind) is not type(layer):
             raise SpecError(f"Cannot record a {type(layer).__name__} layer in a checkpoint; "
-                            f"recordable layers: Sequential, {', '.join(LAYERS)}.")
-        out["args"] = {a: _plain(getattr(layer, a)) for a in entry[1]}
+                            f"recordable layers: {', '.join(nn.KINDS)}.")
+        out["args"] = {a: _plain(getattr(layer, a)) for a in layer.fields}
         return out
 
     return json.dumps({"format": FORMAT, "root": encode(spec)}, separators=(",", ":"))
@@ -88,9 +75,10 @@ def spec_from_json(text: str) -> nn.Layer:
             _remember(made, node, layer)
             layer.add(*(decode(child, depth + 1) for child in node["layers"]))
             return layer
-        if kind not in LAYERS:
+        if kind not in nn.KINDS or kind == "Sequential":
             raise SpecError(f"The recorded spec has an unknown layer kind {kind!r}.")
-        cls, names = LAYERS[kind]
+        cls = nn.KINDS[kind]
+        names = cls.fields
         args = node.get("args")
         if not isinstance(args, dict) or set(args) != set(names):
             raise SpecError(f"The recorded {kind} layer needs arguments {names}, got "
@@ -98,26 +86,13 @@ def spec_from_json(text: str) -> nn.Layer:
         kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
         _check_types(kind, kwargs)
         try:
-            layer = _construct(cls, kwargs)
+            layer = cls(**kwargs)
         except (TypeError, ValueError) as e:
             raise SpecError(f"The recorded {kind} layer has invalid arguments: {e}") from None
         _remember(made, node, layer)
         return layer
 
     return decode(doc.get("root"), 0)
-
-
-def _construct(cls: type[nn.Layer], kwargs: dict[str, Any]) -> nn.Layer:
-    if cls is nn.Dense:
-        return nn.Dense(kwargs.pop("units"), kwargs.pop("activation"), **kwargs)
-    if cls is nn.Conv2D:
-        return nn.Conv2D(kwargs.pop("filters"), kwargs.pop("kernel_size"), kwargs.pop("stride"),
-                         kwargs.pop("padding"), **kwargs)
-    if cls is nn.Embedding:
-        return nn.Embedding(kwargs["num_embeddings"], kwargs["features"])
-    if cls in (nn.LayerNorm, nn.BatchNorm):
-        return cls(kwargs.pop("in_features"), **kwargs)  # type: ignore[call-arg]
-    return cls(**kwargs)
 
 
 def _check_types(kind: str, kwargs: dict[str, Any]) -> None:

@@ -40,10 +40,26 @@ class ParamDecl:
     init: Any = None  # an unifparam.init initializer given at construction (P13, P14)
 
 
+#: Every spec layer class by kind (``"Dense"``), filled as classes are defined: the one
+#: place a new layer kind is added (checkpoints record it by ``kind`` and ``fields``).
+KINDS: dict[str, type[Layer]] = {}
+
+
 class Layer:
-    """Base of every spec layer. Subclasses declare parameters and infer shapes."""
+    """Base of every spec layer. Subclasses declare parameters and infer shapes.
+
+    ``fields`` names the constructor arguments that define the structure; a checkpoint
+    records them, and ``type(layer)(**{f: getattr(layer, f) for f in fields})`` rebuilds
+    the layer. Initializers given at construction are code, not data: not recorded.
+    """
 
     kind: str = "Layer"
+    fields: tuple[str, ...] = ()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" in cls.__dict__:
+            KINDS[cls.kind] = cls
 
     def children(self) -> list[tuple[str, Layer]]:
         """Sub-layers as (key, layer), in order; empty for leaf layers."""
@@ -125,6 +141,7 @@ class Dense(Layer):
     """
 
     kind = "Dense"
+    fields = ("units", "activation", "use_bias", "in_features")
 
     def __init__(self, units: int, activation: str | None = None, *, use_bias: bool = True,
                  in_features: int | None = None, weight_init: Any = None, bias_init: Any = None):
@@ -169,6 +186,8 @@ class Conv2D(Layer):
     """2-D convolution on ``(N, C, H, W)``; ``weight`` is ``(filters, in_channels, kh, kw)``."""
 
     kind = "Conv2D"
+    fields = ("filters", "kernel_size", "stride", "padding", "activation", "use_bias",
+              "in_channels")
 
     def __init__(self, filters: int, kernel_size: int | tuple[int, int], stride: int = 1,
                  padding: int | str = 0, *, activation: str | None = None, use_bias: bool = True,
@@ -241,6 +260,7 @@ class Flatten(Layer):
     """Flattens every dimension after the batch (channels-first order)."""
 
     kind = "Flatten"
+    fields = ()
 
     def infer(self, x: Shape, path: str = "") -> tuple[dict[str, Shape], Shape]:
         rest = x[1:]
@@ -251,6 +271,7 @@ class Dropout(Layer):
     """Dropout with rate ``rate``; only active when a model is called with ``training=True``."""
 
     kind = "Dropout"
+    fields = ("rate",)
 
     def __init__(self, rate: float):
         if not 0.0 <= rate < 1.0:
@@ -265,6 +286,7 @@ class Activation(Layer):
     """An activation on its own: ``Activation("relu")``."""
 
     kind = "Activation"
+    fields = ("name",)
 
     def __init__(self, name: str):
         self.name = _check_activation(name) or "identity"
@@ -282,6 +304,7 @@ class Embedding(Layer):
     """Lookup table ``weight[(num_embeddings, features)]`` indexed by integer inputs."""
 
     kind = "Embedding"
+    fields = ("num_embeddings", "features")
 
     def __init__(self, num_embeddings: int, features: int, *, weight_init: Any = None):
         self.num_embeddings = _check_size("Embedding", "num_embeddings", num_embeddings)
@@ -333,6 +356,7 @@ class LayerNorm(_Norm):
     """Normalizes the last axis; learnable ``weight`` (scale) and ``bias`` (shift)."""
 
     kind = "LayerNorm"
+    fields = ("in_features", "eps")
 
     def param_decls(self) -> list[ParamDecl]:
         n = (self.in_features,)
@@ -347,6 +371,7 @@ class BatchNorm(_Norm):
     """Batch normalization over axis 1 (channels-first); running statistics are not trainable."""
 
     kind = "BatchNorm"
+    fields = ("in_features", "eps", "momentum")
     axis = 1
 
     def __init__(self, in_features: int | None = None, *, eps: float = 1e-5, momentum: float = 0.1):

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen
 
-from unifparam import nn
+from unifparam import Converters, nn
 from unifparam._buffers import kernel_perm
 
 Path = tuple[str, ...]
@@ -104,37 +104,63 @@ class Activation(linen.Module):
         return ACTIVATIONS[self.fn](x)
 
 
+convert = Converters("flax")
+
+
 def to_flax(spec: nn.Layer, memo: dict[int, linen.Module] | None = None) -> linen.Module:
     """The linen module for ``spec``; the same spec object always maps to the same module."""
     memo = {} if memo is None else memo
     if id(spec) not in memo:
-        memo[id(spec)] = _convert(spec, memo)
+        memo[id(spec)] = convert(spec, memo)
     return memo[id(spec)]
 
 
-def _convert(spec: nn.Layer, memo: dict[int, linen.Module]) -> linen.Module:
-    if isinstance(spec, nn.Sequential):
-        return Sequential(tuple(to_flax(child, memo) for child in spec))
-    if isinstance(spec, nn.Dense):
-        return Dense(spec.units, use_bias=spec.use_bias, activation=spec.activation)
-    if isinstance(spec, nn.Conv2D):
-        p0, p1 = spec.pads
-        return Conv2D(spec.filters, spec.kernel_size, strides=(spec.stride, spec.stride),
-                      padding=((p0, p0), (p1, p1)), use_bias=spec.use_bias,
-                      activation=spec.activation)
-    if isinstance(spec, nn.BatchNorm):
-        return BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps)
-    if isinstance(spec, nn.LayerNorm):
-        return LayerNorm(epsilon=spec.eps, use_fast_variance=False)
-    if isinstance(spec, nn.Embedding):
-        return Embedding(spec.num_embeddings, spec.features)
-    if isinstance(spec, nn.Flatten):
-        return Flatten()
-    if isinstance(spec, nn.Dropout):
-        return Dropout(spec.rate)
-    if isinstance(spec, nn.Activation):
-        return Activation(None if spec.name == "identity" else spec.name)
-    raise TypeError(f"The flax backend has no conversion for {type(spec).__name__}.")
+@convert.register(nn.Sequential)
+def _sequential(spec: nn.Sequential, memo: dict[int, linen.Module]) -> linen.Module:
+    return Sequential(tuple(to_flax(child, memo) for child in spec))
+
+
+@convert.register(nn.Dense)
+def _dense(spec: nn.Dense, memo: Any) -> linen.Module:
+    return Dense(spec.units, use_bias=spec.use_bias, activation=spec.activation)
+
+
+@convert.register(nn.Conv2D)
+def _conv2d(spec: nn.Conv2D, memo: Any) -> linen.Module:
+    p0, p1 = spec.pads
+    return Conv2D(spec.filters, spec.kernel_size, strides=(spec.stride, spec.stride),
+                  padding=((p0, p0), (p1, p1)), use_bias=spec.use_bias,
+                  activation=spec.activation)
+
+
+@convert.register(nn.BatchNorm)
+def _batchnorm(spec: nn.BatchNorm, memo: Any) -> linen.Module:
+    return BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps)
+
+
+@convert.register(nn.LayerNorm)
+def _layernorm(spec: nn.LayerNorm, memo: Any) -> linen.Module:
+    return LayerNorm(epsilon=spec.eps, use_fast_variance=False)
+
+
+@convert.register(nn.Embedding)
+def _embedding(spec: nn.Embedding, memo: Any) -> linen.Module:
+    return Embedding(spec.num_embeddings, spec.features)
+
+
+@convert.register(nn.Flatten)
+def _flatten(spec: nn.Flatten, memo: Any) -> linen.Module:
+    return Flatten()
+
+
+@convert.register(nn.Dropout)
+def _dropout(spec: nn.Dropout, memo: Any) -> linen.Module:
+    return Dropout(spec.rate)
+
+
+@convert.register(nn.Activation)
+def _activation(spec: nn.Activation, memo: Any) -> linen.Module:
+    return Activation(None if spec.name == "identity" else spec.name)
 
 
 # ---- where each canonical parameter lives, and in which layout -------------------------------

@@ -15,7 +15,7 @@ from typing import Any
 import keras
 from keras import ops
 
-from unifparam import nn
+from unifparam import Converters, nn
 
 from ._adopt import Ref
 
@@ -122,43 +122,72 @@ def to_keras(spec: nn.Layer, path: str = "", memo: dict[int, Any] | None = None,
     memo = {} if memo is None else memo
     table = {} if table is None else table
     if id(spec) not in memo:
-        memo[id(spec)] = _convert(spec, path, memo, table)
+        memo[id(spec)] = convert(spec, path, memo, table)
     table[path] = memo[id(spec)]
     return memo[id(spec)], table
 
 
-def _convert(spec: nn.Layer, path: str, memo: dict[int, Any], table: dict[str, Any]) -> Any:
-    name = path.replace(".", "_") or "sequential"  # torch-backed Keras forbids dots in names
-    if isinstance(spec, nn.Sequential):
-        kids = [to_keras(c, f"{path}.{k}" if path else k, memo, table)[0]
-                for k, c in spec.children()]
-        return Stack(kids, name=name)
-    L = keras.layers  # noqa: N806
-    if isinstance(spec, nn.Dense):
-        layer = L.Dense(spec.units, activation=_ACTIVATIONS[spec.activation],
-                        use_bias=spec.use_bias, name=name)
-        return _built(layer, None if spec.in_features is None else (None, spec.in_features))
-    if isinstance(spec, nn.Conv2D):
-        layer = Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding="valid",
-                       activation=_ACTIVATIONS[spec.activation],
-                       use_bias=spec.use_bias, pads=spec.pads, name=name)
-        c = spec.in_channels
-        return _built(layer, None if c is None else (None, c, None, None))
-    if isinstance(spec, nn.BatchNorm):
-        layer = BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps, name=name)
-        return _built(layer, None if spec.in_features is None else (None, spec.in_features))
-    if isinstance(spec, nn.LayerNorm):
-        layer = LayerNorm(axis=-1, epsilon=spec.eps, name=name)
-        return _built(layer, None if spec.in_features is None else (None, spec.in_features))
-    if isinstance(spec, nn.Embedding):
-        return _built(L.Embedding(spec.num_embeddings, spec.features, name=name), (None,))
-    if isinstance(spec, nn.Flatten):
-        return L.Flatten(data_format="channels_last", name=name)  # a plain reshape: (C, H, W)
-    if isinstance(spec, nn.Dropout):
-        return L.Dropout(spec.rate, name=name)
-    if isinstance(spec, nn.Activation):
-        return L.Activation(_ACTIVATIONS[spec.name] or "linear", name=name)
-    raise TypeError(f"The keras backend has no conversion for {type(spec).__name__}.")
+convert = Converters("keras")
+
+
+def _name(path: str) -> str:
+    return path.replace(".", "_") or "sequential"  # torch-backed Keras forbids dots in names
+
+
+@convert.register(nn.Sequential)
+def _sequential(spec: nn.Sequential, path: str, memo: dict[int, Any],
+                table: dict[str, Any]) -> Any:
+    kids = [to_keras(c, nn.join(path, k), memo, table)[0] for k, c in spec.children()]
+    return Stack(kids, name=_name(path))
+
+
+@convert.register(nn.Dense)
+def _dense(spec: nn.Dense, path: str, *context: Any) -> Any:
+    layer = keras.layers.Dense(spec.units, activation=_ACTIVATIONS[spec.activation],
+                               use_bias=spec.use_bias, name=_name(path))
+    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+
+
+@convert.register(nn.Conv2D)
+def _conv2d(spec: nn.Conv2D, path: str, *context: Any) -> Any:
+    layer = Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding="valid",
+                   activation=_ACTIVATIONS[spec.activation], use_bias=spec.use_bias,
+                   pads=spec.pads, name=_name(path))
+    c = spec.in_channels
+    return _built(layer, None if c is None else (None, c, None, None))
+
+
+@convert.register(nn.BatchNorm)
+def _batchnorm(spec: nn.BatchNorm, path: str, *context: Any) -> Any:
+    layer = BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps, name=_name(path))
+    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+
+
+@convert.register(nn.LayerNorm)
+def _layernorm(spec: nn.LayerNorm, path: str, *context: Any) -> Any:
+    layer = LayerNorm(axis=-1, epsilon=spec.eps, name=_name(path))
+    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+
+
+@convert.register(nn.Embedding)
+def _embedding(spec: nn.Embedding, path: str, *context: Any) -> Any:
+    layer = keras.layers.Embedding(spec.num_embeddings, spec.features, name=_name(path))
+    return _built(layer, (None,))
+
+
+@convert.register(nn.Flatten)
+def _flatten(spec: nn.Flatten, path: str, *context: Any) -> Any:
+    return keras.layers.Flatten(data_format="channels_last", name=_name(path))  # (C, H, W)
+
+
+@convert.register(nn.Dropout)
+def _dropout(spec: nn.Dropout, path: str, *context: Any) -> Any:
+    return keras.layers.Dropout(spec.rate, name=_name(path))
+
+
+@convert.register(nn.Activation)
+def _activation(spec: nn.Activation, path: str, *context: Any) -> Any:
+    return keras.layers.Activation(_ACTIVATIONS[spec.name] or "linear", name=_name(path))
 
 
 def _built(layer: Any, input_shape: tuple[int | None, ...] | None) -> Any:

@@ -15,7 +15,7 @@ from torch.nn.modules.batchnorm import _BatchNorm, _LazyNormBase
 from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedParameter
 
-from unifparam import nn
+from unifparam import Converters, nn
 
 _ACTIVATIONS = {
     None: lambda x: x, "relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
@@ -118,40 +118,62 @@ class Activation(tnn.Module):
         return str(self.name)
 
 
+convert = Converters("torch")
+
+
 def to_torch(spec: nn.Layer, memo: dict[int, tnn.Module] | None = None) -> tnn.Module:
     """The torch module for ``spec``; the same spec object always maps to the same module."""
     memo = {} if memo is None else memo
-    if id(spec) in memo:
-        return memo[id(spec)]
-    module = _convert(spec, memo)
-    memo[id(spec)] = module
-    return module
+    if id(spec) not in memo:
+        memo[id(spec)] = convert(spec, memo)
+    return memo[id(spec)]
 
 
-def _convert(spec: nn.Layer, memo: dict[int, tnn.Module]) -> tnn.Module:
-    if isinstance(spec, nn.Sequential):
-        return tnn.Sequential(*(to_torch(child, memo) for child in spec))
-    if isinstance(spec, nn.Dense):
-        if spec.in_features is None:
-            return LazyDense(spec.units, spec.use_bias, spec.activation)
-        return Dense(spec.in_features, spec.units, spec.use_bias, spec.activation)
-    if isinstance(spec, nn.Conv2D):
-        return LazyConv2D(spec) if spec.in_channels is None else Conv2D(spec, spec.in_channels)
-    if isinstance(spec, nn.BatchNorm):
-        kw: dict[str, Any] = {"eps": spec.eps, "momentum": spec.momentum}
-        if spec.in_features is None:
-            return LazyBatchNorm(**kw)
-        return BatchNorm(spec.in_features, **kw)
-    if isinstance(spec, nn.LayerNorm):
-        if spec.in_features is None:
-            return LazyLayerNorm(spec.eps)
-        return tnn.LayerNorm(spec.in_features, eps=spec.eps)
-    if isinstance(spec, nn.Embedding):
-        return tnn.Embedding(spec.num_embeddings, spec.features)
-    if isinstance(spec, nn.Flatten):
-        return tnn.Flatten()
-    if isinstance(spec, nn.Dropout):
-        return tnn.Dropout(spec.rate)
-    if isinstance(spec, nn.Activation):
-        return Activation(None if spec.name == "identity" else spec.name)
-    raise TypeError(f"The torch backend has no conversion for {type(spec).__name__}.")
+@convert.register(nn.Sequential)
+def _sequential(spec: nn.Sequential, memo: dict[int, tnn.Module]) -> tnn.Module:
+    return tnn.Sequential(*(to_torch(child, memo) for child in spec))
+
+
+@convert.register(nn.Dense)
+def _dense(spec: nn.Dense, memo: Any) -> tnn.Module:
+    if spec.in_features is None:
+        return LazyDense(spec.units, spec.use_bias, spec.activation)
+    return Dense(spec.in_features, spec.units, spec.use_bias, spec.activation)
+
+
+@convert.register(nn.Conv2D)
+def _conv2d(spec: nn.Conv2D, memo: Any) -> tnn.Module:
+    return LazyConv2D(spec) if spec.in_channels is None else Conv2D(spec, spec.in_channels)
+
+
+@convert.register(nn.BatchNorm)
+def _batchnorm(spec: nn.BatchNorm, memo: Any) -> tnn.Module:
+    kw: dict[str, Any] = {"eps": spec.eps, "momentum": spec.momentum}
+    return LazyBatchNorm(**kw) if spec.in_features is None else BatchNorm(spec.in_features, **kw)
+
+
+@convert.register(nn.LayerNorm)
+def _layernorm(spec: nn.LayerNorm, memo: Any) -> tnn.Module:
+    if spec.in_features is None:
+        return LazyLayerNorm(spec.eps)
+    return tnn.LayerNorm(spec.in_features, eps=spec.eps)
+
+
+@convert.register(nn.Embedding)
+def _embedding(spec: nn.Embedding, memo: Any) -> tnn.Module:
+    return tnn.Embedding(spec.num_embeddings, spec.features)
+
+
+@convert.register(nn.Flatten)
+def _flatten(spec: nn.Flatten, memo: Any) -> tnn.Module:
+    return tnn.Flatten()
+
+
+@convert.register(nn.Dropout)
+def _dropout(spec: nn.Dropout, memo: Any) -> tnn.Module:
+    return tnn.Dropout(spec.rate)
+
+
+@convert.register(nn.Activation)
+def _activation(spec: nn.Activation, memo: Any) -> tnn.Module:
+    return Activation(None if spec.name == "identity" else spec.name)
