@@ -133,6 +133,9 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
                 f"Parameters {', '.join(map(repr, unknown[:4]))} have unknown shapes: pass "
                 f"example inputs, unifparam.materialize(net, X), or input_shape=(batch, ...).")
         shapes[root] = tuple(int(d) for d in shape)  # type: ignore[union-attr]
+    if not dry:  # what the plan establishes is known from now on (fans read it)
+        for root, shape in shapes.items():
+            st.slots[root].shape = shape
     pending = _pending_aliases(st, shapes, abstract)
     if st.spec is not None:
         named = {*shapes, *(n for n, _, _ in pending)}

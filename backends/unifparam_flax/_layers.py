@@ -75,10 +75,22 @@ class LayerNorm(linen.LayerNorm):
 
 
 class BatchNorm(linen.BatchNorm):
-    """Batch norm over axis 1; running statistics in ``batch_stats``, used unless training."""
+    """Batch norm over axis 1; running statistics in ``batch_stats``, used unless training.
+
+    Training updates the running variance from the unbiased batch variance, as PyTorch
+    does (linen uses the biased one): one convention on every backend.
+    """
 
     def __call__(self, x: Any, training: bool = False) -> Any:  # type: ignore[override]
-        return super().__call__(x, use_running_average=not training)
+        y = super().__call__(x, use_running_average=not training)
+        if training and not self.is_initializing() and self.is_mutable_collection("batch_stats"):
+            axes = tuple(i for i in range(x.ndim) if i != 1)
+            n = x.size // x.shape[1]
+            biased = jnp.var(x.astype(jnp.float32), axis=axes)
+            var = self.get_variable("batch_stats", "var")
+            self.put_variable("batch_stats", "var",
+                              var + (1.0 - self.momentum) * biased / max(n - 1, 1))
+        return y
 
 
 class Dropout(linen.Dropout):

@@ -130,6 +130,8 @@ def children(layer: Any) -> list[tuple[str, Any]]:
     if isinstance(layer, (keras.Sequential, Functional)):
         kids = [x for x in layer.layers if not isinstance(x, keras.layers.InputLayer)]
         return [(str(i), x) for i, x in enumerate(kids)]
+    if hasattr(layer, "positional_children"):  # unifparam's own Stack: every use, in order
+        return [(str(i), x) for i, x in enumerate(layer.positional_children())]
     where: dict[int, tuple[str, str | None]] = {}  # id(sublayer) -> (attribute, item key)
     attrs = {**vars(layer).get("_modules", {}), **vars(layer)}  # torch-backed: in _modules
     for key, value in attrs.items():

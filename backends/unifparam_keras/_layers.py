@@ -42,6 +42,10 @@ class Stack(keras.Model):
     def build(self, input_shape: Any = None) -> None:
         self.built = True  # the adapter builds every leaf with its own input shape
 
+    def positional_children(self) -> list[keras.layers.Layer]:
+        """Children by position, as a spec Sequential names them (adoption reads this)."""
+        return list(self.stack)
+
     def call(self, x: Any, training: bool | None = None) -> Any:
         for layer in self.stack:
             x = layer(x, training=training)

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 import unifparam as up
-from unifparam import init, nn
-from unifparam._registry import BackendInfo
+from unifparam import init
 
 from ._helpers import inputs, mlp
 
@@ -75,25 +74,3 @@ def test_select_matching_nothing(build):
     net = build(mlp())
     with pytest.raises(up.UnknownNameError, match="matches no parameter"):
         up.initialize(net, init.Zeros(), select="*.gamma")
-
-
-def test_unknown_backend_lists_registered_ones(backend):
-    with pytest.raises(up.BackendNotFoundError, match=r"Registered backends: .*torch"):
-        up.build(mlp(), backend="tourch")
-
-
-def test_backend_whose_framework_is_missing(monkeypatch):
-    from unifparam import _registry
-    fake = BackendInfo("ghost", ("ghost_framework_not_installed",), "ghost-framework", (),
-                       "pip install ghost-framework", "ghost:Backend")
-    monkeypatch.setattr(_registry, "registered", lambda: {"ghost": fake})
-    _registry._load.cache_clear()
-    with pytest.raises(up.BackendNotInstalledError, match="pip install ghost-framework"):
-        up.build(mlp(), backend="ghost")
-
-
-def test_spec_errors_are_typed():
-    with pytest.raises(up.SpecError, match="activation"):
-        nn.Dense(4, activation="relux")
-    with pytest.raises(up.SpecError, match="units"):
-        nn.Dense(0)

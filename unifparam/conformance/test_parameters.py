@@ -1,6 +1,7 @@
 """Parameter management: P1-P6, P10 (reading, listing, naming, writing)."""
 
 import numpy as np
+import pytest
 
 import unifparam as up
 
@@ -27,6 +28,7 @@ def test_P2_one_layer_params_by_index(build):
     assert net[1].weight.name == "1.weight"
 
 
+@pytest.mark.requires("gradients")
 def test_P3_parameter_is_an_object(build):
     net = build(mlp())
     x = inputs(2, 4)
@@ -104,6 +106,7 @@ def test_summary_text_shows_unknown_dims_and_counts(build):
     assert "Total params: 49" in text and "Dense(4 -> 8, relu)" in text
 
 
+@pytest.mark.requires("gradients")
 def test_P3_gradients_are_canonical_and_correct(build):
     net = build(mlp())
     x = inputs(2, 4)

@@ -23,6 +23,7 @@ def test_P11_shared_layer_is_one_storage(build):
     assert up.params(net)["1.weight"].aliases == ("2.weight",)
 
 
+@pytest.mark.requires("gradients")
 def test_P11_gradients_of_both_uses_add_up(build):
     shared = nn.Dense(8, activation="tanh")
     spec = nn.Sequential(nn.Dense(8, activation="tanh"), shared, shared, nn.Dense(1))
@@ -74,6 +75,7 @@ def test_tie_after_materialization_keeps_first_values(build):
 
 
 @pytest.mark.requires("transpose_tie")
+@pytest.mark.requires("gradients")
 def test_transposed_tie_autoencoder(build):
     net = build(nn.Sequential(nn.Dense(3, activation="tanh", in_features=6), nn.Dense(6)))
     up.tie(net, "0.weight", "1.weight", transpose=True)
