@@ -13,6 +13,8 @@ does for a submodule used twice. Gradients are ``jax.grad`` over ``nnx.split`` s
 
 from __future__ import annotations
 
+import functools
+import inspect
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -207,14 +209,31 @@ _INIT_ATTR = {"kernel": "kernel_init", "bias": "bias_init", "embedding": "embedd
 
 def default_value(module: Any, attr: str, key: Any, shape: tuple[int, ...], dtype: Any,
                   keep: Any = None) -> Any:
-    """Flax's own default value for ``module.<attr>``: its ``<attr>_init`` initializer, a
-    batch norm's zero mean and unit variance. Unknown: ``keep`` (reset), else zeros."""
+    """Flax's own default value for ``module.<attr>``: the default of the ``<attr>_init``
+    argument of its class's constructor (NNX modules do not keep the initializer they were
+    given, so a custom one is not known), a batch norm's zero mean and unit variance.
+    Unknown: ``keep`` (reset), else zeros."""
     if isinstance(module, nnx.BatchNorm) and attr in ("mean", "var"):
         return (jnp.zeros if attr == "mean" else jnp.ones)(shape, dtype)
-    init = getattr(module, _INIT_ATTR.get(attr, f"{attr}_init"), None)
+    init = _class_default(type(module), _INIT_ATTR.get(attr, f"{attr}_init"))
     if callable(init):
         return jnp.asarray(init(key, shape, dtype))
     return keep if keep is not None else jnp.zeros(shape, dtype)
+
+
+@functools.cache
+def _class_default(cls: type, arg: str) -> Any:
+    """The default of constructor argument ``arg`` in the first class of ``cls``'s MRO that
+    takes it (None if none does)."""
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            try:
+                param = inspect.signature(klass.__init__).parameters.get(arg)
+            except (TypeError, ValueError):
+                continue
+            if param is not None and param.default is not inspect.Parameter.empty:
+                return param.default
+    return None
 
 
 def _abstract(var: nnx.Variable) -> bool:
