@@ -250,3 +250,45 @@ def test_spec_batch_norm_follows_torch_conventions():
     np.testing.assert_allclose(net[0].running_mean.numpy(), 0.25 * mean, rtol=1e-5)
     np.testing.assert_allclose(net[0].running_var.numpy(), 0.75 + 0.25 * x.var(0, ddof=1),
                                rtol=1e-5)
+
+
+def test_abstract_nnx_model_from_eval_shape_is_materialized_by_unifparam():
+    abstract = nnx.eval_shape(lambda: MLP(4, 8, 3, rngs=nnx.Rngs(0)))  # shapes, no memory
+    net = up.build(abstract)
+    assert {p.state for p in up.params(net).values()} == {"abstract"}
+    up.initialize(net, init.Normal(std=0.1), seed=0)  # registers: nothing to fill yet
+    assert net["linear1"].weight.state == "abstract"
+    up.materialize(net)
+    expected = init.Normal(std=0.1).generate(init.Target("linear1.weight", (8, 4)), 0)
+    np.testing.assert_array_equal(np.asarray(abstract.linear1.kernel[...]), expected.T)
+    np.testing.assert_array_equal(net["bn"].running_var.numpy(), np.ones(8))  # flax default
+    assert net.to_numpy(net(X, training=True)).shape == (5, 3)  # rng state was filled too
+
+
+class AutoEncoder(nnx.Module):
+    def __init__(self, *, rngs: nnx.Rngs):
+        self.encoder = nnx.Linear(4, 3, rngs=rngs)
+        self.decoder = nnx.Linear(3, 4, rngs=rngs)
+
+    def __call__(self, x):
+        return self.decoder(nnx.tanh(self.encoder(x)))
+
+
+def test_transposed_tie_of_native_layers_follows_writes_and_adds_gradients():
+    model = AutoEncoder(rngs=nnx.Rngs(7))
+    net = up.build(model)
+    up.tie(net, "encoder.weight", "decoder.weight", transpose=True)
+    assert list(up.params(net)) == ["encoder.weight", "encoder.bias", "decoder.bias"]
+    net["encoder"].weight[2, 1] = 0.75
+    assert net["decoder"].weight[1, 2] == 0.75
+    w = net["encoder"].weight.numpy()  # (3, 4); the decoder computes with w.T, (4, 3)
+    b1, b2 = net["encoder"].bias.numpy(), net["decoder"].bias.numpy()
+    expected = np.tanh(X @ w.T + b1) @ w + b2
+    np.testing.assert_allclose(net.to_numpy(net(X)), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(model.decoder.kernel[...]), w)  # native view
+
+    def total(w):
+        return (jax.numpy.tanh(X @ w.T + b1) @ w + b2).sum()
+
+    np.testing.assert_allclose(up.gradients(net, X)["encoder.weight"], jax.grad(total)(w),
+                               rtol=1e-5, atol=1e-6)

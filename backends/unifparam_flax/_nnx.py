@@ -35,6 +35,7 @@ from ._nnx_adopt import (
     Ref,
     canonical_shape,
     describe,
+    is_parameter,
     module_at,
     native_perm,
     transposed,
@@ -50,6 +51,7 @@ class NNXModel:
     spec: nn.Layer | None = None
     specs: dict[str, nn.Layer] = field(default_factory=dict)   # spec models: path -> layer
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # adopted: path -> keys
+    views: dict[Ref, Ref] = field(default_factory=dict)  # flipped ties of native layers
 
     def keys(self, path: str) -> tuple[str, ...]:
         return layers.keys_of(path) if self.spec is not None else self.paths[path]
@@ -112,6 +114,7 @@ class NNXBackend(Backend):
             value = var.get_value()
             var.set_value(default_value(owner, storage.ref.attr, jax.random.fold_in(key, i),
                                         tuple(value.shape), value.dtype))
+        _fill_state(native.module)
         return native
 
     def status(self, native: NNXModel, ref: Ref) -> tuple[tuple[int | None, ...] | None, str]:
@@ -132,23 +135,30 @@ class NNXBackend(Backend):
         old = var.get_value()  # type: ignore[union-attr]
         buffer = to_layout(value, native_perm(native.module, ref, value.ndim), old.dtype)
         var.set_value(jax.device_put(buffer))  # type: ignore[union-attr]
+        if ref in native.views.values():
+            _sync(native.module, native.views)
         return native
 
     def alias(self, native: NNXModel, src: Ref, dst: Ref, transpose: bool) -> NNXModel:
+        """Share ``src``'s variable object with ``dst``. A layer that must read it flipped
+        (a transposed tie, or an embedding tied to a dense kernel) reads it flipped if it is
+        a spec layer; a native layer gets its own variable computed from ``src`` before
+        every run and inside every gradient (a view), so gradients still add up at ``src``."""
         source = variable(native.module, src)
         owner = module_at(native.module, dst.keys)
         ndim = len(source.get_value().shape)  # type: ignore[union-attr]
-        # the shared variable holds src's layout; dst reads it flipped when layouts differ
         flip = ndim == 2 and ((src.layout == "dense") != (dst.layout == "dense")) != transpose
-        flipped = tuple(a for a in getattr(owner, "flipped", ()) if a != dst.attr)
+        native.views.pop(dst, None)
         if flip and not isinstance(owner, layers.Flippable):
-            raise UnsupportedError(
-                f"Cannot tie {'.'.join((*dst.keys, dst.attr))} transposed: the native "
-                f"{type(owner).__name__} reads its own layout. Tie spec-built layers, or "
-                f"parameters of equal native layout.")
+            if getattr(owner, dst.attr) is source:
+                setattr(owner, dst.attr, type(source)(source.get_value().T))
+            native.views[dst] = src
+            _sync(native.module, {dst: src})
+            return native
         if getattr(owner, dst.attr) is not source:
             setattr(owner, dst.attr, source)
         if isinstance(owner, layers.Flippable):
+            flipped = tuple(a for a in owner.flipped if a != dst.attr)
             owner.flipped = (*flipped, dst.attr) if flip else flipped
         return native
 
@@ -177,6 +187,7 @@ class NNXBackend(Backend):
     def run(self, native: NNXModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, NNXModel]:
         xs = [_as_array(x) for x in inputs]
+        _sync(native.module, native.views)
         with _Mode(native, training):
             return _call(native, native.module, xs, training), native
 
@@ -187,7 +198,9 @@ class NNXBackend(Backend):
             graphdef, params, rest = nnx.split(native.module, nnx.Param, ...)
 
             def objective(p: Any) -> Any:
-                out = _call(native, nnx.merge(graphdef, p, rest), xs, False)
+                module = nnx.merge(graphdef, p, rest)
+                _sync(module, native.views)  # views follow their source inside the trace
+                out = _call(native, module, xs, False)
                 return loss(out) if loss is not None else jnp.sum(out)
 
             grads = nnx.merge(graphdef, jax.grad(objective)(params), rest)
@@ -236,6 +249,32 @@ def _class_default(cls: type, arg: str) -> Any:
     return None
 
 
+def _sync(module: Any, views: Mapping[Ref, Ref]) -> None:
+    """Set every view variable (tie target of a native layer) from its source: the source's
+    canonical value, transposed, in the target's native layout."""
+    for dst, src in views.items():
+        value = variable(module, src).get_value()  # type: ignore[union-attr]
+        target = variable(module, dst)
+        if isinstance(value, jax.ShapeDtypeStruct):
+            target.set_value(jax.ShapeDtypeStruct(value.shape[::-1], value.dtype))  # type: ignore[union-attr]
+        else:
+            target.set_value(value.T)  # type: ignore[union-attr]
+
+
+def _fill_state(module: Any) -> None:
+    """Give abstract non-parameter variables (an ``nnx.eval_shape`` model's rng keys and
+    counters) values: fresh keys, zeros."""
+    for _, node in nnx.iter_graph(module):
+        if not isinstance(node, nnx.Variable) or is_parameter(node) or not _abstract(node):
+            continue
+        value = node.get_value()
+        if isinstance(node, nnx.RngKey):
+            keys = jax.random.key(secrets.randbits(31))
+            node.set_value(jax.random.split(keys, value.shape) if value.shape else keys)
+        else:
+            node.set_value(jnp.zeros(value.shape, value.dtype))
+
+
 def _abstract(var: nnx.Variable) -> bool:
     return isinstance(var.get_value(), jax.ShapeDtypeStruct)
 
@@ -267,7 +306,7 @@ class _Mode:
     def __enter__(self) -> None:
         if self.native.spec is not None:
             return
-        for _, module in self.native.module.iter_modules():
+        for _, module in nnx.iter_modules(self.native.module):
             for flag in self.FLAGS:
                 if hasattr(module, flag):
                     self.saved.append((module, flag, getattr(module, flag)))
