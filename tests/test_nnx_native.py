@@ -77,6 +77,15 @@ def test_native_nnx_model_is_detected_as_flax_nnx_and_is_live():
     assert net["linear1"].weight.native is model.linear1.kernel
 
 
+def test_detection_and_configurations_name_the_variant():
+    from unifparam import _registry
+    from unifparam._cli import configurations
+    assert _registry.detect(MLP(4, 8, 3, rngs=nnx.Rngs(0))) == "flax:nnx"
+    assert _registry.detect(nnx.Linear(2, 2, rngs=nnx.Rngs(0))) == "flax:nnx"
+    assert "flax:nnx" in configurations("all")
+    assert up.get_backend("flax:nnx").name == "flax:nnx"
+
+
 def test_mlp_params_in_definition_order_canonical_names_and_layout():
     model = MLP(4, 8, 3, rngs=nnx.Rngs(0))
     net = up.build(model)
