@@ -301,3 +301,13 @@ def test_transposed_tie_of_native_layers_follows_writes_and_adds_gradients():
 
     np.testing.assert_allclose(up.gradients(net, X)["encoder.weight"], jax.grad(total)(w),
                                rtol=1e-5, atol=1e-6)
+
+
+def test_nnx_sequential_names_follow_its_layers_list():
+    model = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)), nnx.relu,
+                           nnx.Linear(8, 1, rngs=nnx.Rngs(1)))
+    net = up.build(model, backend="flax:nnx")
+    assert list(up.params(net)) == ["layers.0.weight", "layers.0.bias", "layers.2.weight",
+                                    "layers.2.bias"]
+    assert net["layers.2"].native is model.layers[2]
+    np.testing.assert_allclose(net.to_numpy(net(X)), np.asarray(model(X)), rtol=1e-6)
