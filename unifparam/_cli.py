@@ -22,12 +22,26 @@ def configurations(which: str) -> list[str]:
     from ._registry import registered
     if which != "all":
         return [which]
+
+    def installed(info: object, variant: str) -> bool:
+        # a variant naming a module (keras:jax) needs it installed; one naming a part of the
+        # framework (flax:nnx is flax/nnx) needs that part; found without importing anything
+        if importlib.util.find_spec(variant) is not None:
+            return True
+        for module in info.requires:  # type: ignore[attr-defined]
+            spec = importlib.util.find_spec(module)
+            for where in (spec.submodule_search_locations or []) if spec else []:
+                if os.path.exists(os.path.join(where, variant)) or \
+                        os.path.exists(os.path.join(where, f"{variant}.py")):
+                    return True
+        return False
+
     out = []
     for name, info in registered().items():
         if not info.installed():
             continue
         if info.variants:
-            out += [f"{name}:{v}" for v in info.variants if importlib.util.find_spec(v)]
+            out += [f"{name}:{v}" for v in info.variants if installed(info, v)]
         else:
             out.append(name)
     return out

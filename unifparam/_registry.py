@@ -40,6 +40,8 @@ class BackendInfo:
     install: str                       # the command that installs what is missing
     loader: str                        # "package.module:BackendClass"
     variants: tuple[str, ...] = ()     # accepted after a colon, e.g. keras:jax
+    #: ("module.QualName", variant): native models of this type belong to "name:variant"
+    variant_types: tuple[tuple[str, str], ...] = ()
 
     def installed(self) -> bool:
         """True if every required module can be imported (checked without importing)."""
@@ -139,13 +141,16 @@ def get_backend(name: str | None = None) -> Backend:
 
 
 def detect(obj: Any) -> str | None:
-    """The backend whose native model type ``obj`` is, judged by class names (no imports)."""
+    """The backend whose native model type ``obj`` is, judged by class names (no imports):
+    ``"flax:nnx"`` when the type is one of a backend's ``variant_types``."""
     target = obj[0] if isinstance(obj, tuple) and obj else obj  # Flax (module, variables)
     mro = [f"{c.__module__}.{c.__qualname__}" for c in type(target).__mro__]
     best: tuple[int, str] | None = None
     for name, i in registered().items():
         # the most derived match wins: a Keras layer on the torch backend is also a torch Module
-        hits = [mro.index(t) for t in i.native_types if t in mro]
-        if hits and (best is None or min(hits) < best[0]):
-            best = (min(hits), name)
+        kinds = [(t, name) for t in i.native_types]
+        kinds += [(t, f"{name}:{v}") for t, v in i.variant_types]
+        for t, found in kinds:
+            if t in mro and (best is None or mro.index(t) < best[0]):
+                best = (mro.index(t), found)
     return None if best is None else best[1]

@@ -1,0 +1,331 @@
+"""The Flax NNX backend (``flax:nnx``): unifparam's primitives on live ``nnx.Module`` trees.
+
+NNX modules are mutable Python objects holding ``nnx.Variable`` s, so the native state is
+one :class:`NNXModel` holder changed in place. A spec layer whose input size is unknown is a
+placeholder until :meth:`NNXBackend.allocate` builds it from its traced input shape, with
+``nnx.eval_shape`` (abstract: shapes, no memory); memory and flax's default values come
+after, variable by variable. Ties share one ``nnx.Variable`` object between layers, as NNX
+does for a submodule used twice. Gradients are ``jax.grad`` over ``nnx.split`` state.
+
+    >>> net = unifparam.build(nn.Sequential(nn.Dense(8)), backend="flax:nnx")  # doctest: +SKIP
+    >>> net.native                      # the live nnx module                  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from unifparam import Backend, NativeLayer, NativeParam, Plan, nn
+from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
+from unifparam._buffers import to_layout
+from unifparam.errors import UnknownNameError, UnsupportedError
+
+from . import _nnx_layers as layers
+from ._nnx_adopt import (
+    Ref,
+    canonical_shape,
+    describe,
+    is_parameter,
+    module_at,
+    native_perm,
+    transposed,
+    variable,
+)
+
+
+@dataclass
+class NNXModel:
+    """The native state: the live root module and how canonical paths reach its layers."""
+
+    module: Any
+    spec: nn.Layer | None = None
+    specs: dict[str, nn.Layer] = field(default_factory=dict)   # spec models: path -> layer
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # adopted: path -> keys
+    views: dict[Ref, Ref] = field(default_factory=dict)  # flipped ties of native layers
+
+    def keys(self, path: str) -> tuple[str, ...]:
+        return layers.keys_of(path) if self.spec is not None else self.paths[path]
+
+
+class NNXBackend(Backend):
+    """Flax NNX adapter: spec layers become ``nnx`` modules; native models are adopted as is."""
+
+    name = "flax:nnx"
+    capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients"})
+
+    # ---- describe -------------------------------------------------------------------
+    def build(self, spec: nn.Layer) -> tuple[NNXModel, dict[str, NativeParam]]:
+        holder = NNXModel(layers.to_nnx(spec), spec, dict(_all_uses(spec)))
+        natives: dict[str, NativeParam] = {}
+        for path, layer in nn.first_uses(spec):
+            where = layers.SPEC_PARAMS.get(layer.kind, {})
+            for decl in layer.param_decls():
+                attr, layout = where[decl.name]
+                name = nn.join(path, decl.name)
+                keys = layers.keys_of(path)
+                natives[name] = NativeParam(
+                    name=name, ref=Ref(keys, attr, layout), shape=decl.shape, role=decl.role,
+                    axes=decl.axes, trainable=decl.trainable,
+                    native_name=".".join((*keys, attr)))
+        return holder, natives
+
+    def adopt(self, native: Any) -> tuple[NNXModel, NativeLayer]:
+        if not isinstance(native, nnx.Module):
+            raise UnsupportedError(f"The flax:nnx backend adopts flax.nnx.Module models, got "
+                                   f"{type(native).__name__}.")
+        tree, paths = describe(native)
+        return NNXModel(native, paths=paths), tree
+
+    def infer(self, native: NNXModel, inputs: Sequence[Any] | None,
+              input_shapes: Sequence[Any]) -> NNXModel:
+        """NNX modules know every shape when constructed: nothing to infer."""
+        return native
+
+    # ---- store ----------------------------------------------------------------------
+    def allocate(self, native: NNXModel, plan: Plan) -> NNXModel:
+        """Build placeholder layers abstractly from their input shapes, then (unless
+        abstract) fill ``DEFAULT`` storages with flax's own initializers. ``WRITE`` storages
+        stay abstract: ``write`` gives them the core's buffer."""
+        for path, shape in plan.layer_inputs.items():
+            spec = native.specs.get(path)
+            old = module_at(native.module, native.keys(path))
+            if spec is None or not isinstance(old, layers.Pending):
+                continue
+            new = nnx.eval_shape(lambda s=spec, x=shape: layers.make(s, tuple(x), nnx.Rngs(0)))
+            native.module = layers.replace(native.module, old, new)
+        if plan.abstract:
+            return native
+        key = jax.random.key(secrets.randbits(31))
+        for i, storage in enumerate(plan.storages.values()):
+            var = variable(native.module, storage.ref)
+            if storage.fill != DEFAULT or var is None or not _abstract(var):
+                continue
+            owner = module_at(native.module, storage.ref.keys)
+            value = var.get_value()
+            var.set_value(default_value(owner, storage.ref.attr, jax.random.fold_in(key, i),
+                                        tuple(value.shape), value.dtype))
+        _fill_state(native.module)
+        return native
+
+    def status(self, native: NNXModel, ref: Ref) -> tuple[tuple[int | None, ...] | None, str]:
+        var = variable(native.module, ref)
+        if var is None:
+            return None, DEFERRED
+        value = var.get_value()
+        shape = canonical_shape(native.module, ref, tuple(value.shape))
+        return shape, (ABSTRACT if isinstance(value, jax.ShapeDtypeStruct) else MATERIALIZED)
+
+    def read(self, native: NNXModel, ref: Ref) -> np.ndarray:
+        value = np.asarray(variable(native.module, ref).get_value())  # type: ignore[union-attr]
+        perm = transposed(native.module, ref, value.ndim)
+        return value if perm is None else value.transpose(perm)
+
+    def write(self, native: NNXModel, ref: Ref, value: np.ndarray) -> NNXModel:
+        var = variable(native.module, ref)
+        old = var.get_value()  # type: ignore[union-attr]
+        buffer = to_layout(value, native_perm(native.module, ref, value.ndim), old.dtype)
+        var.set_value(jax.device_put(buffer))  # type: ignore[union-attr]
+        if ref in native.views.values():
+            _sync(native.module, native.views)
+        return native
+
+    def alias(self, native: NNXModel, src: Ref, dst: Ref, transpose: bool) -> NNXModel:
+        """Share ``src``'s variable object with ``dst``. A layer that must read it flipped
+        (a transposed tie, or an embedding tied to a dense kernel) reads it flipped if it is
+        a spec layer; a native layer gets its own variable computed from ``src`` before
+        every run and inside every gradient (a view), so gradients still add up at ``src``."""
+        source = variable(native.module, src)
+        owner = module_at(native.module, dst.keys)
+        ndim = len(source.get_value().shape)  # type: ignore[union-attr]
+        flip = ndim == 2 and ((src.layout == "dense") != (dst.layout == "dense")) != transpose
+        native.views.pop(dst, None)
+        if flip and not isinstance(owner, layers.Flippable):
+            if getattr(owner, dst.attr) is source:
+                setattr(owner, dst.attr, type(source)(source.get_value().T))
+            native.views[dst] = src
+            _sync(native.module, {dst: src})
+            return native
+        if getattr(owner, dst.attr) is not source:
+            setattr(owner, dst.attr, source)
+        if isinstance(owner, layers.Flippable):
+            flipped = tuple(a for a in owner.flipped if a != dst.attr)
+            owner.flipped = (*flipped, dst.attr) if flip else flipped
+        return native
+
+    def reset(self, native: NNXModel, refs: Sequence[Ref]) -> NNXModel:
+        key = jax.random.key(secrets.randbits(31))
+        for i, ref in enumerate(refs):
+            var = variable(native.module, ref)
+            owner = module_at(native.module, ref.keys)
+            value = var.get_value()  # type: ignore[union-attr]
+            fresh = default_value(owner, ref.attr, jax.random.fold_in(key, i),
+                                  tuple(value.shape), value.dtype, keep=value)
+            var.set_value(fresh)  # type: ignore[union-attr]
+        return native
+
+    def native_object(self, native: NNXModel, ref: Ref) -> Any:
+        return variable(native.module, ref)
+
+    def native_layer(self, native: NNXModel, path: str) -> Any:
+        if not path:
+            return native.module
+        if native.spec is None and path not in native.paths:
+            raise UnknownNameError(f"No layer {path!r} in this NNX model.")
+        return module_at(native.module, native.keys(path))
+
+    # ---- run ------------------------------------------------------------------------
+    def run(self, native: NNXModel, inputs: Sequence[Any], training: bool
+            ) -> tuple[Any, NNXModel]:
+        xs = [_as_array(x) for x in inputs]
+        _sync(native.module, native.views)
+        with _Mode(native, training):
+            return _call(native, native.module, xs, training), native
+
+    def gradients(self, native: NNXModel, inputs: Sequence[Any],
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
+        xs = [_as_array(x) for x in inputs]
+        with _Mode(native, False):
+            graphdef, params, rest = nnx.split(native.module, nnx.Param, ...)
+
+            def objective(p: Any) -> Any:
+                module = nnx.merge(graphdef, p, rest)
+                _sync(module, native.views)  # views follow their source inside the trace
+                out = _call(native, module, xs, False)
+                return loss(out) if loss is not None else jnp.sum(out)
+
+            grads = nnx.merge(graphdef, jax.grad(objective)(params), rest)
+        out = {}
+        for name, ref in refs.items():
+            g = np.asarray(variable(grads, ref).get_value())  # type: ignore[union-attr]
+            perm = transposed(grads, ref, g.ndim)
+            out[name] = np.ascontiguousarray(g if perm is None else g.transpose(perm))
+        return out
+
+    def to_numpy(self, value: Any) -> np.ndarray:
+        return np.asarray(value)
+
+
+# ---- helpers ------------------------------------------------------------------------------
+_INIT_ATTR = {"kernel": "kernel_init", "bias": "bias_init", "embedding": "embedding_init",
+              "scale": "scale_init"}
+
+
+def default_value(module: Any, attr: str, key: Any, shape: tuple[int, ...], dtype: Any,
+                  keep: Any = None) -> Any:
+    """Flax's own default value for ``module.<attr>``: the default of the ``<attr>_init``
+    argument of its class's constructor (NNX modules do not keep the initializer they were
+    given, so a custom one is not known), a batch norm's zero mean and unit variance.
+    Unknown: ``keep`` (reset), else zeros."""
+    if isinstance(module, nnx.BatchNorm) and attr in ("mean", "var"):
+        return (jnp.zeros if attr == "mean" else jnp.ones)(shape, dtype)
+    init = _class_default(type(module), _INIT_ATTR.get(attr, f"{attr}_init"))
+    if callable(init):
+        return jnp.asarray(init(key, shape, dtype))
+    return keep if keep is not None else jnp.zeros(shape, dtype)
+
+
+@functools.cache
+def _class_default(cls: type, arg: str) -> Any:
+    """The default of constructor argument ``arg`` in the first class of ``cls``'s MRO that
+    takes it (None if none does)."""
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            try:
+                param = inspect.signature(klass.__init__).parameters.get(arg)
+            except (TypeError, ValueError):
+                continue
+            if param is not None and param.default is not inspect.Parameter.empty:
+                return param.default
+    return None
+
+
+def _sync(module: Any, views: Mapping[Ref, Ref]) -> None:
+    """Set every view variable (tie target of a native layer) from its source: the source's
+    canonical value, transposed, in the target's native layout."""
+    for dst, src in views.items():
+        value = variable(module, src).get_value()  # type: ignore[union-attr]
+        target = variable(module, dst)
+        if isinstance(value, jax.ShapeDtypeStruct):
+            target.set_value(jax.ShapeDtypeStruct(value.shape[::-1], value.dtype))  # type: ignore[union-attr]
+        else:
+            target.set_value(value.T)  # type: ignore[union-attr]
+
+
+def _fill_state(module: Any) -> None:
+    """Give abstract non-parameter variables (an ``nnx.eval_shape`` model's rng keys and
+    counters) values: fresh keys, zeros."""
+    for _, node in nnx.iter_graph(module):
+        if not isinstance(node, nnx.Variable) or is_parameter(node) or not _abstract(node):
+            continue
+        value = node.get_value()
+        if isinstance(node, nnx.RngKey):
+            keys = jax.random.key(secrets.randbits(31))
+            node.set_value(jax.random.split(keys, value.shape) if value.shape else keys)
+        else:
+            node.set_value(jnp.zeros(value.shape, value.dtype))
+
+
+def _abstract(var: nnx.Variable) -> bool:
+    return isinstance(var.get_value(), jax.ShapeDtypeStruct)
+
+
+def _all_uses(spec: nn.Layer, path: str = "") -> list[tuple[str, nn.Layer]]:
+    """Every (canonical path, spec layer), second uses of a shared layer included."""
+    out = [(path, spec)]
+    for key, sub in spec.children():
+        out += _all_uses(sub, nn.join(path, key))
+    return out
+
+
+def _call(native: NNXModel, module: Any, xs: Sequence[Any], training: bool) -> Any:
+    if native.spec is not None:
+        return module(*xs, training=training)
+    return module(*xs)
+
+
+class _Mode:
+    """Context: an adopted module in train or eval mode (``deterministic`` and
+    ``use_running_average`` of every submodule), restored afterwards."""
+
+    FLAGS = ("deterministic", "use_running_average")
+
+    def __init__(self, native: NNXModel, training: bool):
+        self.native, self.training = native, training
+        self.saved: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> None:
+        if self.native.spec is not None:
+            return
+        for _, module in nnx.iter_modules(self.native.module):
+            for flag in self.FLAGS:
+                if hasattr(module, flag):
+                    self.saved.append((module, flag, getattr(module, flag)))
+        if self.training:
+            self.native.module.train()
+        else:
+            self.native.module.eval()
+
+    def __exit__(self, *exc: Any) -> None:
+        for module, flag, value in self.saved:
+            setattr(module, flag, value)
+
+
+def _as_array(x: Any) -> Any:
+    if isinstance(x, jax.Array):
+        return x
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+    elif arr.dtype.kind in "iu":
+        arr = arr.astype(np.int32, copy=False)
+    return jnp.asarray(arr)

@@ -1,0 +1,196 @@
+"""Describe native Flax NNX modules in canonical terms, and find their variables again.
+
+Canonical names of an adopted NNX module follow its attribute path, joined by dots
+(``layers.0``, ``encoder.linear1``), with the variable's own name mapped to PyTorch's:
+``kernel``, ``embedding`` and ``scale`` become ``weight``, a ``BatchNorm``'s ``mean`` and
+``var`` become ``running_mean`` and ``running_var``; other names are kept (``bias`` is
+``bias``). Layouts are canonical: an ``nnx.Linear`` kernel ``(in, out)`` reads as
+``(out, in)``, an ``nnx.Conv`` kernel ``(kh, kw, in, out)`` as ``(out, in, kh, kw)``; other
+kernels keep their native layout. ``nnx.Param`` is trainable, ``nnx.BatchStat`` is not; other
+variables (rng keys and counts) are not parameters. A submodule used in two places is one
+storage, listed under the first attribute path met (definition order).
+
+    >>> class MLP(nnx.Module):                                            # doctest: +SKIP
+    ...     def __init__(self, rngs):
+    ...         self.linear1 = nnx.Linear(4, 8, rngs=rngs)
+    >>> [p.name for p in describe(MLP(nnx.Rngs(0)))[0].children[0][1].params.values()]
+    ['linear1.weight', 'linear1.bias']                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+from flax import nnx
+
+from unifparam import NativeLayer, NativeParam
+from unifparam._buffers import kernel_perm
+
+Keys = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Where a parameter lives: the owning module's attribute path, the attribute, the layout
+    (``dense``, ``conv`` or ``plain``). Resolved from the root each time, so it stays valid
+    when a placeholder layer is replaced or on a structurally equal module (gradients)."""
+
+    keys: Keys
+    attr: str
+    layout: str
+
+
+def child(obj: Any, key: str) -> Any:
+    """``obj``'s member ``key``: a list index, a mapping key or an attribute."""
+    if isinstance(obj, (list, tuple, nnx.List)):
+        return obj[int(key)]
+    if isinstance(obj, (dict, nnx.Dict)):
+        return obj[key]
+    return getattr(obj, key)
+
+
+def module_at(root: Any, keys: Keys) -> Any:
+    for key in keys:
+        root = child(root, key)
+    return root
+
+
+def variable(root: Any, ref: Ref) -> nnx.Variable | None:
+    """The variable ``ref`` names under ``root`` (None if its layer has no such one yet)."""
+    owner = module_at(root, ref.keys)
+    value = getattr(owner, ref.attr, None)
+    return value if isinstance(value, nnx.Variable) else None
+
+
+def transposed(root: Any, ref: Ref, ndim: int) -> tuple[int, ...] | None:
+    """Axes permutation from the stored variable to the canonical layout (None: none)."""
+    flip = ref.attr in getattr(module_at(root, ref.keys), "flipped", ())
+    if ref.layout == "conv" and ndim >= 3:
+        return kernel_perm(ndim, to_native=False)
+    if ndim == 2 and (ref.layout == "dense") != flip:
+        return (1, 0)
+    return None
+
+
+def native_perm(root: Any, ref: Ref, ndim: int) -> tuple[int, ...] | None:
+    """Axes permutation from the canonical layout to the stored variable."""
+    perm = transposed(root, ref, ndim)
+    if perm is None:
+        return None
+    inverse = [0] * ndim
+    for i, p in enumerate(perm):
+        inverse[p] = i
+    return tuple(inverse)
+
+
+def canonical_shape(root: Any, ref: Ref, shape: tuple[int, ...]) -> tuple[int, ...]:
+    perm = transposed(root, ref, len(shape))
+    return tuple(shape) if perm is None else tuple(shape[i] for i in perm)
+
+
+# ---- describing an adopted module ------------------------------------------------------
+_SKIP = (nnx.Rngs, nnx.RngStream)
+
+
+def members(obj: Any) -> Iterator[tuple[str, Any]]:
+    """(key, value) of a module's or container's members, in definition order."""
+    if isinstance(obj, (list, tuple, nnx.List)):
+        yield from ((str(i), v) for i, v in enumerate(obj))
+    elif isinstance(obj, (dict, nnx.Dict)):
+        yield from ((str(k), v) for k, v in obj.items())
+    else:
+        yield from ((k, v) for k, v in vars(obj).items() if not k.startswith("_"))
+
+
+def _is_layer(value: Any) -> bool:
+    if isinstance(value, _SKIP):
+        return False
+    if isinstance(value, nnx.Module):
+        return True
+    return isinstance(value, (list, tuple, dict)) and any(
+        isinstance(v, nnx.Module) for v in (value.values() if isinstance(value, dict) else value))
+
+
+def is_parameter(value: Any) -> bool:
+    return isinstance(value, (nnx.Param, nnx.BatchStat))
+
+
+def canonical(module: Any, attr: str, ndim: int
+              ) -> tuple[str, str, tuple[str, ...] | None, str]:
+    """(canonical local name, role, axes, layout) of ``module.<attr>``."""
+    norm = isinstance(module, (nnx.BatchNorm, nnx.LayerNorm, nnx.RMSNorm, nnx.GroupNorm))
+    if isinstance(module, nnx.BatchNorm) and attr in ("mean", "var"):
+        role = "running_mean" if attr == "mean" else "running_var"
+        return role, role, ("out",), "plain"
+    if attr == "scale":
+        return "weight", "scale", ("out",), "plain"
+    if attr == "bias":
+        return "bias", ("shift" if norm else "bias"), ("out",), "plain"
+    if attr == "embedding":
+        return "weight", "embedding", ("vocab", "embed"), "plain"
+    if attr == "kernel" and isinstance(module, nnx.Conv) and ndim >= 3:
+        spatial = ("kd", "kh", "kw")[-(ndim - 2):]
+        return "weight", "weight", ("out", "in", *spatial), "conv"
+    if attr == "kernel" and isinstance(module, nnx.Linear) and ndim == 2:
+        return "weight", "weight", ("out", "in"), "dense"
+    if attr == "kernel":
+        return "weight", "weight", None, "plain"
+    return attr, "weight", None, "plain"
+
+
+def _text(module: Any, kind: str) -> str:
+    if isinstance(module, nnx.Linear):
+        return f"{kind}({module.in_features} -> {module.out_features})"
+    if isinstance(module, nnx.Conv):
+        return (f"{kind}({module.in_features} -> {module.out_features}, "
+                f"kernel={tuple(module.kernel_size)})")
+    if isinstance(module, nnx.Embed):
+        return f"{kind}({module.num_embeddings}, {module.features})"
+    if isinstance(module, (nnx.BatchNorm, nnx.LayerNorm)):
+        return f"{kind}({module.num_features})"
+    if isinstance(module, nnx.Dropout):
+        return f"{kind}({module.rate})"
+    return f"{kind}()"
+
+
+def native_param(module: Any, keys: Keys, attr: str, var: nnx.Variable,
+                 name: str, local: str, role: str, axes: Any, layout: str) -> NativeParam:
+    ref = Ref(keys, attr, layout)
+    value = var.get_value()
+    shape = tuple(value.shape)
+    perm = kernel_perm(len(shape), False) if layout == "conv" else (
+        (1, 0) if layout == "dense" else None)
+    if perm is not None:
+        shape = tuple(shape[i] for i in perm)
+    dtype = str(jax.numpy.dtype(value.dtype))
+    return NativeParam(name=name, ref=ref, shape=shape, role=role, axes=axes,
+                       trainable=isinstance(var, nnx.Param), dtype=dtype,
+                       native_name=".".join((*keys, attr)), storage=id(var))
+
+
+def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
+    """The canonical tree of ``module`` (every use of a shared submodule is visited), and the
+    attribute path of every canonical layer path."""
+    paths: dict[str, Keys] = {}
+
+    def visit(obj: Any, keys: Keys) -> NativeLayer:
+        path = ".".join(keys)
+        paths[path] = keys
+        kind = type(obj).__name__
+        layer = NativeLayer(path, kind, _text(obj, kind))
+        for key, value in members(obj):
+            if is_parameter(value):
+                local, role, axes, layout = canonical(obj, key, value.get_value().ndim)
+                if local in layer.params:  # two native names map to one: keep the native one
+                    local, layout = key, "plain"
+                name = f"{path}.{local}" if path else local
+                layer.params[local] = native_param(obj, keys, key, value, name, local, role,
+                                                   axes, layout)
+            elif _is_layer(value):
+                layer.children.append((key, visit(value, (*keys, key))))
+        return layer
+
+    return visit(module, ()), paths
