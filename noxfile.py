@@ -1,4 +1,5 @@
-"""Sessions: tests (everything CI runs), tour (the main job), conformance (the matrix), bench.
+"""Sessions: tests (everything CI runs), tour (the main job), conformance (the matrix), bench,
+mxnet (MXNet Gluon in its own venv).
 
     python3 -m pip install nox && python3 -m nox -s tests
 """
@@ -52,3 +53,20 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, side by side with each framework's native path (kept out of tests)."""
     install(session)
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def mxnet(session: nox.Session) -> None:
+    """MXNet Gluon in its own venv: mxnet 1.9.1 needs numpy < 1.24, the main venv has 2.x.
+
+    Runs the conformance suite and the native tests, then records what the main tests
+    compare against torch (tests/test_crossbackend_mxnet.py) into .crossbackend/: the
+    cross-backend recording, the tour's text and one checkpoint per cross-backend case.
+    Run it before `nox -s tests`; that suite also finds this venv's interpreter.
+    """
+    session.install("-c", "constraints-mxnet.txt", "-e", ".[mxnet,test]")
+    session.run("unifparam", "conformance", "--backend", "mxnet", "--json",
+                "conformance-mxnet.json")
+    session.run("pytest", "tests/test_mxnet_native.py", "-q", "-p", "no:cacheprovider",
+                *session.posargs)
+    session.run("python", "tests/test_crossbackend_mxnet.py", "record", ".crossbackend")
