@@ -17,7 +17,7 @@ from mxnet import autograd, nd
 from mxnet.gluon import Block, HybridBlock, Parameter
 
 from unifparam import Backend, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED
+from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
 
 from ._adopt import describe, known_shape, native_param
 from ._layers import native_attr, to_gluon
@@ -86,17 +86,15 @@ class MXNetBackend(Backend):
         return native
 
     def allocate(self, native: Block, plan: Plan) -> Block:
-        """Set every planned shape; then memory (unless abstract): Gluon's default values
-        where the plan says DEFAULT, zeros where the core writes next."""
+        """Set every planned shape; then Gluon's default values where the plan says DEFAULT
+        (unless abstract). Storages the core writes next get their data from ``write``;
+        ties hold meanwhile, since a tie is one Parameter object."""
         for storage in plan.storages.values():
             param = _param(storage.ref)
             if known_shape(param) != storage.shape:
                 param.shape = storage.shape
-            if plan.abstract or storage.fill == ALIAS or param._data is not None:
-                continue
-            values = _default_values(param) if storage.fill == DEFAULT else nd.zeros(
-                storage.shape, dtype=param.dtype)
-            _init_data(param, values)
+            if not plan.abstract and storage.fill == DEFAULT and param._data is None:
+                _init_data(param, _default_values(param))
         _clear_graphs(native)
         return native
 
@@ -112,7 +110,11 @@ class MXNetBackend(Backend):
         return _param(ref).data(CPU).asnumpy()
 
     def write(self, native: Block, ref: Ref, value: np.ndarray) -> Block:
-        _param(ref).set_data(value)  # copies into the existing NDArray: ties hold
+        param = _param(ref)
+        if param._data is None:
+            _init_data(param, nd.array(value, dtype=param.dtype, ctx=CPU))
+        else:
+            param.set_data(value)  # copies into the existing NDArray
         return native
 
     def reset(self, native: Block, refs: Sequence[Ref]) -> Block:
