@@ -118,6 +118,33 @@ def test_plain_block_infers_shapes_abstractly_through_its_hybrid_parts():
                                rtol=1e-5, atol=1e-6)
 
 
+class Scaled(gnn.Block):
+    """A plain Block that reads a Parameter of its own in Python code."""
+
+    def __init__(self, in_units=0):
+        super().__init__()
+        self.body = gnn.Dense(4)
+        self.scale = self.params.get("scale", shape=(1, in_units), init=mx.init.One(),
+                                     allow_deferred_init=True)
+
+    def forward(self, inputs):
+        return self.body(inputs * self.scale.data())
+
+
+def test_plain_block_reading_its_own_parameter():
+    model = Scaled(in_units=3)
+    net = up.build(model)
+    up.materialize(net, input_shape=(2, 3), abstract=True)
+    assert [(n, p.state) for n, p in up.params(net).items()] == [
+        ("scale", "abstract"), ("body.weight", "abstract"), ("body.bias", "abstract")]
+    assert model.scale._data is None  # the zeros of the shape-only run are gone
+    y = net(x(2, 3))
+    assert (net.scale.numpy() == 1).all() and y.shape == (2, 4)
+    unknown = up.build(Scaled())
+    with pytest.raises(up.UnsupportedError, match=r"'scale'.*HybridBlock"):
+        up.materialize(unknown, input_shape=(2, 3), abstract=True)
+
+
 def test_explicit_tie_on_native_blocks_and_gradients_add_up():
     model = gnn.HybridSequential()
     model.add(gnn.Dense(3, in_units=3, activation="tanh"), gnn.Dense(3, in_units=3))

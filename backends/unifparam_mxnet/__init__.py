@@ -12,6 +12,6 @@ INFO = BackendInfo(
     requires=("mxnet",),
     distribution="mxnet",
     native_types=("mxnet.gluon.block.Block",),
-    install="pip install 'unifparam[mxnet]'  (Python <= 3.11 and numpy < 1.24, as mxnet 1.9.1)",
+    install="pip install 'unifparam[mxnet]' (Python <= 3.11)",
     loader="unifparam_mxnet._adapter:MXNetBackend",
 )

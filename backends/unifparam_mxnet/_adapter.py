@@ -8,7 +8,8 @@ abstract (Gluon's deferred init after shape inference), data is materialized.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import mxnet as mx
@@ -18,6 +19,7 @@ from mxnet.gluon import Block, HybridBlock, Parameter
 
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
+from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, known_shape, native_param
 from ._layers import native_attr, to_gluon
@@ -65,7 +67,8 @@ class MXNetBackend(Backend):
 
         A plain ``Block`` has no symbolic form: it runs imperatively, with each of its
         outermost ``HybridBlock`` parts replaced by shape inference and zeros of its output
-        shape (activation memory only)."""
+        shape. Parameters a plain Block reads itself get zeros for that run (then none
+        again); one of unknown shape there cannot be inferred (UnsupportedError)."""
         if inputs is not None:
             args = [_as_nd(x) for x in inputs]
         else:
@@ -73,15 +76,8 @@ class MXNetBackend(Backend):
         if isinstance(native, HybridBlock):
             native.infer_shape(*args)
         else:
-            patched = _outermost_hybrid(native)
-            for block in patched:
-                block.__dict__["forward"] = _shape_only(block)
-            try:
-                with autograd.predict_mode():
-                    native(*args)
-            finally:
-                for block in patched:
-                    del block.__dict__["forward"]
+            with _shape_run(native):
+                native(*args)
         _clear_graphs(native)
         return native
 
@@ -249,6 +245,33 @@ def _outermost_hybrid(block: Block) -> list[HybridBlock]:
     if isinstance(block, HybridBlock):
         return [block]
     return [h for child in block._children.values() for h in _outermost_hybrid(child)]
+
+
+@contextlib.contextmanager
+def _shape_run(root: Block) -> Iterator[None]:
+    """Context for a shape-only imperative run of a plain Block (see ``infer``)."""
+    own = [(b, a, p) for b in _blocks(root) if not isinstance(b, HybridBlock)
+           for a, p in b._reg_params.items() if p._data is None]
+    unknown = [a for _, a, p in own if not _complete(p)]
+    if unknown:
+        raise UnsupportedError(
+            f"Cannot infer the shape of {', '.join(map(repr, unknown))}: a plain Gluon Block "
+            f"reads it in Python code, which has no symbolic form. Give its shape in the "
+            f"Block, or make the Block a HybridBlock.")
+    patched = _outermost_hybrid(root)
+    pending = [p._deferred_init for _, _, p in own]
+    try:
+        for _, _, p in own:
+            _init_data(p, nd.zeros(p.shape, dtype=p.dtype))
+        for block in patched:
+            block.__dict__["forward"] = _shape_only(block)
+        with autograd.predict_mode():
+            yield
+    finally:
+        for block in patched:
+            block.__dict__.pop("forward", None)
+        for (_, _, p), deferred in zip(own, pending):
+            p._data, p._grad, p._deferred_init = None, None, deferred
 
 
 def _shape_only(block: HybridBlock) -> Callable[..., Any]:
