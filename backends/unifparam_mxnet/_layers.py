@@ -16,6 +16,7 @@ from typing import Any
 from mxnet import autograd
 from mxnet.gluon import HybridBlock
 from mxnet.gluon import nn as gnn
+from mxnet.ndarray import NDArray
 
 from unifparam import nn
 
@@ -62,9 +63,12 @@ class Conv2D(gnn.Conv2D):
 class BatchNorm(gnn.BatchNorm):
     """Batch norm over axis 1 whose running statistics follow PyTorch's convention.
 
-    Gluon's operator updates ``running_var`` with the biased batch variance and reads
-    momentum as the weight of the old value; here training updates are
-    ``new = (1 - m) * old + m * batch`` with the unbiased batch variance, as in the spec.
+    Gluon's operator moves its running statistics only in the backward pass, with the
+    biased batch variance, reading momentum as the weight of the old value. Here every
+    training forward updates them as the spec (and torch) do:
+    ``new = (1 - m) * old + m * batch``, with the unbiased batch variance. A hybridized
+    model is one symbolic graph, where no in-place update can be written: it runs
+    Gluon's operator, with Gluon's convention.
     """
 
     def __init__(self, spec: nn.BatchNorm):
@@ -74,9 +78,9 @@ class BatchNorm(gnn.BatchNorm):
 
     def hybrid_forward(self, F: Any, x: Any, gamma: Any, beta: Any, running_mean: Any,  # noqa: N803
                        running_var: Any) -> Any:
-        if not (autograd.is_training() and hasattr(x, "asnumpy")):
-            return F.BatchNorm(x, gamma, beta, running_mean, running_var, eps=self._kwargs["eps"],
-                               fix_gamma=False, use_global_stats=True, axis=1)
+        if not (autograd.is_training() and isinstance(x, NDArray)):
+            # inference, or a hybridized graph: Gluon's operator
+            return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
         axes = tuple(i for i in range(x.ndim) if i != 1)
         shape = tuple(-1 if i == 1 else 1 for i in range(x.ndim))
         mean = x.mean(axis=axes)
