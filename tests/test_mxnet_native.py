@@ -259,3 +259,12 @@ def test_checkpoint_of_an_adopted_block_loads_into_a_spec_model(tmp_path):
                     backend="mxnet")
     up.load(spec, tmp_path / "gluon.safetensors")
     np.testing.assert_allclose(spec(data).asnumpy(), y, rtol=1e-6)
+
+
+def test_gradients_through_batch_norm_use_its_running_statistics():
+    net = up.build(up.nn.Sequential(up.nn.Dense(3), up.nn.BatchNorm()), backend="mxnet")
+    data = x(4, 2)
+    net(data, training=True)  # running statistics move away from 0 and 1
+    g = up.gradients(net, data)  # inference mode: y = (h - mean) / sqrt(var + eps) * w + b
+    scale = net[1].weight.numpy() / np.sqrt(net[1].running_var.numpy() + 1e-5)
+    np.testing.assert_allclose(g["0.bias"], 4 * scale, rtol=1e-5)  # batch statistics: 0

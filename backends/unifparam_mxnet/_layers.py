@@ -78,9 +78,12 @@ class BatchNorm(gnn.BatchNorm):
 
     def hybrid_forward(self, F: Any, x: Any, gamma: Any, beta: Any, running_mean: Any,  # noqa: N803
                        running_var: Any) -> Any:
-        if not (autograd.is_training() and isinstance(x, NDArray)):
-            # inference, or a hybridized graph: Gluon's operator
+        if not isinstance(x, NDArray):  # a hybridized graph: Gluon's operator
             return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
+        if not autograd.is_training():
+            # use_global_stats: else the operator's backward differentiates batch statistics
+            return F.BatchNorm(x, gamma, beta, running_mean, running_var, eps=self._kwargs["eps"],
+                               fix_gamma=False, use_global_stats=True, axis=1)
         axes = tuple(i for i in range(x.ndim) if i != 1)
         shape = tuple(-1 if i == 1 else 1 for i in range(x.ndim))
         mean = x.mean(axis=axes)
