@@ -42,6 +42,7 @@ def test_adopted_names_are_gluons_structural_names():
     assert net[1].weight.native_name == "1.gamma" and net[1].weight.role == "scale"
     assert [p.trainable for p in up.params(net[1]).values()] == [True, True, False, False]
     assert [p.state for p in up.params(net).values()] == ["abstract"] * 10  # no initialize()
+    assert "(0): Dense(4 -> 8, Activation(relu))" in repr(net)  # its `act` is no layer
 
 
 def test_parameters_shared_through_params_are_one_storage():

@@ -63,19 +63,27 @@ def native_param(block: Block, attr: str, name: str, native_name: str) -> Native
                        storage=id(param))
 
 
+def has_params(block: Block) -> bool:
+    return bool(block._reg_params) or any(map(has_params, block._children.values()))
+
+
 def children(block: Block) -> list[tuple[str, Block]]:
-    return list(block._children.items())
+    """The sub-blocks that are layers of their own; not a layer's parameterless parts
+    (the ``act`` of a Gluon ``Dense(..., activation="relu")``)."""
+    kids = list(block._children.items())
+    return [(k, c) for k, c in kids if has_params(c)] if block._reg_params else kids
 
 
 def describe(block: Block, path: str = "") -> NativeLayer:
     """The canonical tree of ``block`` (every use of a shared block is visited)."""
     kind = type(block).__name__
-    text = repr(block).splitlines()[0] if not block._children else f"{kind}("
+    kids = children(block)
+    text = f"{kind}(" if kids else " ".join(line.strip() for line in repr(block).splitlines())
     layer = NativeLayer(path, kind, text)
     for attr in block._reg_params:
         local = canonical(block, attr)
         name = f"{path}.{local}" if path else local
         layer.params[local] = native_param(block, attr, name, f"{path}.{attr}" if path else attr)
-    for key, child in children(block):
+    for key, child in kids:
         layer.children.append((key, describe(child, f"{path}.{key}" if path else key)))
     return layer
