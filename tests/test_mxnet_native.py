@@ -9,7 +9,7 @@ import pytest
 import unifparam as up
 from unifparam import init
 
-mx = pytest.importorskip("mxnet")
+mx = pytest.importorskip("mxnet", reason="MXNet runs in its own venv: nox -s mxnet")
 from mxnet import autograd, nd  # noqa: E402
 from mxnet.gluon import nn as gnn  # noqa: E402
 
