@@ -1,13 +1,15 @@
-"""Sessions: tests (everything CI runs), tour (the main job), conformance (the matrix), docs, bench.
+"""Sessions: mxnet and tests (everything CI runs), tour (the main job), conformance (the
+matrix), docs, bench. MXNet needs numpy < 1.24, so it has its own venv and runs first; the
+tests session compares its recordings against the other backends.
 
-    python3 -m pip install nox && python3 -m nox -s tests
+    python3 -m pip install nox && python3 -m nox -s mxnet tests
 """
 
 import os
 
 import nox
 
-nox.options.sessions = ["tests"]
+nox.options.sessions = ["mxnet", "tests"]
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
 
@@ -68,3 +70,20 @@ def bench(session: nox.Session) -> None:
     """Benchmarks, side by side with each framework's native path (kept out of tests)."""
     install(session)
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def mxnet(session: nox.Session) -> None:
+    """MXNet Gluon in its own venv: mxnet 1.9.1 needs numpy < 1.24, the main venv has 2.x.
+
+    Runs the conformance suite and the native tests, then records what the main tests
+    compare against torch (tests/test_crossbackend_mxnet.py) into .crossbackend/: the
+    cross-backend recording, the tour's text and one checkpoint per cross-backend case.
+    Run it before `nox -s tests`; that suite also finds this venv's interpreter.
+    """
+    session.install("-c", "constraints-mxnet.txt", "-e", ".[mxnet,test]")
+    session.run("unifparam", "conformance", "--backend", "mxnet", "--json",
+                "conformance-mxnet.json")
+    session.run("pytest", "tests/test_mxnet_native.py", "-q", "-p", "no:cacheprovider",
+                *session.posargs)
+    session.run("python", "tests/test_crossbackend_mxnet.py", "record", ".crossbackend")

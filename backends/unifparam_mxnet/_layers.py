@@ -1,0 +1,151 @@
+"""Spec layers as Gluon blocks, with deferred input sizes (``in_units=0``) where left out.
+
+Gluon already stores parameters in the canonical layout (dense ``(out, in)``, conv
+``(out, in, kh, kw)``, channels-first data), so values never change layout. Norm layers
+name their scale and shift ``gamma``/``beta``; :data:`NATIVE_ATTR` maps canonical names.
+
+    >>> block = to_gluon(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)))
+    >>> block[0].weight.shape
+    (8, 0)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mxnet import autograd
+from mxnet.gluon import HybridBlock
+from mxnet.gluon import nn as gnn
+from mxnet.ndarray import NDArray
+
+from unifparam import nn
+
+#: canonical local name -> Gluon attribute, per Gluon layer type with other names
+NATIVE_ATTR = {"weight": "gamma", "bias": "beta"}
+NORMS = (gnn.BatchNorm, gnn.LayerNorm, gnn.InstanceNorm, gnn.GroupNorm)
+
+
+def activate(F: Any, x: Any, name: str | None) -> Any:  # noqa: N803 - Gluon's F
+    """``name`` applied to ``x`` with Gluon's operator namespace ``F`` (nd or sym)."""
+    if name is None:
+        return x
+    if name == "gelu":  # the erf form, as torch's and Keras' default gelu
+        return F.LeakyReLU(x, act_type="gelu")
+    if name == "softmax":
+        return F.softmax(x, axis=-1)
+    return F.Activation(x, act_type=name)  # relu, sigmoid, tanh
+
+
+class Dense(gnn.Dense):
+    """Gluon ``Dense`` on the last axis (``flatten=False``) with any spec activation."""
+
+    def __init__(self, spec: nn.Dense):
+        super().__init__(spec.units, use_bias=spec.use_bias, flatten=False,
+                         in_units=spec.in_features or 0)
+        self.act_name = spec.activation
+
+    def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:  # noqa: N803
+        return activate(F, super().hybrid_forward(F, x, weight, bias), self.act_name)
+
+
+class Conv2D(gnn.Conv2D):
+    """Gluon ``Conv2D`` (NCHW) with any spec activation."""
+
+    def __init__(self, spec: nn.Conv2D):
+        super().__init__(spec.filters, spec.kernel_size, strides=spec.stride, padding=spec.pads,
+                         in_channels=spec.in_channels or 0, use_bias=spec.use_bias)
+        self.act_name = spec.activation
+
+    def hybrid_forward(self, F: Any, x: Any, weight: Any, bias: Any = None) -> Any:  # noqa: N803
+        return activate(F, super().hybrid_forward(F, x, weight, bias), self.act_name)
+
+
+class BatchNorm(gnn.BatchNorm):
+    """Batch norm over axis 1 whose running statistics follow PyTorch's convention.
+
+    Gluon's operator moves its running statistics only in the backward pass, with the
+    biased batch variance, reading momentum as the weight of the old value. Here every
+    training forward updates them as the spec (and torch) do:
+    ``new = (1 - m) * old + m * batch``, with the unbiased batch variance. A hybridized
+    model is one symbolic graph, where no in-place update can be written: it runs
+    Gluon's operator, with Gluon's convention.
+    """
+
+    def __init__(self, spec: nn.BatchNorm):
+        super().__init__(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps,
+                         in_channels=spec.in_features or 0)
+        self.spec_momentum = spec.momentum
+
+    def hybrid_forward(self, F: Any, x: Any, gamma: Any, beta: Any, running_mean: Any,  # noqa: N803
+                       running_var: Any) -> Any:
+        if not isinstance(x, NDArray):  # a hybridized graph: Gluon's operator
+            return super().hybrid_forward(F, x, gamma, beta, running_mean, running_var)
+        if not autograd.is_training():
+            # use_global_stats: else the operator's backward differentiates batch statistics
+            return F.BatchNorm(x, gamma, beta, running_mean, running_var, eps=self._kwargs["eps"],
+                               fix_gamma=False, use_global_stats=True, axis=1)
+        axes = tuple(i for i in range(x.ndim) if i != 1)
+        shape = tuple(-1 if i == 1 else 1 for i in range(x.ndim))
+        mean = x.mean(axis=axes)
+        centered = x - mean.reshape(shape)
+        var = (centered * centered).mean(axis=axes)
+        y = centered / F.sqrt(var.reshape(shape) + self._kwargs["eps"])
+        y = y * gamma.reshape(shape) + beta.reshape(shape)
+        n = x.size // x.shape[1]
+        m = self.spec_momentum
+        with autograd.pause():
+            running_mean[:] = (1 - m) * running_mean + m * mean
+            running_var[:] = (1 - m) * running_var + m * var * (n / max(n - 1, 1))
+        return y
+
+
+class Activation(HybridBlock):
+    """An activation on its own (``identity`` included)."""
+
+    def __init__(self, name: str | None):
+        super().__init__()
+        self.act_name = name
+
+    def hybrid_forward(self, F: Any, x: Any) -> Any:  # noqa: N803
+        return activate(F, x, self.act_name)
+
+    def __repr__(self) -> str:
+        return f"Activation({self.act_name or 'identity'})"
+
+
+def to_gluon(spec: nn.Layer, memo: dict[int, HybridBlock] | None = None) -> HybridBlock:
+    """The Gluon block for ``spec``; the same spec object always maps to the same block."""
+    memo = {} if memo is None else memo
+    if id(spec) not in memo:
+        memo[id(spec)] = _convert(spec, memo)
+    return memo[id(spec)]
+
+
+def _convert(spec: nn.Layer, memo: dict[int, HybridBlock]) -> HybridBlock:
+    if isinstance(spec, nn.Sequential):
+        seq = gnn.HybridSequential()
+        for child in spec:
+            seq.add(to_gluon(child, memo))
+        return seq
+    if isinstance(spec, nn.Dense):
+        return Dense(spec)
+    if isinstance(spec, nn.Conv2D):
+        return Conv2D(spec)
+    if isinstance(spec, nn.BatchNorm):
+        return BatchNorm(spec)
+    if isinstance(spec, nn.LayerNorm):
+        return gnn.LayerNorm(axis=-1, epsilon=spec.eps, in_channels=spec.in_features or 0)
+    if isinstance(spec, nn.Embedding):
+        return gnn.Embedding(spec.num_embeddings, spec.features)
+    if isinstance(spec, nn.Flatten):
+        return gnn.Flatten()
+    if isinstance(spec, nn.Dropout):
+        return gnn.Dropout(spec.rate)
+    if isinstance(spec, nn.Activation):
+        return Activation(None if spec.name == "identity" else spec.name)
+    raise TypeError(f"The mxnet backend has no conversion for {type(spec).__name__}.")
+
+
+def native_attr(block: HybridBlock, local: str) -> str:
+    """The Gluon attribute holding canonical parameter ``local`` of ``block``."""
+    return NATIVE_ATTR.get(local, local) if isinstance(block, NORMS) else local

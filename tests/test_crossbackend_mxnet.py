@@ -1,0 +1,136 @@
+"""MXNet against torch, across two virtual environments.
+
+MXNet 1.9.1 needs numpy < 1.24 and so lives in its own venv (``nox -s mxnet``), apart from
+torch. Its side is recorded there, by this file run as a script::
+
+    python tests/test_crossbackend_mxnet.py record .crossbackend
+
+which writes the cross-backend recording (``mxnet.npz``, the format of
+``unifparam.conformance.crossbackend``), the tour's text and one checkpoint per
+cross-backend case. These tests, in the main venv, compare that with torch: the
+recordings agree, the tour prints the same text, and checkpoints load both ways.
+
+When the mxnet venv's interpreter is found (``.nox/mxnet/bin/python`` or
+``UNIFPARAM_MXNET_PYTHON``) the MXNet side is recorded afresh; else the files ``nox -s
+mxnet`` left in ``.crossbackend/`` are used; else the tests skip, saying so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unifparam.conformance import crossbackend
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / ".crossbackend"
+HOW = ("run `nox -s mxnet` first (MXNet 1.9.1 needs its own venv with numpy < 1.24), or set "
+       "UNIFPARAM_MXNET_PYTHON to an interpreter with mxnet and this repository installed")
+
+
+def mxnet_python() -> str | None:
+    """The mxnet venv's interpreter, if there is one."""
+    given = os.environ.get("UNIFPARAM_MXNET_PYTHON")
+    path = Path(given) if given else ROOT / ".nox" / "mxnet" / "bin" / "python"
+    return str(path) if path.exists() else None
+
+
+def _worker() -> str:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_checkpoint_crossbackend import WORKER
+    return WORKER
+
+
+def _run(python: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([python, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900)
+
+
+def tour_lines(text: str) -> list[str]:
+    """The tour's lines that must agree across backends (not the backend's name nor P12)."""
+    return [line for line in text.splitlines()
+            if not line.startswith("backend:") and "own default" not in line]
+
+
+def record(folder: Path, python: str = sys.executable) -> None:
+    """Write the MXNet side into ``folder`` (run with the mxnet venv's interpreter)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ".gitignore").write_text("*\n")
+    steps = {
+        "recording": ["-m", "unifparam.conformance.crossbackend", "record", "--backend",
+                      "mxnet", "--out", str(folder / "mxnet.npz")],
+        "tour": ["-m", "unifparam", "tour", "--backend", "mxnet"],
+        "checkpoints": ["-c", _worker(), "save", "mxnet", str(folder / "mxnet-checkpoints")],
+    }
+    for what, args in steps.items():
+        proc = _run(python, *args)
+        if proc.returncode:
+            raise RuntimeError(f"mxnet {what} failed:\n{proc.stderr[-5000:]}")
+        if what == "tour":
+            (folder / "mxnet-tour.txt").write_text(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def mxnet_side(tmp_path_factory) -> Path:
+    """A folder with the MXNet side: recorded now if the mxnet venv exists, else nox's."""
+    python = mxnet_python()
+    if python is not None:
+        folder = tmp_path_factory.mktemp("mxnet-side")
+        record(folder, python)
+        return folder
+    if not (RECORDS / "mxnet.npz").exists():
+        pytest.skip(f"no MXNet recording in {RECORDS}: {HOW}")
+    return RECORDS
+
+
+def test_mxnet_recording_agrees_with_torch(mxnet_side, tmp_path):
+    path = tmp_path / "torch.npz"
+    proc = _run(sys.executable, "-m", "unifparam.conformance.crossbackend", "record",
+                "--backend", "torch", "--out", str(path))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    problems = crossbackend.compare(crossbackend.load(str(path)),
+                                    crossbackend.load(str(mxnet_side / "mxnet.npz")))
+    assert not problems, "\n".join(problems)
+
+
+def test_mxnet_tour_prints_the_same_text_as_torch(mxnet_side):
+    proc = _run(sys.executable, "-m", "unifparam", "tour", "--backend", "torch")
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    mxnet_text = (mxnet_side / "mxnet-tour.txt").read_text()
+    assert "mxnet's own default" in mxnet_text
+    assert tour_lines(mxnet_text) == tour_lines(proc.stdout)
+
+
+def _load(python: str, loader: str, saved: Path) -> list[str]:
+    proc = _run(python, "-c", _worker(), "load", loader, "-", str(saved))
+    assert proc.returncode == 0, f"{loader} could not load:\n{proc.stderr[-5000:]}"
+    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(results) == len(list(saved.glob("*.safetensors"))) > 0
+    return [f"case {r['case']}: {r['problem']}" for r in results if r["problem"]]
+
+
+def test_checkpoints_saved_on_mxnet_load_on_torch(mxnet_side):
+    problems = _load(sys.executable, "torch", mxnet_side / "mxnet-checkpoints")
+    assert not problems, "\n".join(problems)
+
+
+def test_checkpoints_saved_on_torch_load_on_mxnet(tmp_path):
+    python = mxnet_python()
+    if python is None:
+        pytest.skip(f"loading on MXNet needs the mxnet venv's interpreter: {HOW}")
+    saved = tmp_path / "torch"
+    proc = _run(sys.executable, "-c", _worker(), "save", "torch", str(saved))
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    problems = _load(python, "mxnet", saved)
+    assert not problems, "\n".join(problems)
+
+
+if __name__ == "__main__":  # the mxnet session: python tests/test_crossbackend_mxnet.py record DIR
+    if sys.argv[1:2] != ["record"] or len(sys.argv) != 3:
+        sys.exit("usage: python tests/test_crossbackend_mxnet.py record FOLDER")
+    record(Path(sys.argv[2]).resolve())
