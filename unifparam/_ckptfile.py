@@ -235,6 +235,8 @@ def read(path: str | os.PathLike[str], *, verify: bool = True) -> Checkpoint:
     if not isinstance(meta, dict) or not all(isinstance(k, str) and isinstance(v, str)
                                              for k, v in meta.items()):
         raise _bad(path, "its __metadata__ is not a mapping of strings to strings")
+    if len(header) > MAX_TENSORS:
+        raise _bad(path, f"its header has more than {MAX_TENSORS:,} tensors, the limit")
     tensors = {name: _tensor(path, name, entry) for name, entry in header.items()}
     _check_offsets(path, tensors, size - 8 - n)
     ck = Checkpoint(path, size, 8 + n, tensors, meta, verify=verify, _map=mm)
@@ -258,6 +260,8 @@ def _map_file(path: str) -> tuple[mmap.mmap, int]:
     try:
         _require_regular(path, os.stat(path).st_mode)  # no open() of a FIFO or a device
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
+    except CheckpointError:
+        raise
     except OSError as e:
         raise _os_error(path, e, "read") from None
     try:
