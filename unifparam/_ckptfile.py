@@ -516,11 +516,7 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Value],
             f.write(header)
             with _Hasher() as hash_in_background:
                 for name in order:
-                    dtype, shape, source = plan[name]
-                    h = hashlib.new(DIGEST)
-                    for chunk in _chunks(path, name, dtype, shape, source):
-                        hash_in_background(h, chunk, f.write)
-                    digests[name] = f"{DIGEST}:{h.hexdigest()}"
+                    digests[name] = _write_tensor(f, path, name, plan[name], hash_in_background)
             final = _header(plan, offsets, metadata, digests)
             assert len(final) == len(header)  # fixed-width digests: same layout
             f.seek(0)
@@ -577,6 +573,15 @@ def _header(plan: Mapping[str, tuple[str, tuple[int, ...], Any]],
     raw = json.dumps(doc, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # as safetensors pads: the data section starts aligned
     return len(raw).to_bytes(8, "little") + raw
+
+
+def _write_tensor(f: Any, path: str, name: str, entry: tuple[str, tuple[int, ...], Any],
+                  hash_in_background: Callable[..., None]) -> str:
+    """Fetch, write and hash one tensor; its value is released on return."""
+    h = hashlib.new(DIGEST)
+    for chunk in _chunks(path, name, *entry):
+        hash_in_background(h, chunk, f.write)
+    return f"{DIGEST}:{h.hexdigest()}"
 
 
 def _chunks(path: str, name: str, dtype: str, shape: tuple[int, ...], source: Value
