@@ -404,3 +404,17 @@ def test_written_file_is_standard_safetensors_with_digests(tmp_path):
     assert digests == {n: "sha256:" + hashlib.sha256(v.tobytes()).hexdigest()
                        for n, v in values.items()}
     assert {k: meta[k] for k in META} == META
+
+
+def test_unstorable_dtypes_and_metadata_are_refused_before_any_file(tmp_path):
+    path = tmp_path / "m.safetensors"
+    bf16 = _ckptfile.Pending("bfloat16", (2,), lambda: pytest.fail("fetched"))
+    with pytest.raises(up.UnsupportedError, match="bfloat16"):
+        _ckptfile.write(path, {"a": bf16}, META)
+    with pytest.raises(up.UnsupportedError, match="complex64"):
+        _ckptfile.write(path, {"a": np.zeros(2, np.complex64)}, META)
+    with pytest.raises(up.CheckpointFormatError, match="strings to strings"):
+        _ckptfile.write(path, {}, {"epoch": 3})
+    with pytest.raises(up.CheckpointFormatError, match="is not|name"):
+        _ckptfile.write(path, {"../x": np.zeros(2)}, META)
+    assert list(tmp_path.iterdir()) == []

@@ -500,6 +500,9 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Value],
         raise CheckpointNotFoundError(f"Cannot save to {path}: the directory {directory} does "
                                       f"not exist. Create it first (os.makedirs) or choose "
                                       f"another path.")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise CheckpointFormatError(f"Cannot save {path}: safetensors metadata maps strings to "
+                                    f"strings; encode other values as JSON text first.")
     plan = _plan(path, arrays)
     order = sorted(plan, key=lambda n: (-np.dtype(plan[n][0]).itemsize, n))
     offsets, end = {}, 0
@@ -547,7 +550,11 @@ def _plan(path: str, arrays: Mapping[str, Value]) -> dict[str, tuple[str, tuple[
                                         f"name is dot-separated words of letters, digits, _ "
                                         f"and -.")
         if isinstance(value, Pending):
-            dtype, shape = np.dtype(value.dtype).name, tuple(int(d) for d in value.shape)
+            try:
+                dtype = np.dtype(value.dtype).name
+            except TypeError:
+                dtype = str(value.dtype)
+            shape = tuple(int(d) for d in value.shape)
         else:
             probe = np.asarray(value() if callable(value) else value)
             dtype, shape = probe.dtype.name, tuple(probe.shape)

@@ -77,8 +77,8 @@ def describe(ck: Checkpoint) -> str:
     lines = [f"Checkpoint: {ck.path}",
              f"Size: {ck.size:,} bytes ({_human(ck.size)}), {len(ck.tensors)} tensors, "
              f"{count:,} values",
-             f"Saved by: unifparam {meta.get('unifparam_version', '?')} on backend "
-             f"{meta.get('backend', '?')}" if "unifparam_version" in meta
+             f"Saved by: unifparam {meta.get('unifparam_version', '?')[:40]} on backend "
+             f"{meta.get('backend', '?')[:40]}" if "unifparam_version" in meta
              else "Saved by: not unifparam (plain safetensors file)"]
     body, why = _spec_summary(ck)
     if body is None:
