@@ -94,7 +94,7 @@ class Tie:
 
 @dataclass(eq=False)
 class Checkpoint:
-    """A validated checkpoint: header facts plus the one read-only mapping of the file.
+    """A validated checkpoint: header facts plus the one copy-on-write mapping of the file.
 
     ``digests`` maps stored names to ``(algorithm, hex)`` (empty for files without them);
     ``verify`` says whether :meth:`arrays` checks them (once) before returning.
