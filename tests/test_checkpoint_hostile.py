@@ -391,3 +391,26 @@ def test_no_stat_mode_is_read_but_a_regular_file():
     for mode in (stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK, stat.S_IFLNK):
         with pytest.raises(up.CheckpointFormatError, match="not a regular file"):
             _ckptfile._require_regular("p", mode)
+
+
+# ---- the command line never shows a traceback -------------------------------------------
+def test_unifparam_inspect_command_on_hostile_files(good, tmp_path, capsys):
+    from unifparam._cli import main
+
+    def flatten(header):
+        header["0.weight"]["shape"] = [32]
+    flat = _with_spec(good, tmp_path, SPEC, flatten)
+    assert main(["inspect", str(flat)]) == 0
+    assert "0.weight   (32,)" in capsys.readouterr().out
+    loop = {"format": "unifparam.spec/1",
+            "root": {"kind": "Sequential", "id": 0, "layers": [{"ref": 0}]}}
+    assert main(["inspect", str(_with_spec(good, tmp_path, loop))]) == 0
+    assert "contains itself" in capsys.readouterr().out
+    many = tmp_path / "many.safetensors"
+    many.write_bytes(_many(10**6))
+    os.mkfifo(tmp_path / "pipe")
+    for bad, says in ((many, "over the limit"), (tmp_path / "pipe", "FIFO"),
+                      (tmp_path / "nope", "No checkpoint")):
+        assert main(["inspect", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and says in err and "Traceback" not in err

@@ -259,7 +259,7 @@ def _map_file(path: str) -> tuple[mmap.mmap, int]:
     """One descriptor, opened only on a regular file, and one copy-on-write map of it."""
     try:
         _require_regular(path, os.stat(path).st_mode)  # no open() of a FIFO or a device
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except CheckpointError:
         raise
     except OSError as e:
