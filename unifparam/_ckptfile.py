@@ -26,7 +26,6 @@ import math
 import mmap
 import os
 import re
-import secrets
 import stat
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -637,7 +636,7 @@ class _Hasher:
 def _create_temp(path: str, directory: str) -> tuple[int, str]:
     stem = os.path.basename(path)[:180]  # stays under NAME_MAX with the mark and suffix
     for _ in range(100):
-        tmp = os.path.join(directory, f".{stem}{TEMP_MARK}{secrets.token_hex(4)}")
+        tmp = os.path.join(directory, f".{stem}{TEMP_MARK}{os.urandom(4).hex()}")
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                          0o600)
