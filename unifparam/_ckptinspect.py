@@ -20,6 +20,10 @@ from ._ckptfile import Checkpoint
 from .errors import UnifparamError, UnsupportedError, fmt_shape
 
 Shape = tuple[int | None, ...]
+#: The tensor table shows at most this many rows (then a count of the rest).
+MAX_TABLE_ROWS = 1000
+#: Files with more tensors than this are shown as a table, without rebuilding the spec.
+MAX_SPEC_TENSORS = 10_000
 
 
 class ShapesBackend(Backend):
@@ -74,27 +78,46 @@ def describe(ck: Checkpoint) -> str:
     lines = [f"Checkpoint: {ck.path}",
              f"Size: {ck.size:,} bytes ({_human(ck.size)}), {len(ck.tensors)} tensors, "
              f"{count:,} values",
-             f"Saved by: unifparam {meta.get('unifparam_version', '?')} on backend "
-             f"{meta.get('backend', '?')}" if "unifparam_version" in meta
+             f"Saved by: unifparam {meta.get('unifparam_version', '?')[:40]} on backend "
+             f"{meta.get('backend', '?')[:40]}" if "unifparam_version" in meta
              else "Saved by: not unifparam (plain safetensors file)"]
-    body = _spec_summary(ck)
+    body, why = _spec_summary(ck)
     if body is None:
-        if ck.spec_json is not None:
-            lines.append("(the recorded spec does not match the tensors; showing the tensors)")
+        if why:
+            lines.append(f"(the recorded spec {why}; showing the tensors)")
         body = _table(ck)
     return "\n".join([*lines, "", body])
 
 
-def _spec_summary(ck: Checkpoint) -> str | None:
+def _spec_summary(ck: Checkpoint) -> tuple[str | None, str]:
+    """The saved model's summary, or None and why it cannot be shown (a file is untrusted)."""
+    if ck.spec_json is None:
+        return None, ""
+    if len(ck.tensors) > MAX_SPEC_TENSORS:
+        return None, f"is not rebuilt for over {MAX_SPEC_TENSORS:,} tensors"
+    try:
+        return _rebuild(ck)
+    except RecursionError:
+        return None, "is nested too deeply"
+    except Exception as e:  # any failure on a hostile file falls back to the tensor table
+        return None, f"could not be rebuilt ({type(e).__name__})"
+
+
+def _rebuild(ck: Checkpoint) -> tuple[str | None, str]:
     from ._model import Model
     from ._specio import spec_from_json
     from ._state import state_from_spec
     from ._summary import summary
     from ._verbs import tie
-    if ck.spec_json is None:
-        return None
     try:
-        spec = spec_from_json(ck.spec_json)
+        spec = spec_from_json(ck.spec_json or "")
+        uses = _uses(spec, MAX_SPEC_TENSORS)
+        if uses is None:
+            return None, "contains itself"
+        if uses > MAX_SPEC_TENSORS:
+            return None, f"has over {MAX_SPEC_TENSORS:,} layer uses"
+        if not _shapes_fit(spec, ck):
+            return None, "does not match the tensors' shapes"
         be = ShapesBackend(ck)
         st = state_from_spec(be, spec)
         net = Model(st, st.root)
@@ -105,12 +128,55 @@ def _spec_summary(ck: Checkpoint) -> str | None:
         recorded = {t.name: (t.root, t.transpose) for t in ck.ties}
         if set(st.slots) != set(ck.tensors) or {n: (a.root, a.transpose) for n, a in
                                                 st.aliases.items()} != recorded:
-            return None
+            return None, "does not match the tensors' names or ties"
         if not st.all_in(MATERIALIZED):
+            return None, "does not match the tensors"
+        return str(summary(net)), ""
+    except (UnifparamError, KeyError, ValueError, TypeError) as e:
+        return None, f"does not match the tensors ({type(e).__name__})"
+
+
+def _uses(spec: nn.Layer, cap: int) -> int | None:
+    """Layer uses of ``spec`` counted with repeats (capped at ``cap + 1``); None if cyclic.
+
+    A recorded spec can make a layer contain itself (walking it never ends) or reuse layers
+    so that the model has exponentially many uses; both are refused before building.
+    """
+    total: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack: list[tuple[nn.Layer, bool]] = [(spec, False)]
+    while stack:
+        layer, children_done = stack.pop()
+        key = id(layer)
+        if children_done:
+            visiting.discard(key)
+            total[key] = min(cap + 1, 1 + sum(total[id(c)] for _, c in layer.children()))
+            continue
+        if key in total:
+            continue
+        if key in visiting:
             return None
-        return str(summary(net))
-    except (UnifparamError, KeyError, ValueError, TypeError):
-        return None
+        visiting.add(key)
+        stack.append((layer, True))
+        for _, child in layer.children():
+            if id(child) in visiting:
+                return None
+            if id(child) not in total:
+                stack.append((child, False))
+    return total[id(spec)]
+
+
+def _shapes_fit(spec: nn.Layer, ck: Checkpoint) -> bool:
+    """Whether each stored tensor has the rank and known sizes the spec declares for it."""
+    for path, layer in nn.first_uses(spec):
+        for d in layer.param_decls():
+            shape = ck.shape_of(nn.join(path, d.name))
+            if shape is None:
+                continue
+            if len(shape) != len(d.shape) or any(
+                    want is not None and want != got for want, got in zip(d.shape, shape)):
+                return False
+    return True
 
 
 def _table(ck: Checkpoint) -> str:
@@ -121,10 +187,13 @@ def _table(ck: Checkpoint) -> str:
     for col, justify in (("name", "left"), ("shape", "left"), ("dtype", "left"),
                          ("params", "right"), ("trainable", "left"), ("tied with", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    for name in ck.order():
+    tied_to: dict[str, list[str]] = {}
+    for x in ck.ties:
+        tied_to.setdefault(x.root, []).append(f"{x.name}{' (transposed)' if x.transpose else ''}")
+    names = ck.order()
+    for name in names[:MAX_TABLE_ROWS]:
         t = ck.tensors[name]
-        tied = [f"{x.name}{' (transposed)' if x.transpose else ''}" for x in ck.ties
-                if x.root == name]
+        tied = tied_to.get(name, [])
         trainable = ck.trainable.get(name)
         table.add_row(name, fmt_shape(t.shape), t.dtype, f"{math.prod(t.shape):,}",
                       "?" if trainable is None else ("yes" if trainable else "no"),
@@ -132,7 +201,10 @@ def _table(ck: Checkpoint) -> str:
     out = io.StringIO()
     Console(file=out, width=100, color_system=None, force_terminal=False, highlight=False,
             emoji=False).print(table)
-    return "\n".join(s.rstrip() for s in out.getvalue().rstrip().splitlines())
+    text = "\n".join(s.rstrip() for s in out.getvalue().rstrip().splitlines())
+    if len(names) > MAX_TABLE_ROWS:
+        text += f"\n... and {len(names) - MAX_TABLE_ROWS:,} more tensors"
+    return text
 
 
 def _human(n: int) -> str:

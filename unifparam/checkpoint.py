@@ -81,8 +81,9 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
         if slot.dtype not in _ckptfile.CODES:
             raise UnsupportedError(f"Parameter '{name}' has dtype {slot.dtype}, which the "
                                    f"checkpoint format cannot store.")
-    arrays = {name: np.asarray(st.backend.read(st.native, slot.ref), dtype=slot.dtype)
-              for name, slot in st.slots.items()}
+    arrays = {name: _ckptfile.Pending(slot.dtype, tuple(st.status(name)[0]),  # type: ignore[arg-type]
+                                      _fetch(st, name))
+              for name, slot in st.slots.items()}  # read one at a time, as they are written
     metadata = {
         "format": _ckptfile.FORMAT, "format_version": _ckptfile.FORMAT_VERSION,
         "unifparam_version": __version__, "backend": st.backend.name,
@@ -94,6 +95,11 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
         with contextlib.suppress(SpecError):  # a user-defined layer: no spec recorded
             metadata["spec"] = spec_to_json(st.spec)
     _ckptfile.write(path, arrays, metadata)
+
+
+def _fetch(st: ModelState, name: str) -> Callable[[], Any]:
+    slot = st.slots[name]
+    return lambda: np.asarray(st.backend.read(st.native, slot.ref), dtype=slot.dtype)
 
 
 # ---- load -------------------------------------------------------------------------------
@@ -116,19 +122,21 @@ class _Match:
 
 
 def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
-         progress: bool | None = None) -> LoadReport:
+         progress: bool | None = None, verify: bool = True) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any backend, same spec).
 
     A model whose shapes are unknown is materialized from the file's shapes (no example
     input). Ties recorded in the file are restored. ``strict=False`` loads the names both
     have and reports the rest; shape and dtype mismatches always fail, before any change.
+    ``verify`` checks each tensor's recorded digest (a torn or altered file is an error,
+    never values); ``verify=False`` skips it for speed.
 
     >>> report = unifparam.load(net, "net.safetensors", strict=False)
     >>> report.missing, report.unexpected
     ((), ())
     """
     st = _root_state(model, "load")
-    ck = _ckptfile.read(path)
+    ck = _ckptfile.read(path, verify=verify)
     match = _match(st, ck, strict)
     todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
     if todo:  # checked on the state before the file's ties are made: nothing changes yet

@@ -81,7 +81,26 @@ class CheckpointMismatchError(CheckpointError, ValueError):
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
-    """No checkpoint file at that path."""
+    """No checkpoint file at that path (missing, a directory, a symlink loop, no directory)."""
+
+
+class CheckpointPathError(CheckpointError, TypeError):
+    """The path given is not a file path (``None``, a number, ...)."""
+
+
+class CheckpointIOError(CheckpointError, OSError):
+    """The operating system refused to read or write the file: read-only or full disk, I/O error.
+
+    ``errno`` and ``filename`` are set as on the builtin ``OSError``.
+    """
+
+    def __init__(self, message: str, *, errno: int | None = None, filename: str | None = None):
+        super().__init__(message)
+        self.errno, self.filename = errno, filename
+
+
+class CheckpointPermissionError(CheckpointIOError, PermissionError):
+    """No permission to read the checkpoint, or to write into its directory."""
 
 
 class AlreadyInitializedWarning(UserWarning):
