@@ -23,25 +23,12 @@ def configurations(which: str) -> list[str]:
     if which != "all":
         return [which]
 
-    def installed(info: object, variant: str) -> bool:
-        # a variant naming a module (keras:jax) needs it installed; one naming a part of the
-        # framework (flax:nnx is flax/nnx) needs that part; found without importing anything
-        if importlib.util.find_spec(variant) is not None:
-            return True
-        for module in info.requires:  # type: ignore[attr-defined]
-            spec = importlib.util.find_spec(module)
-            for where in (spec.submodule_search_locations or []) if spec else []:
-                if os.path.exists(os.path.join(where, variant)) or \
-                        os.path.exists(os.path.join(where, f"{variant}.py")):
-                    return True
-        return False
-
     out = []
     for name, info in registered().items():
         if not info.installed():
             continue
         if info.variants:
-            out += [f"{name}:{v}" for v in info.variants if installed(info, v)]
+            out += [f"{name}:{v}" for v in info.variants if info.variant_installed(v)]
         else:
             out.append(name)
     return out
@@ -87,7 +74,7 @@ def preflight(backend: str) -> None:
     found = info(backend)  # BackendNotFoundError for an unknown name
     base, variant = split_name(backend)
     missing, hint = [m for m in found.requires if not _importable(m)], found.install
-    if variant and not missing and not _importable(variant):  # keras:jax without jax
+    if variant and not missing and not found.variant_installed(variant):  # keras:jax, no jax
         missing, hint = [variant], f"pip install 'unifparam[{variant}]'"
     if missing:
         raise BackendNotInstalledError(

@@ -47,6 +47,20 @@ class BackendInfo:
         """True if every required module can be imported (checked without importing)."""
         return all(importlib.util.find_spec(m) is not None for m in self.requires)
 
+    def variant_installed(self, variant: str) -> bool:
+        """True if ``variant`` can run: a variant naming a module (``keras:jax``) needs it
+        importable; one naming a part of the framework (``flax:nnx`` is ``flax/nnx``) needs
+        that part. Checked without importing anything."""
+        if importlib.util.find_spec(variant) is not None:
+            return True
+        for module in self.requires:
+            spec = importlib.util.find_spec(module)
+            for where in (spec.submodule_search_locations or []) if spec else []:
+                if os.path.exists(os.path.join(where, variant)) or \
+                        os.path.exists(os.path.join(where, f"{variant}.py")):
+                    return True
+        return False
+
     def framework_version(self) -> str | None:
         """The installed framework's version, or None."""
         from importlib.metadata import PackageNotFoundError, version
