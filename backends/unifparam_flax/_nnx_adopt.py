@@ -176,8 +176,7 @@ def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
     attribute path of every canonical layer path."""
     paths: dict[str, Keys] = {}
 
-    def visit(obj: Any, keys: Keys) -> NativeLayer:
-        path = ".".join(keys)
+    def visit(obj: Any, keys: Keys, path: str) -> NativeLayer:
         paths[path] = keys
         kind = type(obj).__name__
         layer = NativeLayer(path, kind, _text(obj, kind))
@@ -190,7 +189,17 @@ def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
                 layer.params[local] = native_param(obj, keys, key, value, name, local, role,
                                                    axes, layout)
             elif _is_layer(value):
-                layer.children.append((key, visit(value, (*keys, key))))
+                if getattr(obj, "positional_children", False) and key == "layers":
+                    for i, child in enumerate(value):  # unifparam's own Sequential
+                        item = str(i)
+                        layer.children.append(
+                            (item, visit(child, (*keys, key, item), _join(path, item))))
+                    continue
+                layer.children.append((key, visit(value, (*keys, key), _join(path, key))))
         return layer
 
-    return visit(module, ()), paths
+    return visit(module, (), ""), paths
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key

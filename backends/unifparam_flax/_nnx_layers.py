@@ -54,7 +54,9 @@ class Flippable:
 
 
 class Sequential(nnx.Module):
-    """Layers in order; every layer takes ``training``."""
+    """Layers in order; every layer takes ``training``. Adoption names them by position."""
+
+    positional_children = True
 
     def __init__(self, layers: list[nnx.Module]):
         self.layers = nnx.List(layers)
