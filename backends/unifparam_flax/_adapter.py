@@ -35,7 +35,7 @@ from ._layers import (
     to_canonical,
     to_flax,
 )
-from ._state import FlaxState, LayerInfo, Leaf, Path, tied_module, tied_value
+from ._state import FlaxState, LayerInfo, Leaf, Path, expand, tied_module
 
 
 class FlaxBackend(Backend):
@@ -257,8 +257,7 @@ def _init_vars(module: linen.Module, key: Any, xs: Sequence[Any]) -> Any:
 
 
 def _apply(st: FlaxState, leaves: Mapping[Path, Any], xs: Sequence[Any], training: bool) -> Any:
-    variables = traverse_util.unflatten_dict(
-        {**leaves, **{p: tied_value(leaves, st.ties, p) for p in st.ties}})
+    variables = expand(leaves, st.ties)
     kwargs: dict[str, Any] = {}
     if _takes(st.module, "training"):
         kwargs["training"] = training

@@ -22,7 +22,7 @@ from unifparam import NativeLayer, NativeParam
 from unifparam.errors import UnsupportedError
 from unifparam.roles import classify, family_of
 
-from ._layers import shape_to_canonical
+from ._layers import canonical_perm, shape_to_canonical
 from ._state import LayerInfo, Leaf, Path
 
 _KNOWN = (linen.Dense, linen.Conv, linen.ConvTranspose, linen.Embed, linen.LayerNorm,
@@ -174,9 +174,7 @@ def _own_leaves(m: Any, prefix: Path, flat: Mapping[Path, Any], predict: bool
 
 
 def _pred_canonical(native: tuple[Any, ...], layout: str) -> tuple[Any, ...]:
-    perm = {"dense": (1, 0)}.get(layout) if len(native) == 2 else None
-    if layout == "conv" and len(native) >= 3:
-        perm = (len(native) - 1, len(native) - 2, *range(len(native) - 2))
+    perm = canonical_perm(layout, len(native))
     return native if perm is None else tuple(native[i] for i in perm)
 
 

@@ -194,6 +194,11 @@ def _perm(layout: str, ndim: int, to_native: bool) -> tuple[int, ...] | None:
     return None
 
 
+def canonical_perm(layout: str, ndim: int) -> tuple[int, ...] | None:
+    """The axes permutation from native to canonical layout (None: the same)."""
+    return _perm(layout, ndim, to_native=False)
+
+
 def to_canonical(layout: str, value: Any) -> Any:
     """A native leaf (numpy or jax) in canonical layout: Dense ``(in, out)`` -> ``(out, in)``."""
     perm = _perm(layout, value.ndim, to_native=False)

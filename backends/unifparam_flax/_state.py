@@ -75,10 +75,9 @@ class FlaxState:
 
     def variables(self, expanded: bool = True) -> dict[str, Any]:
         """The nested variables dict (``{'params': ..., 'batch_stats': ...}``)."""
-        flat = dict(self.leaves)
         if expanded:
-            flat.update({p: tied_value(self.leaves, self.ties, p) for p in self.ties})
-        return traverse_util.unflatten_dict(flat) if flat else {}
+            return expand(self.leaves, self.ties)
+        return traverse_util.unflatten_dict(dict(self.leaves)) if self.leaves else {}
 
 
 def tied_value(leaves: Mapping[Path, Any], ties: Mapping[Path, tuple[Leaf, Leaf, bool]],

@@ -174,8 +174,7 @@ class KerasBackend(Backend):
             _, src, transpose = link
             return self.write(native, src, np.ascontiguousarray(value.T if transpose else value))
         var = ref.own()
-        perm = None if ref.perm is None else tuple(int(i) for i in np.argsort(ref.perm))
-        buffer = to_layout(value, perm, var.dtype)  # aligned, so keras:jax can adopt it
+        buffer = to_layout(value, ref.native_perm, var.dtype)  # aligned, so keras:jax can adopt it
         if var._value is None:  # left empty by materialize: the first value creates it
             var._initialize(buffer)
             _track_torch_layer(ref.layer)

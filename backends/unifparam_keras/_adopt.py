@@ -41,6 +41,11 @@ class Ref:
     trainable: bool = True
     var: Any = None
 
+    @property
+    def native_perm(self) -> tuple[int, ...] | None:
+        """The permutation taking a canonical array to this parameter's native layout."""
+        return None if self.perm is None else kernel_perm(len(self.perm), to_native=True)
+
     def own(self) -> Any:
         """The layer's own variable, or None before the layer is built."""
         if self.var is not None:

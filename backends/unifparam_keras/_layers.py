@@ -211,9 +211,8 @@ def view(dst: Ref, src: Ref, transpose: bool) -> Any:
     axes = list(src.perm or range(ndim))
     if transpose:
         axes.reverse()
-    if dst.perm is not None:
-        inverse = sorted(range(ndim), key=dst.perm.__getitem__)
-        axes = [axes[i] for i in inverse]
+    if dst.native_perm is not None:
+        axes = [axes[i] for i in dst.native_perm]
     value = getattr(src.layer, src.attr)
     return value if axes == list(range(ndim)) else ops.transpose(value, axes)
 
