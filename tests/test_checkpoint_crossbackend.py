@@ -6,7 +6,6 @@ its outputs, listing and summary; a loader builds each spec fresh (shapes unknow
 the file with no example input and must reproduce outputs, names, ties and summary.
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import pytest
 import unifparam
 
 ROOT = Path(__file__).resolve().parent.parent
-ORDER = ["torch", "keras:tensorflow", "keras:jax", "keras:torch", "flax"]
+ORDER = ["torch", "keras:tensorflow", "keras:jax", "keras:torch", "flax", "flax:nnx"]
 
 
 def configurations() -> list[str]:
@@ -28,7 +27,7 @@ def configurations() -> list[str]:
         info = unifparam.backends().get(base)
         if info is None or not info.installed():
             continue
-        if variant and importlib.util.find_spec(variant) is None:
+        if variant and not info.variant_installed(variant):
             continue
         found.append(name)
     return found

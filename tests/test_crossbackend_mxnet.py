@@ -41,9 +41,16 @@ def mxnet_python() -> str | None:
 
 
 def _worker() -> str:
+    return _other_test().WORKER
+
+
+def _other_test():  # the sibling test module: its worker and configurations
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from test_checkpoint_crossbackend import WORKER
-    return WORKER
+    import test_checkpoint_crossbackend
+    return test_checkpoint_crossbackend
+
+
+CONFIGS = _other_test().CONFIGS
 
 
 def _run(python: str, *args: str) -> subprocess.CompletedProcess:
@@ -106,27 +113,32 @@ def test_mxnet_tour_prints_the_same_text_as_torch(mxnet_side):
     assert tour_lines(mxnet_text) == tour_lines(proc.stdout)
 
 
-def _load(python: str, loader: str, saved: Path) -> list[str]:
-    proc = _run(python, "-c", _worker(), "load", loader, "-", str(saved))
+def _load(python: str, loader: str, *saved: Path) -> list[str]:
+    proc = _run(python, "-c", _worker(), "load", loader, "-", *map(str, saved))
     assert proc.returncode == 0, f"{loader} could not load:\n{proc.stderr[-5000:]}"
     results = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert len(results) == len(list(saved.glob("*.safetensors"))) > 0
-    return [f"case {r['case']}: {r['problem']}" for r in results if r["problem"]]
+    assert len(results) == sum(len(list(f.glob("*.safetensors"))) for f in saved) > 0
+    return [f"saved in {r['saver']}, case {r['case']}: {r['problem']}" for r in results
+            if r["problem"]]
 
 
-def test_checkpoints_saved_on_mxnet_load_on_torch(mxnet_side):
-    problems = _load(sys.executable, "torch", mxnet_side / "mxnet-checkpoints")
+@pytest.mark.parametrize("loader", CONFIGS)
+def test_checkpoints_saved_on_mxnet_load_on_every_configuration(mxnet_side, loader):
+    problems = _load(sys.executable, loader, mxnet_side / "mxnet-checkpoints")
     assert not problems, "\n".join(problems)
 
 
-def test_checkpoints_saved_on_torch_load_on_mxnet(tmp_path):
+def test_checkpoints_saved_on_every_configuration_load_on_mxnet(tmp_path):
     python = mxnet_python()
     if python is None:
         pytest.skip(f"loading on MXNet needs the mxnet venv's interpreter: {HOW}")
-    saved = tmp_path / "torch"
-    proc = _run(sys.executable, "-c", _worker(), "save", "torch", str(saved))
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    problems = _load(python, "mxnet", saved)
+    folders = []
+    for config in CONFIGS:
+        folder = tmp_path / config.replace(":", "-")
+        proc = _run(sys.executable, "-c", _worker(), "save", config, str(folder))
+        assert proc.returncode == 0, f"{config} could not save:\n{proc.stderr[-5000:]}"
+        folders.append(folder)
+    problems = _load(python, "mxnet", *folders)
     assert not problems, "\n".join(problems)
 
 
