@@ -15,6 +15,7 @@ UNIFPARAM_TUTORIALS_FRESH=1 to run them again regardless.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 from pathlib import Path
@@ -49,16 +50,22 @@ def test_both_chapters_are_there():
     assert [p.name for p in PAGES] == ["lazy-initialization.md", "parameter-management.md"]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
-def test_tutorial_runs_and_agrees_on_every_configuration(page, configs):
+@pytest.fixture(scope="module")
+def results(configs):
     fresh = os.environ.get("UNIFPARAM_TUTORIALS_FRESH") == "1"
-    results = tutorials.run_all(page, configs, cache=not fresh)
+    return tutorials.run_all(PAGES, configs, cache=not fresh)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_tutorial_runs_and_agrees_on_every_configuration(page, configs, results):
+    by_config = tutorials.of_page(results, page)
+    assert list(by_config) == configs
     n_cells = len(tutorials.cells(page.read_text()))
-    for config, outputs in results.items():
+    for config, outputs in by_config.items():
         assert len(outputs) == n_cells, config
-    assert tutorials.disagreements(page, results) == []
+    assert tutorials.disagreements(page, by_config) == []
     # the comparison is not vacuous: most cells show something
-    shown = sum(bool(out) for out in results[configs[0]])
+    shown = sum(bool(out) for out in by_config[configs[0]])
     assert shown >= n_cells * 2 // 3, shown
 
 
@@ -70,6 +77,18 @@ def test_only_the_frameworks_defaults_are_per_backend():
     assert page == "parameter-management.md"
     text = (ROOT / "docs" / "tutorials" / page).read_text().splitlines()
     assert "nn.Dense" in text[line + 1] and "initialize" not in "\n".join(text[line:line + 6])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_page_opens_as_a_notebook(page):
+    pytest.importorskip("jupytext")
+    nb = json.loads(tutorials.notebook(page.read_text()))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    ours = tutorials.cells(page.read_text())
+    assert ["".join(c["source"]).strip() for c in code] == [c.source.strip() for c in ours]
+    assert [c["metadata"].get("tags") for c in code] == [
+        ["raises-exception"] if "raises" in c.marks else None for c in ours]
+    assert "os.environ.setdefault(\"UNIFPARAM_BACKEND\"" in "".join(code[0]["source"])
 
 
 # ---- the runner itself --------------------------------------------------------------------

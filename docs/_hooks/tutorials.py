@@ -10,11 +10,11 @@ fence (HTML comments, invisible on the site and in the notebook):
   defaults): they are not compared, and the site shows them in one tab per configuration.
 - ``<!-- tutorial: raises -->`` the cell ends in an error; its last line is the output.
 
-Each configuration (``unifparam._cli.configurations("all")``) runs a page in its own
-process (Keras fixes its backend per process). All other cells must give the same output on
-every configuration, exactly; the site shows it once.
+Each configuration (``unifparam._cli.configurations("all")``) runs in its own process
+(Keras fixes its backend per process), every page in a namespace of its own. All other
+cells must give the same output on every configuration, exactly; the site shows it once.
 
-    python docs/_hooks/tutorials.py run docs/tutorials/lazy-initialization.md keras:jax
+    python docs/_hooks/tutorials.py run keras:jax docs/tutorials/lazy-initialization.md
     python docs/_hooks/tutorials.py check docs/tutorials/*.md
 
 As an MkDocs hook (``hooks:`` in mkdocs.yml) it inserts the outputs under each cell, adds
@@ -141,12 +141,12 @@ def configurations() -> list[str]:
     return all_configurations("all")
 
 
-def digest(path: Path, config: str) -> str:
+def digest(paths: list[Path], config: str) -> str:
     from importlib import metadata
 
     h = hashlib.sha256()
     sources = sorted([*(ROOT / "unifparam").rglob("*.py"), *(ROOT / "backends").rglob("*.py")])
-    for f in [path.resolve(), Path(__file__).resolve(), *sources]:
+    for f in [*(p.resolve() for p in paths), Path(__file__).resolve(), *sources]:
         h.update(f.relative_to(ROOT).as_posix().encode() + f.read_bytes())
     for dist in FRAMEWORKS:
         with contextlib.suppress(metadata.PackageNotFoundError):
@@ -155,31 +155,42 @@ def digest(path: Path, config: str) -> str:
     return h.hexdigest()[:24]
 
 
-def run(path: Path, config: str, cache: bool = True) -> list[list[Output]]:
-    """The page's outputs on one configuration, run in a fresh process in an empty dir."""
-    key = CACHE / f"{path.stem}-{config.replace(':', '-')}-{digest(path, config)}.json"
+Results = dict[str, list[list[Output]]]  # page file name -> outputs of each cell
+
+
+def run(paths: list[Path], config: str, cache: bool = True) -> Results:
+    """The pages' outputs on one configuration: one fresh process, in an empty directory,
+    each page in its own namespace (one process for all pages: frameworks import once)."""
+    key = CACHE / f"{config.replace(':', '-')}-{digest(paths, config)}.json"
     if cache and key.exists():
         return json.loads(key.read_text())
     env = {**os.environ, "UNIFPARAM_BACKEND": config, "MPLBACKEND": "Agg",
            "PYTHONHASHSEED": "0"}
     env.pop("KERAS_BACKEND", None)
     with tempfile.TemporaryDirectory() as work:
-        proc = subprocess.run([sys.executable, __file__, "run", str(path.resolve()), config],
-                              cwd=work, env=env, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run([sys.executable, __file__, "run", config,
+                               *(str(p.resolve()) for p in paths)],
+                              cwd=work, env=env, capture_output=True, text=True, timeout=1800)
     if proc.returncode:
-        raise RuntimeError(f"{path.name} failed on {config}:\n{proc.stderr[-6000:]}")
+        raise RuntimeError(f"A tutorial failed on {config}:\n{proc.stderr[-6000:]}")
     result = json.loads(proc.stdout.splitlines()[-1])
     CACHE.mkdir(parents=True, exist_ok=True)
     key.write_text(json.dumps(result))
     return result
 
 
-def run_all(path: Path, configs: Iterable[str] | None = None, cache: bool = True,
-            workers: int = 2) -> dict[str, list[list[Output]]]:
+def run_all(paths: list[Path], configs: Iterable[str] | None = None, cache: bool = True,
+            workers: int = 2) -> dict[str, Results]:
+    """``{configuration: {page name: outputs}}`` for every configuration, ``workers`` at once."""
     configs = list(configs or configurations())
     with ThreadPoolExecutor(workers) as pool:
-        results = pool.map(lambda c: run(path, c, cache), configs)
+        results = pool.map(lambda c: run(paths, c, cache), configs)
         return dict(zip(configs, results))
+
+
+def of_page(results: dict[str, Results], path: Path) -> dict[str, list[list[Output]]]:
+    """One page's outputs by configuration."""
+    return {config: by_page[path.name] for config, by_page in results.items()}
 
 
 def comparable(outputs: list[Output]) -> list[tuple[str, str]]:
@@ -256,24 +267,46 @@ def _is_tutorial(src_uri: str) -> bool:
 
 def on_files(files: Any, config: Any) -> Any:
     """Add each tutorial's notebook (jupytext, no outputs) beside its page."""
-    import jupytext
     from mkdocs.structure.files import File
 
     for f in list(files):
         if _is_tutorial(f.src_uri):
-            nb = jupytext.reads(Path(f.abs_src_path).read_text(), fmt="md")
-            nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                         "language": "python"}
             files.append(File.generated(config, f.src_uri[:-3] + ".ipynb",
-                                        content=jupytext.writes(nb, fmt="ipynb")))
+                                        content=notebook(Path(f.abs_src_path).read_text())))
     return files
+
+
+def notebook(text: str) -> str:
+    """The page as a notebook (.ipynb text): its cells, ``raises`` cells tagged so that
+    running the whole notebook goes on past their error (``raises-exception``)."""
+    import jupytext
+    import nbformat
+
+    nb = jupytext.reads(text, fmt="md")
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                  "language": "python"}}
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    page = cells(text)
+    if [c.source.strip() for c in code] != [c.source.strip() for c in page]:
+        raise ValueError("jupytext reads other code cells than the ```python blocks")
+    for cell, ours in zip(code, page):
+        if "raises" in ours.marks:
+            cell.metadata["tags"] = ["raises-exception"]
+    nbformat.validate(nb)
+    return nbformat.writes(nb)
+
+
+_BUILT: dict[str, Results] = {}
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     if not _is_tutorial(page.file.src_uri):
         return markdown
     path = Path(page.file.abs_src_path)
-    results = run_all(path)
+    if path.name not in next(iter(_BUILT.values()), {}):  # all tutorials at once, once
+        _BUILT.clear()
+        _BUILT.update(run_all(sorted(path.parent.glob("*.md"))))
+    results = of_page(_BUILT, path)
     for problem in disagreements(path, results):
         log.warning("tutorial outputs disagree: %s", problem)
     return render(markdown, results)
@@ -281,22 +314,21 @@ def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
 
 # ---- command line ----------------------------------------------------------------------
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["run"] and len(argv) == 3:
-        os.environ["UNIFPARAM_BACKEND"] = argv[2]
+    if argv[:1] == ["run"] and len(argv) >= 3:
+        os.environ["UNIFPARAM_BACKEND"] = argv[1]
         try:
-            result = run_page(Path(argv[1]))
+            result = {Path(p).name: run_page(Path(p)) for p in argv[2:]}
         except Exception:
             traceback.print_exc()
             return 1
         print(json.dumps(result))
         return 0
     if argv[:1] == ["check"] and len(argv) > 1:
-        bad = 0
-        for page in argv[1:]:
-            problems = disagreements(Path(page), run_all(Path(page), cache=False))
-            print("\n".join(problems) or f"{page}: outputs agree")
-            bad += len(problems)
-        return 1 if bad else 0
+        pages = [Path(p) for p in argv[1:]]
+        results = run_all(pages, cache=False)
+        problems = [line for p in pages for line in disagreements(p, of_page(results, p))]
+        print("\n".join(problems) or "outputs agree")
+        return 1 if problems else 0
     print(__doc__)
     return 2
 
