@@ -44,9 +44,11 @@ def build_docs(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """The documentation site (mkdocs-material, API reference from the docstrings) into site/.
 
-    The pages' code blocks run in the tests session (tests/test_docs.py).
+    The build runs each tutorial (docs/tutorials) on every installed backend configuration,
+    hence the frameworks; results are cached in .cache/tutorials. The other pages' code
+    blocks run in the tests session (tests/test_docs.py).
     """
-    install(session, "docs")
+    install(session, "all,docs")
     build_docs(session)
 
 

@@ -22,7 +22,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SKIP = "<!-- docs-test: skip -->"
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
-PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+# tutorials run on every configuration, with their outputs compared: tests/test_tutorials.py
+PAGES = sorted([ROOT / "README.md", *(p for p in (ROOT / "docs").rglob("*.md")
+                                      if "tutorials" not in p.parts)])
 #: Pages whose code is backend-neutral: also run on these backends.
 PORTABLE = {"README.md": ("flax", "keras:jax"), "docs/index.md": ("flax", "keras:jax"),
             "docs/concepts.md": ("flax", "keras:jax")}

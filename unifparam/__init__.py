@@ -47,11 +47,11 @@ from .errors import (
 __version__ = "0.1.0"
 
 _ON_FIRST_USE = {"save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
-                 "LoadReport": "checkpoint"}
+                 "LoadReport": "checkpoint", "plot_histograms": "_display"}
 
 
 def __getattr__(name: str) -> object:
-    """Checkpoint functions load their module on first use, keeping ``import unifparam`` fast."""
+    """Checkpoint and plotting functions load their module on first use (fast import)."""
     if name in _ON_FIRST_USE:
         import importlib
         value = getattr(importlib.import_module(f".{_ON_FIRST_USE[name]}", __name__), name)
@@ -69,5 +69,5 @@ __all__ = [
     "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
     "Storage", "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
-    "materialize", "nn", "params", "save", "summary", "tie",
+    "materialize", "nn", "params", "plot_histograms", "save", "summary", "tie",
 ]

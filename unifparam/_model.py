@@ -192,6 +192,10 @@ class Param:
         state = "" if self.state == MATERIALIZED else f", {self.state}"
         return f"Parameter {self._name} (shape={fmt_shape(self.shape)}, dtype={self.dtype}{state})"
 
+    def _repr_html_(self) -> str:
+        from ._display import param_html
+        return param_html(self)
+
 
 def not_ready(name: str, shape: Shape | None, state: str) -> str:
     if state == ABSTRACT:
@@ -311,6 +315,10 @@ class Model:
 
     def __repr__(self) -> str:
         return render(self._st, self._node)
+
+    def _repr_html_(self) -> str:
+        from ._display import model_html
+        return model_html(self)
 
 
 def render(state: ModelState, node: Node, indent: str = "") -> str:

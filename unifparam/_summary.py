@@ -13,10 +13,17 @@ from .errors import fmt_shape
 
 
 class Summary(str):
-    """The summary text; shows itself as-is in a notebook or REPL."""
+    """The summary text; shows itself as-is in a REPL and as HTML tables in a notebook."""
+
+    rows: tuple[tuple[str, ...], ...] = ()
+    structure = total = ""
 
     def __repr__(self) -> str:
         return str(self)
+
+    def _repr_html_(self) -> str:
+        from ._display import summary_html
+        return summary_html(self.rows, self.structure, self.total)
 
 
 def summary(model: Model, width: int = 100) -> Summary:
@@ -36,6 +43,7 @@ def summary(model: Model, width: int = 100) -> Summary:
                          ("params", "right"), ("state", "left"), ("tied with", "left")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
     total = trainable = unknown = 0
+    rows = []
     for name, p in params(model).items():
         shape = p.shape
         known = shape is not None and None not in shape
@@ -46,16 +54,20 @@ def summary(model: Model, width: int = 100) -> Summary:
             total += count
             trainable += count if p.trainable else 0
         flags = "" if p.trainable else " (non-trainable)"
-        table.add_row(name, fmt_shape(shape), p.dtype, "?" if count is None else f"{count:,}",
-                      p.state + flags, ", ".join(p.aliases))
+        rows.append((name, fmt_shape(shape), p.dtype, "?" if count is None else f"{count:,}",
+                     p.state + flags, ", ".join(p.aliases)))
+        table.add_row(*rows[-1])
     out = io.StringIO()
     console = Console(file=out, width=width, color_system=None, force_terminal=False,
                       highlight=False, emoji=False, legacy_windows=False)
-    console.print(render(model._st, model._node), markup=False)
+    structure = render(model._st, model._node)
+    console.print(structure, markup=False)
     console.print(table)
     line = (f"Total params: {total:,}  Trainable: {trainable:,}  "
             f"Non-trainable: {total - trainable:,}")
     if unknown:
         line += f"  ({unknown} with unknown shapes, not counted)"
     console.print(line, markup=False)
-    return Summary("\n".join(s.rstrip() for s in out.getvalue().rstrip().splitlines()))
+    text = Summary("\n".join(s.rstrip() for s in out.getvalue().rstrip().splitlines()))
+    text.rows, text.structure, text.total = tuple(rows), structure, line
+    return text
