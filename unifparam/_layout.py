@@ -103,3 +103,29 @@ def names_of(st: object) -> dict[str, list[tuple[str, bool]]]:
     for name, alias in st.aliases.items():  # type: ignore[attr-defined]
         out.setdefault(alias.root, [(alias.root, False)]).append((name, alias.transpose))
     return out
+
+
+def placements(model: object, layout: Layout, axes: Mapping[str, int]
+               ) -> dict[str, Placement]:
+    """Where ``layout`` puts each parameter of ``model`` on a mesh of these axis sizes.
+
+    A dry run of ``materialize(net, mesh=..., layout=...)``: same checks, no mesh and no
+    memory needed (shapes must be known, e.g. after ``materialize(net, X, abstract=True)``).
+
+    >>> unifparam.placements(net, {"*.weight": ("model", None)}, {"data": 2, "model": 4})
+    {'0.weight': ('model', None), '0.bias': (None,)}
+    """
+    from .errors import InputShapeError, UnsupportedError
+    st = getattr(model, "_st", None)
+    if st is None:
+        raise UnsupportedError(f"unifparam.placements takes a model handle from "
+                               f"unifparam.build, got {type(model).__name__}.")
+    shapes = {}
+    for root in st.slots:
+        shape = st.status(root)[0]
+        if shape is None or None in shape:
+            raise InputShapeError(f"Parameter {root!r} has unknown shape "
+                                  f"{fmt_shape(shape)}: materialize first, e.g. "
+                                  f"unifparam.materialize(net, X, abstract=True).")
+        shapes[root] = tuple(int(d) for d in shape)
+    return resolve(layout, axes, shapes, names_of(st))
