@@ -80,12 +80,25 @@ def test_flax_on_a_2x4_jax_mesh():
     out = _run([str(HERE / "jax_mesh.py"), "flax"],
                {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert out.count("OK bit-identical") == 4 and "OK shared layer" in out
+    assert "OK checkpoints" in out
 
 
 @pytest.mark.parametrize("ranks", [2, 4])
-def test_torch_dtensor_ranks(ranks):
+def test_torch_dtensor_ranks(ranks, tmp_path):
     pytest.importorskip("torch")
     out = _run(["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={ranks}",
-                str(HERE / "torch_ranks.py")])
+                str(HERE / "torch_ranks.py"), str(tmp_path)])
     assert out.count("OK bit-identical") == 3, out
-    assert "OK abstract then sharded default init" in out
+    assert "OK abstract then sharded default init" in out and "OK checkpoints" in out
+    # the ranks' checkpoint, read by another backend, unsharded
+    pytest.importorskip("flax")
+    from unifparam import init
+    net = unifparam.build(nn.Sequential(nn.Dense(16), nn.Activation("relu"), nn.Dense(8)),
+                          backend="flax")
+    unifparam.load_sharded(net, tmp_path)
+    ref = unifparam.build(nn.Sequential(nn.Dense(16), nn.Activation("relu"), nn.Dense(8)),
+                          backend="flax")
+    unifparam.initialize(ref, init.Normal(std=0.5), seed=3)
+    unifparam.materialize(ref, input_shape=(4, 12))
+    for name, p in unifparam.params(net).items():
+        np.testing.assert_array_equal(p.numpy(), unifparam.params(ref)[name].numpy())

@@ -49,7 +49,8 @@ from .errors import (
 __version__ = "0.1.0"
 
 _ON_FIRST_USE = {"save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
-                 "LoadReport": "checkpoint"}
+                 "LoadReport": "checkpoint", "save_sharded": "_sharded",
+                 "load_sharded": "_sharded"}
 
 
 def __getattr__(name: str) -> object:
@@ -71,5 +72,6 @@ __all__ = [
     "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
     "Storage", "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
-    "materialize", "nn", "params", "placements", "save", "summary", "tie",
+    "load_sharded", "materialize", "nn", "params", "placements", "save", "save_sharded",
+    "summary", "tie",
 ]

@@ -239,6 +239,12 @@ class Backend(abc.ABC):
         """
         raise NotImplementedError
 
+    def owned_blocks(self, native: Any, ref: Any) -> list[tuple[tuple[slice, ...], Any]]:
+        """The canonical blocks of a stored value this process writes to a checkpoint:
+        ``(index, numpy block)``, the first replica of each shard. Unsharded: all of it."""
+        value = self.read(native, ref)
+        return [(tuple(slice(0, n) for n in value.shape), value)]
+
     def native_object(self, native: Any, ref: Any) -> Any:
         """The framework's own object for a parameter (torch Parameter, Keras Variable, ...)."""
         return None

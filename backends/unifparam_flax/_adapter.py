@@ -110,6 +110,21 @@ class FlaxBackend(Backend):
         return _allocate(st, frozenset(s.ref.path for s in plan.storages.values()
                                        if s.fill == WRITE))
 
+    def owned_blocks(self, native: FlaxState, ref: Leaf) -> list[tuple[tuple[slice, ...], Any]]:
+        """The first replica of each shard on this process's devices, canonical."""
+        value = native.value(ref.path)
+        ndim = value.ndim
+        perm = native_perm(ref.layout, ndim) or tuple(range(ndim))
+        out = []
+        for shard in value.addressable_shards:
+            if shard.replica_id != 0:
+                continue
+            canonical: list[slice] = [slice(None)] * ndim
+            for j, s in enumerate(shard.index):
+                canonical[perm[j]] = s
+            out.append((tuple(canonical), to_canonical(ref.layout, np.asarray(shard.data))))
+        return out
+
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
         if not isinstance(mesh, jax.sharding.Mesh):
             raise UnsupportedError(f"The flax backend shards over a jax.sharding.Mesh, got "

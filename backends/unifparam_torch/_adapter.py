@@ -108,6 +108,26 @@ class TorchBackend(Backend):
                     _store(module, attr, _like(tensor, dt))
         return native
 
+    def owned_blocks(self, native: tnn.Module, ref: Ref) -> list[tuple[tuple[slice, ...], Any]]:
+        """This rank's block of a DTensor (none if it is not the first replica); a plain
+        tensor is written by rank 0 alone."""
+        import torch.distributed as dist
+        from torch.distributed.tensor import Shard
+        tensor = getattr(ref[0], ref[1]).detach()
+        if not _is_dtensor(tensor):
+            if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+                return []
+            return super().owned_blocks(native, ref)
+        mesh, coord = tensor.device_mesh, tensor.device_mesh.get_coordinate()
+        index = [slice(0, n) for n in tensor.shape]
+        for i, placement in enumerate(tensor.placements):
+            if isinstance(placement, Shard):
+                step = tensor.shape[placement.dim] // mesh.size(i)
+                index[placement.dim] = slice(coord[i] * step, (coord[i] + 1) * step)
+            elif coord[i] != 0:
+                return []  # another rank holds the first replica
+        return [(tuple(index), tensor.to_local().cpu().numpy())]
+
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
         from torch.distributed.device_mesh import DeviceMesh
         if not isinstance(mesh, DeviceMesh) or mesh.mesh_dim_names is None:

@@ -66,6 +66,34 @@ def main() -> None:
     unifparam.materialize(net, x, mesh=mesh, layout={"1.weight": ("model", None)})
     np.testing.assert_allclose(np.asarray(net(x)), np.asarray(ref(x)), rtol=1e-5, atol=1e-5)
     print("OK shared layer")
+    # checkpoints: sharded -> files -> unsharded (flax, torch) and -> sharded (other layout)
+    import tempfile
+    src = model(init.Normal(std=0.5))
+    unifparam.materialize(src, x, mesh=mesh, layout=LAYOUT)
+    want = {n: p.numpy() for n, p in unifparam.params(src).items()}
+    with tempfile.TemporaryDirectory() as d:
+        unifparam.save_sharded(src, d, max_shard_bytes=800)
+        files = sorted(os.listdir(d))
+        assert len([f for f in files if f.endswith(".safetensors")]) > 1, files
+        assert "model.safetensors.index.json" in files
+        from safetensors.numpy import load_file
+        for f in files:
+            if f.endswith(".safetensors"):
+                for n, v in load_file(os.path.join(d, f)).items():
+                    np.testing.assert_array_equal(v, want[n])
+        for backend in ("flax", "torch"):
+            plain = unifparam.build(nn.Sequential(nn.Dense(16), nn.Activation("relu"),
+                                                  nn.Dense(8)), backend=backend)
+            unifparam.load_sharded(plain, d)
+            for n, p in unifparam.params(plain).items():
+                np.testing.assert_array_equal(p.numpy(), want[n])
+        other = model(init.Zeros())
+        unifparam.load_sharded(other, d, mesh=mesh, layout={"*.weight": (None, "model")})
+        for n, p in unifparam.params(other).items():
+            np.testing.assert_array_equal(p.numpy(), want[n])
+        assert unifparam.params(other)["0.weight"].native.sharding.spec == \
+            jax.sharding.PartitionSpec("model", None)
+    print("OK checkpoints")
 
 
 if __name__ == "__main__":
