@@ -58,6 +58,7 @@ def test_default_embedding_and_rank_3():
 def test_blocks_across_chunks(name, monkeypatch):
     # small chunks so a block spans several, with odd chunk sizes (Box-Muller pairing)
     monkeypatch.setattr(init, "CHUNK", 37)
+    monkeypatch.setattr(init, "_PIECE", 5)  # and blocks made a few elements at a time
     dist, tgt = INITS[name], _target((20, 19))
     whole = dist.generate(tgt, 3)
     for block in [(slice(None), slice(5, 15)), (slice(3, 17), slice(0, 19)),

@@ -41,6 +41,8 @@ __all__ = [
 
 #: Elements per independent random stream. Fixed so values never depend on thread count.
 CHUNK = 1 << 20
+#: Elements a block is made in at a time (its temporaries stay this small).
+_PIECE = 1 << 16
 WEIGHT_ROLES = ("weight", "embedding")
 ROLE_DEFAULTS = {"bias": 0.0, "shift": 0.0, "running_mean": 0.0, "scale": 1.0, "running_var": 1.0}
 
@@ -189,7 +191,7 @@ class Distribution(Initializer):
         for start, length in _runs(target.shape, slices):
             while length:
                 k, lo = divmod(start, CHUNK)
-                take = min(length, CHUNK - lo)
+                take = min(length, CHUNK - lo, _PIECE)  # bounded temporaries
                 stream = streams.get(k) or streams.setdefault(
                     k, _ChunkStream(self, key, k, min(CHUNK, size - k * CHUNK), target))
                 out[at:at + take] = stream.elements(lo, lo + take)
