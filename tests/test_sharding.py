@@ -46,6 +46,19 @@ def test_layout_errors_are_typed(net, layout, match):
     assert isinstance(info.value, ValueError)
 
 
+def test_keras_on_tensorflow_cannot_shard():
+    pytest.importorskip("keras")
+    done = subprocess.run([sys.executable, "-c", (
+        "import unifparam; from unifparam import nn\n"
+        "net = unifparam.build(nn.Sequential(nn.Dense(4)), backend='keras')\n"
+        "try:\n"
+        "    unifparam.materialize(net, input_shape=(1, 2), mesh=object())\n"
+        "except unifparam.UnsupportedError as e:\n"
+        "    print('refused:', e)\n")], capture_output=True, text=True,
+        env={**os.environ, "KERAS_BACKEND": "tensorflow"}, timeout=300)
+    assert "refused: The keras:tensorflow backend cannot shard" in done.stdout, done.stderr[-2000:]
+
+
 def test_layout_without_mesh_and_wrong_mesh(net):
     with pytest.raises(LayoutError, match="pass mesh= too"):
         unifparam.materialize(net, layout={"*.weight": ("model", None)})
@@ -75,10 +88,12 @@ def _run(args, env=None):
     return done.stdout
 
 
-def test_flax_on_a_2x4_jax_mesh():
+@pytest.mark.parametrize("backend", ["flax", "keras:jax"])
+def test_on_a_2x4_jax_mesh(backend):
     pytest.importorskip("flax")
-    out = _run([str(HERE / "jax_mesh.py"), "flax"],
-               {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    pytest.importorskip("keras")
+    out = _run([str(HERE / "jax_mesh.py"), backend],
+               {"XLA_FLAGS": "--xla_force_host_platform_device_count=8", "KERAS_BACKEND": "jax"})
     assert out.count("OK bit-identical") == 4 and "OK shared layer" in out
     assert "OK checkpoints" in out
 

@@ -17,6 +17,12 @@ LAYOUT = {"0.weight": ("model", "data"),   # (out, in): rows over model, columns
           "*.bias": ("model",)}
 
 
+def native(net, name):
+    """The parameter's jax array (a Keras Variable holds one)."""
+    value = unifparam.params(net)[name].native
+    return getattr(value, "value", value)
+
+
 def model(seed_init):
     net = unifparam.build(nn.Sequential(nn.Dense(16), nn.Activation("relu"), nn.Dense(8)),
                           backend=BACKEND)
@@ -36,14 +42,14 @@ def main() -> None:
         net = model(seed_init)
         unifparam.materialize(net, x, mesh=mesh, layout=LAYOUT)
         for pname, p in unifparam.params(net).items():
-            arr = p.native
+            arr = getattr(p.native, "value", p.native)  # a Keras Variable holds a jax array
             assert isinstance(arr.sharding, jax.sharding.NamedSharding), (pname, arr.sharding)
             assert len(arr.addressable_shards) == 8
             np.testing.assert_array_equal(p.numpy(), unifparam.params(ref)[pname].numpy())
-        w0 = unifparam.params(net)["0.weight"].native   # flax kernel (in, out) = (12, 16)
+        w0 = native(net, "0.weight")  # flax kernel (in, out) = (12, 16)
         assert w0.sharding.spec == jax.sharding.PartitionSpec("data", "model"), w0.sharding.spec
         assert w0.addressable_shards[0].data.shape == (6, 4)
-        w2 = unifparam.params(net)["2.weight"].native   # (16, 8) native, canonical (8, 16)
+        w2 = native(net, "2.weight")  # (16, 8) native, canonical (8, 16)
         assert w2.sharding.spec == jax.sharding.PartitionSpec("model", None)
         # sharded matmuls sum in another order: outputs agree to rounding
         np.testing.assert_allclose(np.asarray(net(x)), np.asarray(ref(x)), rtol=1e-5, atol=1e-5)
@@ -53,7 +59,7 @@ def main() -> None:
                           backend=BACKEND)
     unifparam.materialize(net, x, abstract=True, mesh=mesh, layout=LAYOUT)
     unifparam.materialize(net, mesh=mesh, layout=LAYOUT)
-    w = unifparam.params(net)["0.weight"].native
+    w = native(net, "0.weight")
     assert w.sharding.spec == jax.sharding.PartitionSpec("data", "model")
     print("OK abstract then sharded default init")
     # a tie: the tied use follows its root's placement
@@ -91,7 +97,7 @@ def main() -> None:
         unifparam.load_sharded(other, d, mesh=mesh, layout={"*.weight": (None, "model")})
         for n, p in unifparam.params(other).items():
             np.testing.assert_array_equal(p.numpy(), want[n])
-        assert unifparam.params(other)["0.weight"].native.sharding.spec == \
+        assert native(other, "0.weight").sharding.spec == \
             jax.sharding.PartitionSpec("model", None)
     print("OK checkpoints")
 
