@@ -186,14 +186,14 @@ class Distribution(Initializer):
         size = _math.prod(target.shape)
         key = stream_key(seed, target.name)
         out = _np.empty(_math.prod(s.stop - s.start for s in slices), dtype=target.dtype)
-        streams: dict[int, _ChunkStream] = {}
+        stream: _ChunkStream | None = None  # runs go forward: one chunk's stream at a time
         at = 0
         for start, length in _runs(target.shape, slices):
             while length:
                 k, lo = divmod(start, CHUNK)
                 take = min(length, CHUNK - lo, _PIECE)  # bounded temporaries
-                stream = streams.get(k) or streams.setdefault(
-                    k, _ChunkStream(self, key, k, min(CHUNK, size - k * CHUNK), target))
+                if stream is None or stream.chunk != k:
+                    stream = _ChunkStream(self, key, k, min(CHUNK, size - k * CHUNK), target)
                 out[at:at + take] = stream.elements(lo, lo + take)
                 start, length, at = start + take, length - take, at + take
         return out.reshape(tuple(s.stop - s.start for s in slices))
