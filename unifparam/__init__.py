@@ -15,6 +15,7 @@ The backend comes from ``build(..., backend=)``, the native model's type, or the
 
 from . import init, nn
 from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
+from ._layout import placements
 from ._model import Model, Param
 from ._registry import BackendInfo, get_backend
 from ._registry import registered as backends
@@ -36,6 +37,7 @@ from .errors import (
     DeferredParameterError,
     InitializerError,
     InputShapeError,
+    LayoutError,
     SpecError,
     TieError,
     UnifparamError,
@@ -47,7 +49,8 @@ from .errors import (
 __version__ = "0.1.0"
 
 _ON_FIRST_USE = {"save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
-                 "LoadReport": "checkpoint", "plot_histograms": "_display"}
+                 "LoadReport": "checkpoint", "plot_histograms": "_display",
+                 "save_sharded": "_sharded", "load_sharded": "_sharded"}
 
 
 def __getattr__(name: str) -> object:
@@ -65,9 +68,10 @@ __all__ = [
     "CheckpointError",
     "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
-    "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
+    "DeferredParameterError", "InitializerError", "InputShapeError", "LayoutError", "LoadReport",
     "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
     "Storage", "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
-    "materialize", "nn", "params", "plot_histograms", "save", "summary", "tie",
+    "load_sharded", "materialize", "nn", "params", "placements", "plot_histograms", "save",
+    "save_sharded", "summary", "tie",
 ]

@@ -93,6 +93,8 @@ class Storage:
     shape: tuple[int, ...]
     dtype: str
     fill: str = DEFAULT  # DEFAULT, WRITE or ALIAS
+    #: With a mesh: one mesh axis name or None per canonical dimension (all None: replicated).
+    shard: tuple[str | None, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -103,12 +105,14 @@ class Plan:
     complete canonical shape (authoritative: an adapter never re-infers it). With
     ``abstract`` they get shapes and no memory. ``layer_inputs`` holds, for spec-built
     models, each leaf layer's input shape, for frameworks whose layers build from it
-    (Keras ``layer.build``); adopted models have none.
+    (Keras ``layer.build``); adopted models have none. With a ``mesh`` (the framework's own
+    mesh object) every storage has a ``shard`` and is allocated sharded.
     """
 
     storages: Mapping[str, Storage]
     abstract: bool = False
     layer_inputs: Mapping[str, Shape] = field(default_factory=dict)
+    mesh: Any = None
 
 
 class Converters:
@@ -218,6 +222,28 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def reset(self, native: Any, refs: Sequence[Any]) -> Any:
         """Refill ``refs`` with the framework's own default initializer; return state."""
+
+    # ---- shard (optional: backends that take a mesh) -----------------------------------
+    def mesh_axes(self, mesh: Any) -> dict[str, int]:
+        """The mesh's axis names and sizes, in order; raise UnsupportedError if no mesh."""
+        from .errors import UnsupportedError
+        raise UnsupportedError(f"The {self.configuration} backend cannot shard parameters "
+                               f"(materialize(..., mesh=) is not supported).")
+
+    def write_sharded(self, native: Any, storage: Storage, mesh: Any,
+                      block: Callable[[tuple[slice, ...]], Any]) -> Any:
+        """Store ``storage`` sharded as ``storage.shard`` says over ``mesh``; return state.
+
+        ``block(index)`` gives the canonical block ``index`` (one slice per canonical
+        dimension) as numpy: call it only for the blocks this process's devices own.
+        """
+        raise NotImplementedError
+
+    def owned_blocks(self, native: Any, ref: Any) -> list[tuple[tuple[slice, ...], Any]]:
+        """The canonical blocks of a stored value this process writes to a checkpoint:
+        ``(index, numpy block)``, the first replica of each shard. Unsharded: all of it."""
+        value = self.read(native, ref)
+        return [(tuple(slice(0, n) for n in value.shape), value)]
 
     def native_object(self, native: Any, ref: Any) -> Any:
         """The framework's own object for a parameter (torch Parameter, Keras Variable, ...)."""

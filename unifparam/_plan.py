@@ -95,7 +95,8 @@ def shape_of(st: ModelState, name: str, planned: Mapping[str, Shape]) -> Shape |
 
 
 def for_materialize(st: ModelState, inputs: Sequence[Any], shapes: Sequence[Shape],
-                    abstract: bool) -> tuple[Plan, Values] | None:
+                    abstract: bool, mesh: Any = None, layout: Any = None
+                    ) -> tuple[Plan, Values] | None:
     """The plan that materializes ``st`` (None if nothing is left to do); changes nothing
     but an adopted model's abstract shapes."""
     layer_inputs: dict[str, Shape] = {}
@@ -108,15 +109,18 @@ def for_materialize(st: ModelState, inputs: Sequence[Any], shapes: Sequence[Shap
     todo = [r for r in st.slots if st.state_of(r) not in done]
     if not todo:
         return None
-    return for_shapes(st, todo, param_shapes, layer_inputs, abstract)
+    return for_shapes(st, todo, param_shapes, layer_inputs, abstract, mesh=mesh, layout=layout)
 
 
 def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, Shape],
                layer_inputs: Mapping[str, Shape], abstract: bool,
-               values: Values | None = None, dry: bool = False) -> tuple[Plan, Values]:
+               values: Values | None = None, dry: bool = False, mesh: Any = None,
+               layout: Any = None) -> tuple[Plan, Values]:
     """A plan giving storage to ``todo`` (roots) with these shapes; ``values`` (root ->
     producer) are written, every other storage gets its registered or default values.
-    ``dry`` only checks that the plan can be made (no initializer runs)."""
+    ``dry`` only checks that the plan can be made (no initializer runs). With a ``mesh``,
+    ``layout`` places each storage (see :mod:`unifparam._layout`) and producers take an
+    optional block index."""
     shapes: dict[str, tuple[int, ...]] = {}
     if st.spec is None and any(st.state_of(r) == DEFERRED for r in todo):
         deferred = [r for r in todo if st.state_of(r) == DEFERRED]
@@ -133,6 +137,10 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
                 f"Parameters {', '.join(map(repr, unknown[:4]))} have unknown shapes: pass "
                 f"example inputs, unifparam.materialize(net, X), or input_shape=(batch, ...).")
         shapes[root] = tuple(int(d) for d in shape)  # type: ignore[union-attr]
+    placement: dict[str, tuple[str | None, ...]] = {}
+    if mesh is not None:
+        from ._layout import names_of, resolve
+        placement = resolve(layout or {}, st.backend.mesh_axes(mesh), shapes, names_of(st))
     if not dry:  # what the plan establishes is known from now on (fans read it)
         for root, shape in shapes.items():
             st.slots[root].shape = shape
@@ -156,10 +164,14 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     for root in todo:
         slot = st.slots[root]
         fill = WRITE if root in values else DEFAULT
-        storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, fill)
+        storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, fill,
+                                 placement.get(root))
     for name, ref, shape in pending:
-        storages[name] = Storage(name, ref, shape, st.slots[st.resolve(name)[0]].dtype, ALIAS)
-    return Plan(storages, abstract, dict(layer_inputs)), values
+        root, t = st.resolve(name)
+        shard = placement.get(root)
+        storages[name] = Storage(name, ref, shape, st.slots[root].dtype, ALIAS,
+                                 shard[::-1] if shard is not None and t else shard)
+    return Plan(storages, abstract, dict(layer_inputs), mesh), values
 
 
 def _pending_aliases(st: ModelState, shapes: Mapping[str, tuple[int, ...]], abstract: bool
@@ -202,16 +214,19 @@ def producer(st: ModelState, slot: Slot, reg: Registration,
     from .init import role_default, validate
     if reg.init is None:
         return None
+    from .init import block_slices
     tgt = target(st, slot, shape)
     if reg.role_default:
-        return lambda: role_default(tgt)
+        return lambda index=None: role_default(tgt) if index is None else \
+            role_default(tgt)[block_slices(shape, index)]
     seed = reg.seed
     if seed is None:
         import secrets
         seed = secrets.randbits(63)
     init = reg.init
     if trusted(init):
-        return lambda: init.generate(tgt, seed)
+        return lambda index=None: init.generate(tgt, seed) if index is None else \
+            init.generate_block(tgt, seed, index)
     try:
         value = validate(tgt, init.generate(tgt, seed), init)
     except UnifparamError:
@@ -220,7 +235,7 @@ def producer(st: ModelState, slot: Slot, reg: Registration,
         raise InitializerError(f"Initializer {init!r} failed for parameter '{slot.name}' "
                                f"{fmt_shape(shape)}: {type(e).__name__}: {e}. Nothing was "
                                f"changed; fix the initializer and call again.") from e
-    return lambda: value
+    return lambda index=None: value if index is None else value[block_slices(shape, index)]
 
 
 def trusted(init: Any) -> bool:
@@ -238,7 +253,9 @@ def apply(st: ModelState, plan: Plan, values: Values) -> None:
     for root, storage in plan.storages.items():
         if storage.fill == ALIAS or plan.abstract:
             continue
-        if root in values:
+        if root in values and plan.mesh is not None and storage.shard is not None:
+            st.call("write_sharded", storage, plan.mesh, values.pop(root))
+        elif root in values:
             st.call("write", storage.ref, contiguous(values.pop(root)()))
         st.slots[root].initialized = st.slots[root].initialized or (
             st.slots[root].reg is not None or storage.fill == WRITE)
@@ -300,13 +317,18 @@ def input_shapes(inputs: Sequence[Any], input_shape: Any) -> tuple[Shape, ...]:
 
 
 def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
-                abstract: bool) -> None:
+                abstract: bool, mesh: Any = None, layout: Any = None) -> None:
     """Infer every shape and fill every storage, once (see ``unifparam.materialize``)."""
-    from .errors import UnsupportedError
+    from .errors import LayoutError, UnsupportedError
+    if layout is not None and mesh is None:
+        raise LayoutError("A layout places parameters on a mesh: pass mesh= too, e.g. "
+                          "materialize(net, X, mesh=jax.make_mesh((2, 4), ('data', 'model')), "
+                          "layout=...).")
     if abstract and "abstract" not in st.backend.capabilities:
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot materialize abstractly "
                                f"(without memory). Call materialize(net, X) instead.")
-    made = for_materialize(st, inputs, input_shapes(inputs, input_shape), abstract)
+    made = for_materialize(st, inputs, input_shapes(inputs, input_shape), abstract, mesh,
+                           layout)
     if made is not None:
         apply(st, *made)
 

@@ -217,16 +217,23 @@ def _tie_pairs(model: Model, a: Any, b: Any, transpose: bool) -> list[tuple[str,
 
 # ---- materialize ------------------------------------------------------------------------
 def materialize(model: Model, *inputs: Any, input_shape: Any = None,
-                abstract: bool = False) -> Model:
+                abstract: bool = False, mesh: Any = None, layout: Any = None) -> Model:
     """Infer every shape and fill every parameter with its registered initializer, once.
 
     Give example inputs or ``input_shape`` (batch first). With ``abstract=True`` shapes are
     inferred without allocating parameter memory; a later ``materialize(net)`` allocates.
     The first ``net(X)`` calls this implicitly. Returns the model.
 
+    ``mesh`` (the framework's own: ``jax.sharding.Mesh``, torch ``DeviceMesh``) and
+    ``layout`` (canonical-name pattern -> a mesh axis or None per dimension, first match
+    wins, unmatched replicated) shard the parameters; each device makes only its own
+    block of seeded values, equal bit for bit to the unsharded ones (docs/sharding.md).
+
     >>> materialize(net, input_shape=(1, 20), abstract=True)
+    >>> materialize(net, X, mesh=mesh, layout={"*.weight": ("model", None)})
     """
-    _plan.materialize(_handle(model, "materialize")._st, inputs, input_shape, abstract)
+    _plan.materialize(_handle(model, "materialize")._st, inputs, input_shape, abstract,
+                      mesh, layout)
     return model
 
 

@@ -126,3 +126,7 @@ def fmt_shape(shape: tuple[int | None, ...] | None) -> str:
     inner = ", ".join("None" if d is None else str(d) for d in shape)
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
 
+
+
+class LayoutError(UnifparamError, ValueError):
+    """A sharding layout cannot apply to a model on a mesh (axis, rank, divisibility)."""

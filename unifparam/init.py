@@ -31,6 +31,8 @@ if _typing.TYPE_CHECKING:
 
     import numpy as np
 
+    Block = tuple[slice | tuple[int, int], ...]
+
 __all__ = [
     "Constant", "Default", "Distribution", "FunctionInit", "Initializer", "KaimingNormal",
     "KaimingUniform", "Normal", "Ones", "Orthogonal", "Target", "TruncatedNormal", "Uniform",
@@ -39,6 +41,8 @@ __all__ = [
 
 #: Elements per independent random stream. Fixed so values never depend on thread count.
 CHUNK = 1 << 20
+#: Elements a block is made in at a time (its temporaries stay this small).
+_PIECE = 1 << 16
 WEIGHT_ROLES = ("weight", "embedding")
 ROLE_DEFAULTS = {"bias": 0.0, "shift": 0.0, "running_mean": 0.0, "scale": 1.0, "running_var": 1.0}
 
@@ -112,6 +116,14 @@ class Initializer:
         """Validated values for ``target`` under ``seed``: the one entry point the core calls."""
         return validate(target, self.sample(target, rng_for(seed, target.name)), self)
 
+    def generate_block(self, target: Target, seed: int, index: Block) -> np.ndarray:
+        """``generate(target, seed)[index]`` for a block (one slice per dimension).
+
+        This fallback makes the whole parameter; element-wise distributions and constants
+        override it to make the block alone (see :meth:`Distribution.generate_block`).
+        """
+        return self.generate(target, seed)[block_slices(target.shape, index)].copy()
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
@@ -159,6 +171,37 @@ class Distribution(Initializer):
         self._draw(rng, out, target)
         return out.reshape(target.shape)
 
+    def generate_block(self, target: Target, seed: int, index: Block) -> np.ndarray:
+        """The block ``index`` of ``generate(target, seed)``, bit for bit, made alone.
+
+        The block is a set of flat runs; each run's elements are drawn from their chunk's
+        stream at their own position (PCG64 ``advance``), nothing before them is generated.
+
+        >>> t = Target("w", (8, 6))
+        >>> b = Normal(std=1.0).generate_block(t, 0, (slice(2, 4), slice(3, 6)))
+        >>> bool((b == Normal(std=1.0).generate(t, 0)[2:4, 3:6]).all())
+        True
+        """
+        slices = block_slices(target.shape, index)
+        size = _math.prod(target.shape)
+        key = stream_key(seed, target.name)
+        out = _np.empty(_math.prod(s.stop - s.start for s in slices), dtype=target.dtype)
+        stream: _ChunkStream | None = None  # runs go forward: one chunk's stream at a time
+        at = 0
+        for start, length in _runs(target.shape, slices):
+            while length:
+                k, lo = divmod(start, CHUNK)
+                take = min(length, CHUNK - lo, _PIECE)  # bounded temporaries
+                if stream is None or stream.chunk != k:
+                    stream = _ChunkStream(self, key, k, min(CHUNK, size - k * CHUNK), target)
+                out[at:at + take] = stream.elements(lo, lo + take)
+                start, length, at = start + take, length - take, at + take
+        return out.reshape(tuple(s.stop - s.start for s in slices))
+
+    def _draw_range(self, stream: _ChunkStream, lo: int, hi: int) -> np.ndarray | None:
+        """Elements ``[lo, hi)`` of one chunk from its uniforms, or None: draw the chunk."""
+        return None
+
 
 def _finite(cls: str, arg: str, value: float) -> float:
     """``value`` as a float, or an InitializerError naming the initializer and argument."""
@@ -202,6 +245,13 @@ class Uniform(Distribution):
         out *= out.dtype.type(hi - lo)
         out += out.dtype.type(lo)
 
+    def _draw_range(self, stream: _ChunkStream, lo: int, hi: int) -> np.ndarray | None:
+        low, high = self._bounds(stream.target)
+        out = stream.uniforms(lo, hi - lo)
+        out *= out.dtype.type(high - low)
+        out += out.dtype.type(low)
+        return out
+
 
 def standard_normal(rng: np.random.Generator, out: np.ndarray) -> None:
     """Fill ``out`` with N(0, 1) by the Box-Muller transform of uniforms (as torch's normal_).
@@ -222,6 +272,31 @@ def standard_normal(rng: np.random.Generator, out: np.ndarray) -> None:
     out[half:] *= r[:n - half]
     _np.sin(theta, out=out[:half])
     out[:half] *= r
+
+
+def standard_normal_range(stream: _ChunkStream, lo: int, hi: int) -> np.ndarray:
+    """Elements ``[lo, hi)`` of :func:`standard_normal` over a chunk of ``stream.size``.
+
+    Element ``i < half`` is ``sin(2π u[half + i]) · ρ(u[i])``, element ``half + j`` is
+    ``cos(2π u[half + j]) · ρ(u[j])``: both are read at their stream positions.
+    """
+    n = stream.size
+    half = (n + 1) // 2
+    parts = []
+    for a, b, fn, off in ((lo, min(hi, half), _np.sin, 0), (max(lo, half), hi, _np.cos, half)):
+        if a >= b:
+            continue
+        r = stream.uniforms(a - off, b - a)
+        theta = stream.uniforms(half + a - off, b - a)
+        _np.subtract(r.dtype.type(1), r, out=r)
+        _np.log(r, out=r)
+        r *= r.dtype.type(-2)
+        _np.sqrt(r, out=r)
+        theta *= theta.dtype.type(2 * _math.pi)
+        fn(theta, out=theta)
+        theta *= r
+        parts.append(theta)
+    return parts[0] if len(parts) == 1 else _np.concatenate(parts)
 
 
 class Normal(Distribution):
@@ -262,9 +337,23 @@ class Normal(Distribution):
         if self.mean:
             out += out.dtype.type(self.mean)
 
+    def _draw_range(self, stream: _ChunkStream, lo: int, hi: int) -> np.ndarray | None:
+        out = standard_normal_range(stream, lo, hi)
+        out *= out.dtype.type(self._std(stream.target))
+        if self.mean:
+            out += out.dtype.type(self.mean)
+        return out
+
 
 class TruncatedNormal(Normal):
-    """N(mean, std**2) redrawn outside ``mean ± 2 std`` (Keras and Flax's truncation)."""
+    """N(mean, std**2) redrawn outside ``mean ± 2 std`` (Keras and Flax's truncation).
+
+    A block of it draws each chunk it touches whole (at most :data:`CHUNK` elements at a
+    time): where the redraws land depends on every element of the chunk.
+    """
+
+    def _draw_range(self, stream: _ChunkStream, lo: int, hi: int) -> np.ndarray | None:
+        return None
 
     def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
         standard_normal(rng, out)
@@ -290,6 +379,10 @@ class Constant(Initializer):
 
     def generate(self, target: Target, seed: int) -> np.ndarray:
         return self.sample(target, None)  # type: ignore[arg-type]  # no randomness to seed
+
+    def generate_block(self, target: Target, seed: int, index: Block) -> np.ndarray:
+        shape = tuple(s.stop - s.start for s in block_slices(target.shape, index))
+        return _np.full(shape, self.value, dtype=_np.dtype(target.dtype))
 
 
 def Zeros() -> Constant:  # noqa: N802 - reads like a class, as in Keras
@@ -400,6 +493,11 @@ class Default(Uniform):
             return Normal(std=1.0).generate(target, seed)
         return super().generate(target, seed)
 
+    def generate_block(self, target: Target, seed: int, index: Block) -> np.ndarray:
+        if target.role == "embedding":
+            return Normal(std=1.0).generate_block(target, seed, index)
+        return super().generate_block(target, seed, index)
+
 
 class FunctionInit(Initializer):
     """Wraps a plain function ``f(name, shape, rng) -> array`` as an initializer."""
@@ -429,6 +527,84 @@ def as_initializer(obj: Initializer | Callable | None) -> Initializer | None:
         return FunctionInit(obj)
     raise TypeError(f"Expected an unifparam.init initializer or a function (name, shape, rng), "
                     f"got {type(obj).__name__}.")
+
+
+def block_slices(shape: tuple[int, ...], index: Any) -> tuple[slice, ...]:
+    """``index`` (one slice or ``(start, stop)`` per dimension) as normalized step-1 slices.
+
+    >>> block_slices((4, 6), (slice(None), (2, 4)))
+    (slice(0, 4, None), slice(2, 4, None))
+    """
+    index = tuple(index)
+    if len(index) != len(shape):
+        raise _InitializerError(f"Block {index!r} has {len(index)} dimensions, the parameter "
+                                f"{_fmt_shape(shape)} has {len(shape)}.")
+    out = []
+    for s, n in zip(index, shape):
+        start, stop, step = (s.indices(n) if isinstance(s, slice) else (*s, 1))
+        if step != 1 or not 0 <= start <= stop <= n:
+            raise _InitializerError(f"Block {index!r} is not a step-1 block of "
+                                    f"{_fmt_shape(shape)}.")
+        out.append(slice(start, stop))
+    return tuple(out)
+
+
+def _runs(shape: tuple[int, ...], slices: tuple[slice, ...]) -> list[tuple[int, int]]:
+    """The block's elements as (flat start, length) runs, in row-major order."""
+    if not shape:
+        return [(0, 1)]
+    if any(s.stop == s.start for s in slices):
+        return []
+    j = len(shape) - 1
+    while j > 0 and slices[j] == slice(0, shape[j]):
+        j -= 1
+    strides = [_math.prod(shape[d + 1:]) for d in range(len(shape))]
+    length = (slices[j].stop - slices[j].start) * strides[j]
+    starts = _np.array(slices[j].start * strides[j], dtype=_np.int64)
+    for d in range(j - 1, -1, -1):
+        rows = _np.arange(slices[d].start, slices[d].stop, dtype=_np.int64) * strides[d]
+        starts = rows.reshape((-1,) + (1,) * starts.ndim) + starts
+    return [(int(a), length) for a in starts.ravel()]
+
+
+class _ChunkStream:
+    """One chunk's stream read at any position: ``uniforms(p, n)`` are the n uniforms
+    ``rng.random(dtype=...)`` would give after p of them (float32 takes 32 bits of each
+    64-bit PCG64 output, low half first; float64 a whole output)."""
+
+    def __init__(self, dist: Distribution, key: int, chunk: int, size: int, target: Target):
+        self.dist, self.key, self.chunk, self.size, self.target = dist, key, chunk, size, target
+        self.dtype = _np.dtype(target.dtype)
+        self._bits: Any = None
+        self._word = 0
+        self._whole: np.ndarray | None = None
+
+    def elements(self, lo: int, hi: int) -> np.ndarray:
+        if self._whole is None and self.dtype in (_np.float32, _np.float64):
+            part = self.dist._draw_range(self, lo, hi)
+            if part is not None:
+                return part
+        if self._whole is None:  # draw the chunk once, keep it while its runs are read
+            self._whole = _np.empty(self.size, dtype=self.dtype)
+            self.dist._draw(_generator(self.key, self.chunk), self._whole, self.target)
+        return self._whole[lo:hi]
+
+    def uniforms(self, start: int, count: int) -> np.ndarray:
+        per = 2 if self.dtype == _np.float32 else 1
+        first, last = start // per, (start + count - 1) // per
+        if self._bits is None or first < self._word:
+            seeds = _np.random.SeedSequence(self.key, spawn_key=(self.chunk,))
+            self._bits, self._word = _np.random.PCG64(seeds), 0
+        self._bits.advance(first - self._word)
+        raw = self._bits.random_raw(last - first + 1)
+        self._word = last + 1
+        if per == 1:
+            return (raw >> _np.uint64(11)).astype(_np.float64) * (1.0 / 9007199254740992.0)
+        words = _np.empty(2 * raw.size, dtype=_np.uint32)
+        words[0::2], words[1::2] = raw & _np.uint64(0xFFFFFFFF), raw >> _np.uint64(32)
+        off = start - 2 * first
+        words = words[off:off + count] >> _np.uint32(8)
+        return words.astype(_np.float32) * _np.float32(1.0 / 16777216.0)
 
 
 def role_default(target: Target) -> np.ndarray:

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen, traverse_util
 
-from unifparam import Backend, NativeParam, Plan, nn
+from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE
 from unifparam._buffers import to_layout
-from unifparam.errors import InputShapeError, UnknownNameError
+from unifparam.errors import InputShapeError, UnknownNameError, UnsupportedError
 
 from ._adopt import describe, split_native
 from ._layers import (
@@ -97,10 +97,64 @@ class FlaxBackend(Backend):
         st = _add_abstract(native, {s.ref: s.shape for s in plan.storages.values()
                                     if s.ref.path not in native.leaves
                                     and s.ref.path not in native.ties})
+        shardings = {} if plan.mesh is None else {
+            s.ref.path: _sharding(plan.mesh, s) for s in plan.storages.values()
+            if s.shard is not None and s.ref.path in st.leaves}
+        if shardings:  # placeholders carry their placement (abstract models show it)
+            st = st.with_leaves({p: jax.ShapeDtypeStruct(st.leaves[p].shape,
+                                                         st.leaves[p].dtype, sharding=sh)
+                                 for p, sh in shardings.items()
+                                 if isinstance(st.leaves[p], jax.ShapeDtypeStruct)})
         if plan.abstract:
             return st
         return _allocate(st, frozenset(s.ref.path for s in plan.storages.values()
                                        if s.fill == WRITE))
+
+    def owned_blocks(self, native: FlaxState, ref: Leaf) -> list[tuple[tuple[slice, ...], Any]]:
+        """The first replica of each shard on this process's devices, canonical."""
+        value = native.value(ref.path)
+        ndim = value.ndim
+        perm = native_perm(ref.layout, ndim) or tuple(range(ndim))
+        out = []
+        for shard in value.addressable_shards:
+            if shard.replica_id != 0:
+                continue
+            canonical: list[slice] = [slice(None)] * ndim
+            for j, s in enumerate(shard.index):
+                canonical[perm[j]] = s
+            out.append((tuple(canonical), to_canonical(ref.layout, np.asarray(shard.data))))
+        return out
+
+    def mesh_axes(self, mesh: Any) -> dict[str, int]:
+        if not isinstance(mesh, jax.sharding.Mesh):
+            raise UnsupportedError(f"The flax backend shards over a jax.sharding.Mesh, got "
+                                   f"{type(mesh).__name__}: jax.make_mesh((2, 4), "
+                                   f"('data', 'model')).")
+        return {str(k): int(v) for k, v in mesh.shape.items()}
+
+    def write_sharded(self, native: FlaxState, storage: Storage, mesh: Any,
+                      block: Callable[[tuple[slice, ...]], np.ndarray]) -> FlaxState:
+        """Each addressable device's shard is made alone (its canonical block, transposed
+        to flax's layout) and placed on it: no device holds another's values."""
+        ref = storage.ref
+        leaf = native.leaves[ref.path]
+        ndim = len(storage.shape)
+        perm = native_perm(ref.layout, ndim) or tuple(range(ndim))
+
+        made: dict[str, np.ndarray] = {}  # replicated dimensions: one block, many devices
+
+        def shard(index: tuple[slice, ...]) -> np.ndarray:
+            if repr(index) in made:
+                return made[repr(index)]
+            canonical: list[slice] = [slice(None)] * ndim
+            for j, s in enumerate(index):
+                canonical[perm[j]] = s
+            values = block(tuple(canonical))
+            out = to_layout(values, None if perm == tuple(range(ndim)) else perm, leaf.dtype)
+            return made.setdefault(repr(index), out)
+
+        new = jax.make_array_from_callback(tuple(leaf.shape), _sharding(mesh, storage), shard)
+        return native.with_leaves({ref.path: new})
 
     def status(self, native: FlaxState, ref: Leaf) -> tuple[tuple[int | None, ...] | None, str]:
         if ref.path not in native.leaves and ref.path not in native.ties:
@@ -214,6 +268,14 @@ def _add_abstract(st: FlaxState, shapes: Mapping[Leaf, tuple[int, ...]]) -> Flax
                            for leaf, s in shapes.items()})
 
 
+def _sharding(mesh: Any, storage: Storage) -> Any:
+    """The NamedSharding of a planned storage, its canonical placement in flax's layout."""
+    ndim = len(storage.shard or ())
+    perm = native_perm(storage.ref.layout, ndim) or tuple(range(ndim))
+    spec = tuple((storage.shard or ())[perm[j]] for j in range(ndim))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+
+
 def _allocate(st: FlaxState, skip: frozenset[Path]) -> FlaxState:
     """Give every abstract leaf memory, filled by flax's own default initializer.
 
@@ -233,6 +295,10 @@ def _allocate(st: FlaxState, skip: frozenset[Path]) -> FlaxState:
             continue
         if fn is None:
             unknown.append(path)
+        elif getattr(spec, "sharding", None) is not None:  # each device makes its shard
+            make = jax.jit(lambda k, fn=fn, spec=spec: fn(k, spec.shape, spec.dtype),
+                           out_shardings=spec.sharding)
+            new[path] = make(jax.random.fold_in(key, i))
         else:
             new[path] = jnp.asarray(fn(jax.random.fold_in(key, i), spec.shape, spec.dtype))
     if unknown:

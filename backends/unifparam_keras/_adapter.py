@@ -24,7 +24,7 @@ import numpy as np
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE
 from unifparam._buffers import to_layout
-from unifparam.errors import BackendConflictError, BackendNotInstalledError
+from unifparam.errors import BackendConflictError, BackendNotInstalledError, UnsupportedError
 
 keras: Any = None  # imported by KerasBackend() once KERAS_BACKEND is settled
 ops: Any = None
@@ -132,6 +132,12 @@ class KerasBackend(Backend):
                 layer = native.layers[path]
                 if not layer.built:
                     layer.build(tuple(shape))
+        if plan.mesh is not None:  # Keras's own LayoutMap places every variable
+            layout_map = _layout_map(plan)
+            for s in plan.storages.values():
+                var = s.ref.own() if _link(s.ref) is None else None
+                if var is not None and s.shard is not None:
+                    var._layout = layout_map[_key(s.ref)]
         if not plan.abstract:
             skip = {id(s.ref.own()) for s in plan.storages.values()
                     if s.fill == WRITE and _link(s.ref) is None}
@@ -143,6 +149,61 @@ class KerasBackend(Backend):
                 layer.built = True
         _sync_torch_params(native)
         return native
+
+    def mesh_axes(self, mesh: Any) -> dict[str, int]:
+        import jax
+        if self.variant != "jax" or not isinstance(mesh, jax.sharding.Mesh):
+            raise UnsupportedError(
+                f"The {self.configuration} backend cannot shard: keras on jax shards over a "
+                f"jax.sharding.Mesh (got {type(mesh).__name__}); other Keras backends not yet.")
+        return {str(k): int(v) for k, v in mesh.shape.items()}
+
+    def write_sharded(self, native: KerasModel, storage: Any, mesh: Any,
+                      block: Callable[[tuple[slice, ...]], np.ndarray]) -> KerasModel:
+        """Each device's shard made alone, into the variable whose TensorLayout the
+        LayoutMap gave (``allocate``)."""
+        import jax
+        var = storage.ref.own()
+        ndim = len(storage.shape)
+        to_native = _to_native(storage.ref, ndim)
+        made: dict[str, np.ndarray] = {}
+
+        def shard(index: tuple[slice, ...]) -> np.ndarray:
+            if repr(index) not in made:
+                canonical: list[slice] = [slice(None)] * ndim
+                for j, sl in enumerate(index):
+                    canonical[to_native[j]] = sl
+                made[repr(index)] = to_layout(block(tuple(canonical)), to_native, var.dtype)
+            return made[repr(index)]
+
+        spec = jax.sharding.PartitionSpec(*(storage.shard[to_native[j]] for j in range(ndim)))
+        value = jax.make_array_from_callback(
+            tuple(storage.shape[to_native[j]] for j in range(ndim)),
+            jax.sharding.NamedSharding(mesh, spec), shard)
+        if var._value is None:
+            var._initialize(value)
+            _track_torch_layer(storage.ref.layer)
+        else:
+            var.assign(value)
+        return native
+
+    def owned_blocks(self, native: KerasModel, ref: Any) -> list[tuple[tuple[slice, ...], Any]]:
+        var = ref.own()
+        value = getattr(var, "_value", None)
+        if self.variant != "jax" or _link(ref) is not None or value is None:
+            return super().owned_blocks(native, ref)
+        to_native = _to_native(ref, value.ndim)
+        out = []
+        for shard in value.addressable_shards:
+            if shard.replica_id != 0:
+                continue
+            canonical: list[slice] = [slice(None)] * value.ndim
+            for j, sl in enumerate(shard.index):
+                canonical[to_native[j]] = sl
+            data = np.asarray(shard.data)
+            out.append((tuple(canonical), data if ref.perm is None
+                        else np.transpose(data, ref.perm)))
+        return out
 
     def _variables(self, native: KerasModel) -> list[Any]:
         seen: dict[int, Any] = {}
@@ -293,3 +354,32 @@ def _grads_torch(model: Any, xs: list[Any], objective: Callable, variables: list
 
 
 _GRADIENTS = {"tensorflow": _grads_tensorflow, "jax": _grads_jax, "torch": _grads_torch}
+
+
+def _to_native(ref: Any, ndim: int) -> tuple[int, ...]:
+    """Native dimension j holds canonical dimension ``_to_native(ref, ndim)[j]``."""
+    return tuple(range(ndim)) if ref.perm is None else \
+        tuple(int(i) for i in np.argsort(ref.perm))
+
+
+def _key(ref: Any) -> str:
+    return ref.own().path
+
+
+def _layout_map(plan: Plan) -> Any:
+    """The plan's placements as Keras's own ``LayoutMap`` (exact variable paths, native
+    dimension order) on a Keras ``DeviceMesh`` of the same devices and axis names."""
+    import re
+
+    from keras import distribution
+    mesh = plan.mesh
+    device_mesh = distribution.DeviceMesh(tuple(mesh.devices.shape), tuple(mesh.axis_names),
+                                          mesh.devices)
+    layout_map = distribution.LayoutMap(device_mesh)
+    for s in plan.storages.values():
+        var = s.ref.own() if _link(s.ref) is None else None
+        if var is None or s.shard is None:
+            continue
+        to_native = _to_native(s.ref, len(s.shard))
+        layout_map[re.escape(var.path)] = tuple(s.shard[j] for j in to_native)
+    return layout_map

@@ -16,8 +16,9 @@ from torch.nn.modules.lazy import LazyModuleMixin
 from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, UninitializedTensorMixin
 from torch.nn.utils import parametrize
 
-from unifparam import Backend, NativeParam, Plan, nn
+from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED
+from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, native_param
 from ._layers import to_torch
@@ -95,6 +96,68 @@ class TorchBackend(Backend):
                 fresh.setdefault(id(module), (module, []))[1].append(attr)
         for module, attrs in fresh.values():
             _fill_defaults(module, attrs)
+        if plan.mesh is not None:  # framework defaults: made whole, then scattered from rank 0
+            from torch.distributed.tensor import distribute_tensor
+            for storage in plan.storages.values():
+                module, attr = storage.ref
+                tensor = getattr(module, attr)
+                if storage.fill == DEFAULT and storage.shard is not None and \
+                        not tensor.is_meta and not _is_dtensor(tensor):
+                    dt = distribute_tensor(tensor.detach(), plan.mesh,
+                                           _placements(plan.mesh, storage.shard))
+                    _store(module, attr, _like(tensor, dt))
+        return native
+
+    def owned_blocks(self, native: tnn.Module, ref: Ref) -> list[tuple[tuple[slice, ...], Any]]:
+        """This rank's block of a DTensor (none if it is not the first replica); a plain
+        tensor is written by rank 0 alone."""
+        import torch.distributed as dist
+        from torch.distributed.tensor import Shard
+        tensor = getattr(ref[0], ref[1]).detach()
+        if not _is_dtensor(tensor):
+            if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+                return []
+            return super().owned_blocks(native, ref)
+        mesh, coord = tensor.device_mesh, tensor.device_mesh.get_coordinate()
+        index = [slice(0, n) for n in tensor.shape]
+        for i, placement in enumerate(tensor.placements):
+            if isinstance(placement, Shard):
+                step = tensor.shape[placement.dim] // mesh.size(i)
+                index[placement.dim] = slice(coord[i] * step, (coord[i] + 1) * step)
+            elif coord[i] != 0:
+                return []  # another rank holds the first replica
+        return [(tuple(index), tensor.to_local().cpu().numpy())]
+
+    def mesh_axes(self, mesh: Any) -> dict[str, int]:
+        from torch.distributed.device_mesh import DeviceMesh
+        if not isinstance(mesh, DeviceMesh) or mesh.mesh_dim_names is None:
+            raise UnsupportedError(
+                f"The torch backend shards over a DeviceMesh with named dimensions, got "
+                f"{type(mesh).__name__}: init_device_mesh('cpu', (2,), mesh_dim_names=('model',)).")
+        return {str(n): int(mesh.size(i)) for i, n in enumerate(mesh.mesh_dim_names)}
+
+    def write_sharded(self, native: tnn.Module, storage: Storage, mesh: Any,
+                      block: Callable[[tuple[slice, ...]], np.ndarray]) -> tnn.Module:
+        """This rank makes only its own block and wraps it as a DTensor (``from_local``)."""
+        from torch.distributed.tensor import DTensor
+        module, attr = storage.ref
+        tensor = getattr(module, attr)
+        names = list(mesh.mesh_dim_names)
+        coord = mesh.get_coordinate()
+        index = []
+        for d, n in enumerate(storage.shape):
+            axis = storage.shard[d] if storage.shard else None
+            if axis is None:
+                index.append(slice(0, n))
+                continue
+            i = names.index(axis)
+            step = n // mesh.size(i)
+            index.append(slice(coord[i] * step, (coord[i] + 1) * step))
+        local = torch.from_numpy(np.ascontiguousarray(block(tuple(index)))).to(tensor.dtype)
+        dt = DTensor.from_local(local, mesh, _placements(mesh, storage.shard), run_check=False,
+                                shape=torch.Size(storage.shape),
+                                stride=torch.empty(storage.shape, device="meta").stride())
+        _store(module, attr, _like(tensor, dt))
         return native
 
     def status(self, native: tnn.Module, ref: Ref) -> tuple[tuple[int | None, ...] | None, str]:
@@ -105,7 +168,10 @@ class TorchBackend(Backend):
         return tuple(tensor.shape), (ABSTRACT if tensor.is_meta else MATERIALIZED)
 
     def read(self, native: tnn.Module, ref: Ref) -> np.ndarray:
-        return getattr(ref[0], ref[1]).detach().cpu().numpy()
+        tensor = getattr(ref[0], ref[1]).detach()
+        if _is_dtensor(tensor):  # a collective: every rank of the mesh reads it
+            tensor = tensor.full_tensor()
+        return tensor.cpu().numpy()
 
     def write(self, native: tnn.Module, ref: Ref, value: np.ndarray) -> tnn.Module:
         tensor = getattr(ref[0], ref[1])
@@ -176,6 +242,18 @@ class TorchBackend(Backend):
         if isinstance(value, torch.Tensor):
             return value.detach().cpu().numpy()
         return np.asarray(value)
+
+
+def _is_dtensor(tensor: Any) -> bool:
+    return type(tensor).__name__ == "DTensor" or type(getattr(tensor, "data", None)).__name__ \
+        == "DTensor"
+
+
+def _placements(mesh: Any, shard: tuple[str | None, ...] | None) -> list[Any]:
+    """DTensor placements (one per mesh dimension) for a canonical placement."""
+    from torch.distributed.tensor import Replicate, Shard
+    shard = shard or ()
+    return [Shard(shard.index(n)) if n in shard else Replicate() for n in mesh.mesh_dim_names]
 
 
 def _like(template: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
