@@ -155,8 +155,11 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     storages: dict[str, Storage] = {}
     for root in todo:
         slot = st.slots[root]
-        fill = WRITE if root in values else DEFAULT
-        storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, fill)
+        if root in values:
+            storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, WRITE)
+        else:
+            storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, DEFAULT,
+                                     None if abstract else fallback(st, slot, shapes[root]))
     for name, ref, shape in pending:
         storages[name] = Storage(name, ref, shape, st.slots[st.resolve(name)[0]].dtype, ALIAS)
     return Plan(storages, abstract, dict(layer_inputs)), values
@@ -221,6 +224,21 @@ def producer(st: ModelState, slot: Slot, reg: Registration,
                                f"{fmt_shape(shape)}: {type(e).__name__}: {e}. Nothing was "
                                f"changed; fix the initializer and call again.") from e
     return lambda: value
+
+
+def fallback(st: ModelState, slot: Slot, shape: tuple[int, ...]) -> Callable[[], Any]:
+    """Values for a DEFAULT storage whose framework has no default initializer: the role's
+    standard value (bias 0, scale 1), else :class:`~unifparam.init.Default` drawn from a
+    seed of its own (the registered seed when there is one)."""
+    from .init import Default, role_default
+    tgt = target(st, slot, shape)
+    if tgt.role not in Default.roles:
+        return lambda: role_default(tgt)
+    seed = slot.reg.seed if slot.reg is not None and slot.reg.seed is not None else None
+    if seed is None:
+        import secrets
+        seed = secrets.randbits(63)
+    return lambda: Default().generate(tgt, seed)
 
 
 def trusted(init: Any) -> bool:

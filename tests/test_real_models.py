@@ -1,0 +1,208 @@
+"""Real third-party models adopted as they are (issue 11): transformers GPT-2, Llama and BERT,
+a keras_hub backbone, Flax models written the way Flax's examples write them. Every model is
+built from a tiny config with random weights: nothing is downloaded.
+
+Keras runs on this process's backend (``KERAS_BACKEND``, tensorflow in ``nox -s tests``).
+"""
+
+import numpy as np
+import pytest
+
+import unifparam as up
+from unifparam import init
+
+IDS = np.arange(10, dtype=np.int64).reshape(2, 5) % 50
+
+
+def _finite(x):
+    return bool(np.isfinite(np.asarray(x)).all())
+
+
+# ---- PyTorch: weight norm's 0-d parameter, lazy modules --------------------------------------
+torch = pytest.importorskip("torch")
+
+
+def _weight_normed():
+    from torch.nn.utils import parametrizations
+    return torch.nn.Sequential(parametrizations.weight_norm(torch.nn.Linear(3, 2), dim=None))
+
+
+G = "0.parametrizations.weight.original0"  # weight_norm(dim=None)'s magnitude: shape ()
+
+
+def test_zero_dim_parameter_initializes_sets_saves_and_loads(tmp_path):
+    net = up.build(_weight_normed())
+    assert up.params(net)[G].shape == ()
+    up.initialize(net, seed=0)
+    assert up.params(net)[G].numpy().shape == ()
+    up.params(net)[G].set(np.float32(2.0))
+    assert net.native[0].parametrizations.weight.original0.shape == ()
+    assert float(net.native[0].parametrizations.weight.original0.detach()) == 2.0
+    up.save(net, tmp_path / "wn.safetensors")
+    other = up.build(_weight_normed())
+    up.load(other, tmp_path / "wn.safetensors")
+    assert other.native[0].parametrizations.weight.original0.shape == ()
+    assert float(up.params(other)[G].numpy()) == 2.0
+
+
+def test_failed_initialize_of_a_zero_dim_parameter_changes_nothing():
+    net = up.build(_weight_normed())
+    before = {n: p.numpy().copy() for n, p in up.params(net).items()}
+
+    def wrong(name, shape, rng):  # gives the 0-d parameter a (1,) array
+        return np.ones(shape if shape else (1,), np.float32)
+
+    with pytest.raises(up.InitializerError, match="original0"):
+        up.initialize(net, wrong, select="*", force_reinit=True)
+    for n, p in up.params(net).items():
+        np.testing.assert_array_equal(p.numpy(), before[n])
+        assert p.numpy().shape == before[n].shape
+
+
+def test_adopted_lazy_module_prints_its_materialized_form():
+    net = up.build(torch.nn.Sequential(torch.nn.LazyLinear(3), torch.nn.ReLU()))
+    assert "LazyLinear(in_features=0" in repr(net)
+    net(np.ones((2, 4), np.float32))
+    assert repr(net[0]) == "Linear(in_features=4, out_features=3, bias=True)"
+    assert "(0): Linear(in_features=4, out_features=3, bias=True)" in repr(net)
+
+
+def test_default_loss_needs_a_float_output():
+    class Argmax(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return {"ids": self.lin(x).argmax(-1)}
+
+    net = up.build(Argmax())
+    with pytest.raises(up.OutputError, match="floating-point"):
+        up.gradients(net, np.ones((2, 4), np.float32))
+    with pytest.raises(TypeError):  # the matching builtin
+        up.gradients(net, np.ones((2, 4), np.float32))
+
+
+# ---- transformers ---------------------------------------------------------------------------
+def _gpt2(device=None):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=8, n_layer=2, n_head=2,
+                                  bos_token_id=0, eos_token_id=0)
+    if device is None:
+        return transformers.GPT2LMHeadModel(cfg)
+    with torch.device(device):
+        return transformers.GPT2LMHeadModel(cfg)
+
+
+def _llama(device=None):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.LlamaConfig(vocab_size=50, hidden_size=8, intermediate_size=16,
+                                   num_hidden_layers=2, num_attention_heads=2,
+                                   num_key_value_heads=1, max_position_embeddings=16,
+                                   bos_token_id=0, eos_token_id=0)
+    if device is None:
+        return transformers.LlamaForCausalLM(cfg), cfg
+    with torch.device(device):
+        return transformers.LlamaForCausalLM(cfg), cfg
+
+
+def test_gpt2_names_roles_and_the_lm_head_tie():
+    model = _gpt2()
+    net = up.build(model)
+    names = dict(model.named_parameters())  # torch lists a tied parameter once
+    assert list(up.params(net)) == list(names)
+    roles = {n: p.role for n, p in up.params(net).items()}
+    assert roles["transformer.wte.weight"] == "embedding"
+    assert roles["transformer.h.0.ln_1.weight"] == "scale"
+    assert roles["transformer.h.0.ln_1.bias"] == "shift"
+    assert up.params(net)["transformer.wte.weight"].aliases == ("lm_head.weight",)
+
+
+def test_gpt2_tie_is_kept_through_save_and_load(tmp_path):
+    torch.manual_seed(0)
+    net = up.build(_gpt2())
+    up.save(net, tmp_path / "gpt2.safetensors")
+    torch.manual_seed(1)
+    fresh = _gpt2()
+    other = up.build(fresh)
+    up.load(other, tmp_path / "gpt2.safetensors")
+    assert fresh.lm_head.weight is fresh.transformer.wte.weight
+    np.testing.assert_array_equal(fresh.lm_head.weight.detach().numpy(),
+                                  net.native.transformer.wte.weight.detach().numpy())
+    np.testing.assert_allclose(other.to_numpy(other(IDS).logits),
+                               net.to_numpy(net(IDS).logits), rtol=1e-5, atol=1e-6)
+
+
+def test_gpt2_built_on_meta_materializes_without_leftover_memory():
+    model = _gpt2("meta")
+    net = up.build(model)
+    assert up.params(net)["transformer.h.0.attn.c_attn.weight"].state == "abstract"
+    up.materialize(net)
+    for name, p in up.params(net).items():
+        assert _finite(p.numpy()), name
+    # Conv1D has no reset_parameters: it gets the portable default (torch's bounds), not
+    # whatever torch.empty left in memory
+    for local in ("weight", "bias"):
+        v = up.params(net)[f"transformer.h.0.attn.c_attn.{local}"].numpy()
+        assert 0 < np.abs(v).max() <= 1.0 and v.std() > 0, local
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert _finite(net.to_numpy(net(IDS).logits))
+
+
+def test_gpt2_default_loss_sums_the_float_leaves_of_its_model_output():
+    torch.manual_seed(0)
+    model = _gpt2()
+    net = up.build(model)
+    got = up.gradients(net, IDS)
+    model.eval().zero_grad()  # gradients run in evaluation mode (no dropout)
+    model(torch.from_numpy(IDS)).logits.sum().backward()  # the only float leaf: the cache isn't
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(got[name], p.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_llama_rmsnorm_is_a_scale_and_model_wide_init_keeps_it_one():
+    model, _ = _llama()
+    net = up.build(model)
+    norm = up.params(net)["model.layers.0.input_layernorm.weight"]
+    assert norm.role == "scale"
+    up.initialize(net, init.Normal(std=0.02), seed=0, force_reinit=True)
+    np.testing.assert_array_equal(norm.numpy(), 1.0)
+    assert up.params(net)["model.layers.0.self_attn.q_proj.weight"].numpy().std() > 0
+
+
+def test_llama_built_on_meta_materializes_then_runs():
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+    model, cfg = _llama("meta")
+    net = up.build(model)
+    up.materialize(net)
+    np.testing.assert_array_equal(up.params(net)["model.norm.weight"].numpy(), 1.0)
+    for name, p in up.params(net).items():
+        assert _finite(p.numpy()), name
+    with pytest.raises(up.UnsupportedError, match="rotary_emb.inv_freq"):
+        net(IDS)  # computed by its constructor: unifparam cannot fill it
+    model.model.rotary_emb = LlamaRotaryEmbedding(config=cfg)  # no parameters of its own
+    assert _finite(net.to_numpy(net(IDS).logits))
+
+
+def test_bert_adopted_runs_differentiates_and_round_trips(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.BertConfig(vocab_size=50, hidden_size=8, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=16,
+                                  max_position_embeddings=16)
+    torch.manual_seed(0)
+    model = transformers.BertModel(cfg).eval()
+    net = up.build(model)
+    assert list(up.params(net)) == [n for n, _ in model.named_parameters()]
+    assert up.params(net)["embeddings.LayerNorm.weight"].role == "scale"
+    got = up.gradients(net, IDS)  # default loss: last_hidden_state and pooler_output
+    model.zero_grad()
+    out = model(torch.from_numpy(IDS))
+    (out.last_hidden_state.sum() + out.pooler_output.sum()).backward()
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(got[name], p.grad.numpy(), rtol=1e-4, atol=1e-5)
+    up.save(net, tmp_path / "bert.safetensors")
+    torch.manual_seed(1)
+    other = up.build(transformers.BertModel(cfg).eval())
+    up.load(other, tmp_path / "bert.safetensors")
+    np.testing.assert_allclose(other.to_numpy(other(IDS).last_hidden_state),
+                               net.to_numpy(net(IDS).last_hidden_state), rtol=1e-5, atol=1e-6)
