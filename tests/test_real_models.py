@@ -206,3 +206,146 @@ def test_bert_adopted_runs_differentiates_and_round_trips(tmp_path):
     up.load(other, tmp_path / "bert.safetensors")
     np.testing.assert_allclose(other.to_numpy(other(IDS).last_hidden_state),
                                net.to_numpy(net(IDS).last_hidden_state), rtol=1e-5, atol=1e-6)
+
+
+# ---- Flax linen, written the way Flax's examples write it -----------------------------------
+def _linen():
+    pytest.importorskip("flax")
+    import flax.linen as fnn
+    return fnn
+
+
+def _cnn_class():
+    fnn = _linen()
+
+    class CNN(fnn.Module):
+        """Flax's MNIST example, smaller, with BatchNorm (``train``) and Dropout."""
+
+        @fnn.compact
+        def __call__(self, x, train: bool):
+            x = fnn.Conv(features=4, kernel_size=(3, 3))(x)
+            x = fnn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+            x = fnn.avg_pool(fnn.relu(x), window_shape=(2, 2), strides=(2, 2))
+            x = x.reshape((x.shape[0], -1))
+            x = fnn.Dropout(rate=0.5, deterministic=not train)(fnn.Dense(features=8)(x))
+            return fnn.Dense(features=3)(x)
+
+    return CNN
+
+
+IMAGES = np.random.default_rng(1).random((2, 8, 8, 1), dtype=np.float32)
+
+
+def test_flax_module_taking_train_runs_in_both_modes():
+    import jax
+    model = _cnn_class()()
+    keys = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+    variables = model.init(keys, IMAGES, train=False)
+    net = up.build((model, variables))
+    out = np.asarray(net(IMAGES))
+    np.testing.assert_allclose(out, model.apply(variables, IMAGES, train=False), atol=1e-5)
+    mean = up.params(net)["BatchNorm_0.running_mean"]
+    before = mean.numpy().copy()
+    net(IMAGES, training=True)  # batch statistics move, dropout draws
+    assert not np.allclose(mean.numpy(), before)
+    assert set(up.gradients(net, IMAGES)) == {n for n, p in up.params(net).items()
+                                              if p.trainable}
+
+
+@pytest.mark.parametrize("spelling", ["deterministic", "use_running_average", "train_default"])
+def test_flax_mode_arguments_of_every_spelling(spelling):
+    import jax
+    fnn = _linen()
+
+    class Deterministic(fnn.Module):
+        @fnn.compact
+        def __call__(self, x, deterministic: bool):
+            return fnn.Dropout(0.5, deterministic=deterministic)(fnn.Dense(6)(x))
+
+    class RunningAverage(fnn.Module):
+        @fnn.compact
+        def __call__(self, x, use_running_average: bool):
+            return fnn.BatchNorm(use_running_average=use_running_average)(fnn.Dense(6)(x))
+
+    class TrainDefault(fnn.Module):  # a default of True must not decide evaluation
+        @fnn.compact
+        def __call__(self, x, train: bool = True):
+            return fnn.BatchNorm(use_running_average=not train)(fnn.Dense(6)(x))
+
+    cls, evaluation = {"deterministic": (Deterministic, {"deterministic": True}),
+                       "use_running_average": (RunningAverage, {"use_running_average": True}),
+                       "train_default": (TrainDefault, {"train": False})}[spelling]
+    x = np.random.default_rng(0).random((4, 3), dtype=np.float32)
+    model = cls()
+    variables = model.init(jax.random.PRNGKey(0), x, **evaluation)
+    net = up.build((model, variables))
+    out = np.asarray(net(x))
+    np.testing.assert_allclose(out, model.apply(variables, x, **evaluation), atol=1e-5)
+    assert np.asarray(net(x, training=True)).shape == (4, 6)
+    abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, **evaluation))
+    assert _finite(up.materialize(up.build((model, abstract)), x)(x))  # init in evaluation
+
+
+def test_flax_abstract_variables_from_eval_shape_then_materialize():
+    import jax
+    fnn = _linen()
+
+    class Scaled(fnn.Module):  # a parameter of its own: only module.init knows its initializer
+        @fnn.compact
+        def __call__(self, x, train: bool = False):
+            gain = self.param("gain", fnn.initializers.ones, (8,))
+            return fnn.Dense(8)(x) * gain
+
+    for model, x in ((_cnn_class()(), IMAGES), (Scaled(), np.ones((2, 4), np.float32))):
+        abstract = jax.eval_shape(lambda m=model, x=x: m.init(
+            {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}, x, train=False))
+        net = up.build((model, abstract))
+        assert {p.state for p in up.params(net).values()} == {"abstract"}
+        up.materialize(net)  # no input, no initializer: flax's defaults, else the portable one
+        assert {p.state for p in up.params(net).values()} == {"materialized"}
+        assert _finite(net(x))
+
+
+def test_flax_dense_general_kernels_are_not_conv_kernels():
+    import jax
+    fnn = _linen()
+
+    class Block(fnn.Module):
+        @fnn.compact
+        def __call__(self, x, deterministic: bool = True):
+            h = fnn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8)(
+                fnn.LayerNorm()(x), deterministic=deterministic)
+            x = x + h
+            return x + fnn.DenseGeneral(features=(2, 4))(fnn.LayerNorm()(x)).reshape(x.shape)
+
+    x = np.random.default_rng(0).random((2, 5, 8), dtype=np.float32)
+    model = Block()
+    variables = model.init(jax.random.PRNGKey(0), x)
+    net = up.build((model, variables))
+    for name in ("DenseGeneral_0.weight", "MultiHeadDotProductAttention_0.query.weight"):
+        p = up.params(net)[name]
+        assert p.role == "weight" and p.axes is None, name  # no conv layout read into it
+        assert p.shape == (8, 2, 4), name                     # flax's own order kept
+    assert up.params(net)["LayerNorm_0.weight"].role == "scale"
+    np.testing.assert_allclose(np.asarray(net(x)), model.apply(variables, x), atol=1e-5)
+
+
+def test_flax_default_loss_on_a_dict_output():
+    import jax
+    import jax.numpy as jnp
+    fnn = _linen()
+
+    class Heads(fnn.Module):
+        @fnn.compact
+        def __call__(self, x):
+            logits = fnn.Dense(3)(x)
+            return {"logits": logits, "ids": jnp.argmax(logits, -1)}
+
+    x = np.ones((2, 4), np.float32)
+    model = Heads()
+    variables = model.init(jax.random.PRNGKey(0), x)
+    net = up.build((model, variables))
+    got = up.gradients(net, x)
+    want = jax.grad(lambda v: model.apply(v, x)["logits"].sum())(variables)["params"]
+    np.testing.assert_allclose(got["Dense_0.weight"], np.asarray(want["Dense_0"]["kernel"]).T,
+                               rtol=1e-5)
