@@ -349,3 +349,97 @@ def test_flax_default_loss_on_a_dict_output():
     want = jax.grad(lambda v: model.apply(v, x)["logits"].sum())(variables)["params"]
     np.testing.assert_allclose(got["Dense_0.weight"], np.asarray(want["Dense_0"]["kernel"]).T,
                                rtol=1e-5)
+
+
+# ---- Keras and keras_hub ----------------------------------------------------------------------
+def _keras():
+    return pytest.importorskip("keras")
+
+
+def _keras_hub():
+    _keras()
+    try:
+        import keras_hub
+    except ImportError:
+        pytest.skip("keras-hub is not installed: its declared tensorflow-text dependency pulls "
+                    "the full tensorflow wheel over tensorflow-cpu, so it is installed with "
+                    "--no-deps (pip install --no-deps keras-hub==0.32.0 kagglehub==1.0.2 "
+                    "kagglesdk==0.1.28)")
+    return keras_hub
+
+
+def test_keras_model_with_eager_only_control_flow_is_adopted_and_called():
+    keras = _keras()
+    from keras import ops
+
+    class Gate(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a = keras.layers.Dense(3)
+            self.b = keras.layers.Dense(2)
+
+        def call(self, x):
+            h = self.a(x)
+            if float(ops.convert_to_numpy(ops.max(h))) > 100.0:  # a Python if on a value
+                h = h / 100.0
+            return self.b(h)
+
+    x = np.ones((2, 4), np.float32)
+    assert tuple(Gate()(x).shape) == (2, 2)  # plain Keras, called on data
+    net = up.build(Gate())
+    assert tuple(net(x).shape) == (2, 2)
+    assert up.params(net)["b.weight"].shape == (2, 3)
+    net = up.build(Gate())
+    up.materialize(net, input_shape=(2, 4), abstract=True)
+    assert {p.state for p in up.params(net).values()} == {"abstract"}
+    up.initialize(net, init.Constant(0.5), seed=0)
+    up.materialize(net)
+    np.testing.assert_allclose(net.to_numpy(net(x)), 0.5 * (0.5 * 4) * 3)  # biases 0
+
+
+def _gpt2_backbone(keras_hub):
+    return keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=2,
+                                         hidden_dim=8, intermediate_dim=16,
+                                         max_sequence_length=16)
+
+
+TOKENS = {"token_ids": IDS.astype(np.int32), "padding_mask": np.ones((2, 5), np.int32)}
+
+
+def test_keras_hub_backbone_names_follow_the_one_keras_rule():
+    keras_hub = _keras_hub()
+    net = up.build(_gpt2_backbone(keras_hub))
+    names = list(up.params(net))
+    # positions in the functional backbone, then attribute names, then canonical locals
+    assert names[:4] == ["0.weight", "1.weight", "4.self_attention.query.weight",
+                         "4.self_attention.query.bias"]
+    assert "4.self_attention_layer_norm.weight" in names
+    assert not [n for n in names if n.rsplit(".", 1)[1] in ("kernel", "embeddings", "gamma",
+                                                            "beta")]
+    roles = {n: p.role for n, p in up.params(net).items()}
+    assert roles["0.weight"] == roles["1.weight"] == "embedding"
+    assert roles["4.self_attention_layer_norm.weight"] == "scale"
+    assert tuple(net(TOKENS).shape) == (2, 5, 8)
+
+
+def test_keras_hub_dict_output_default_loss_and_round_trip(tmp_path):
+    keras_hub = _keras_hub()
+    keras = _keras()
+    bert = keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=2,
+                                         hidden_dim=8, intermediate_dim=16,
+                                         max_sequence_length=16)
+    inputs = {**TOKENS, "segment_ids": np.zeros((2, 5), np.int32)}
+    net = up.build(bert)
+    got = up.gradients(net, inputs)  # a dict: sequence_output and pooled_output
+    want = up.gradients(net, inputs, loss=lambda out: keras.ops.sum(out["sequence_output"])
+                        + keras.ops.sum(out["pooled_output"]))
+    assert set(got) == set(want)
+    for name in got:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-5, atol=1e-6)
+    up.save(net, tmp_path / "bert.safetensors")
+    other = up.build(keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2,
+                                                   num_heads=2, hidden_dim=8,
+                                                   intermediate_dim=16, max_sequence_length=16))
+    up.load(other, tmp_path / "bert.safetensors")
+    np.testing.assert_allclose(other.to_numpy(other(inputs)["pooled_output"]),
+                               net.to_numpy(net(inputs)["pooled_output"]), rtol=1e-5, atol=1e-6)
