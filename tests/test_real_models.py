@@ -443,3 +443,24 @@ def test_keras_hub_dict_output_default_loss_and_round_trip(tmp_path):
     up.load(other, tmp_path / "bert.safetensors")
     np.testing.assert_allclose(other.to_numpy(other(inputs)["pooled_output"]),
                                net.to_numpy(net(inputs)["pooled_output"]), rtol=1e-5, atol=1e-6)
+
+
+def test_nnx_default_loss_on_a_dict_output():
+    pytest.importorskip("flax.nnx")
+    import jax.numpy as jnp
+    from flax import nnx
+
+    class Heads(nnx.Module):
+        def __init__(self, *, rngs):
+            self.lin = nnx.Linear(4, 3, rngs=rngs)
+
+        def __call__(self, x):
+            logits = self.lin(x)
+            return {"logits": logits, "ids": jnp.argmax(logits, -1)}
+
+    model = Heads(rngs=nnx.Rngs(0))
+    x = np.ones((2, 4), np.float32)
+    got = up.gradients(up.build(model), x)
+    want = nnx.grad(lambda m: m(x)["logits"].sum())(model)
+    np.testing.assert_allclose(got["lin.weight"], np.asarray(want["lin"]["kernel"].value).T,
+                               rtol=1e-5)
