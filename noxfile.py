@@ -25,6 +25,9 @@ def install(session: nox.Session, extras: str = "all,test") -> None:
 def tests(session: nox.Session) -> None:
     """Lint, the docs site, the conformance matrix on every configuration, the repo's tests."""
     install(session, "all,test,docs")
+    # keras-hub declares tensorflow-text, which pulls the full tensorflow wheel over
+    # tensorflow-cpu; its backbones need neither (tests/test_real_models.py)
+    session.install(*CONSTRAINTS, "--no-deps", "keras-hub", "kagglehub", "kagglesdk")
     session.run("ruff", "check", "unifparam", "backends", "tests", "noxfile.py")
     build_docs(session)
     session.run("unifparam", "conformance", "--backend", "all", "--json", "conformance.json")

@@ -75,11 +75,14 @@ class NativeParam:
 
 @dataclass
 class NativeLayer:
-    """A layer of an adopted native model: canonical path, kind, children and parameters."""
+    """A layer of an adopted native model: canonical path, kind, children and parameters.
+
+    ``text`` is how the layer prints; give a function where it changes (a lazy module
+    prints its materialized form after its first call)."""
 
     path: str
     kind: str
-    text: str
+    text: str | Callable[[], str]
     children: list[tuple[str, NativeLayer]] = field(default_factory=list)
     params: dict[str, NativeParam] = field(default_factory=dict)
 
@@ -95,6 +98,9 @@ class Storage:
     fill: str = DEFAULT  # DEFAULT, WRITE or ALIAS
     #: With a mesh: one mesh axis name or None per canonical dimension (all None: replicated).
     shard: tuple[str | None, ...] | None = None
+    #: values (numpy, canonical layout) for a DEFAULT storage the framework has no default
+    #: initializer for (a torch module without ``reset_parameters``): never leave it unfilled
+    fallback: Callable[[], Any] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -263,10 +269,59 @@ class Backend(abc.ABC):
 
     def gradients(self, native: Any, inputs: Sequence[Any], loss: Callable[[Any], Any] | None,
                   refs: Mapping[str, Any]) -> dict[str, Any]:
-        """Gradient of ``loss(output)`` (default: the sum) for every name in ``refs``, as numpy."""
+        """Gradient of ``loss(output)`` for every name in ``refs``, as numpy; without ``loss``,
+        of :func:`default_loss` of the output."""
         raise NotImplementedError
 
     def to_numpy(self, value: Any) -> Any:
         """A native array as numpy (detached, on the host)."""
         import numpy as np
         return np.asarray(value)
+
+
+# ---- the default objective of gradients ---------------------------------------------------
+def output_leaves(output: Any) -> list[Any]:
+    """The arrays in a model output, in order: the output itself, or those nested in its
+    mappings (transformers' ``ModelOutput``, keras_hub's dicts), lists and tuples. Objects
+    that are neither (a key-value cache, None, strings) hold no leaves.
+
+    >>> import numpy as np
+    >>> [a.shape for a in output_leaves({"logits": np.ones((2, 3)), "aux": [np.ones(1), None]})]
+    [(2, 3), (1,)]
+    """
+    if hasattr(output, "shape") and hasattr(output, "dtype"):
+        return [output]
+    if isinstance(output, Mapping):
+        items = list(output.values())
+    elif isinstance(output, (list, tuple)):
+        items = list(output)
+    else:
+        return []
+    return [leaf for item in items for leaf in output_leaves(item)]
+
+
+def default_loss(output: Any, total: Callable[[Any], Any], is_float: Callable[[Any], bool]
+                 ) -> Any:
+    """What ``gradients`` differentiates without ``loss=``: the sum of every floating-point
+    leaf of ``output`` (see :func:`output_leaves`). Adapters pass their framework's ``total``
+    (sum of one array) and ``is_float``. Raises :class:`~unifparam.OutputError` when no
+    leaf is floating point (token ids only, no output at all).
+
+    >>> import numpy as np
+    >>> float(default_loss({"a": np.ones(2), "ids": np.arange(3)}, np.sum,
+    ...                    lambda x: x.dtype.kind == "f"))
+    2.0
+    """
+    leaves = output_leaves(output)
+    floats = [leaf for leaf in leaves if is_float(leaf)]
+    if not floats:
+        from .errors import OutputError
+        found = ", ".join(str(getattr(leaf, "dtype", "?")) for leaf in leaves[:4]) or "none"
+        raise OutputError(
+            f"gradients needs a floating-point output to differentiate; the model returned a "
+            f"{type(output).__name__} whose arrays have dtypes: {found}. Pass "
+            f"loss=lambda out: ... returning a scalar of the output.")
+    value = total(floats[0])
+    for leaf in floats[1:]:
+        value = value + total(leaf)
+    return value

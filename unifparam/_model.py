@@ -325,7 +325,7 @@ def render(state: ModelState, node: Node, indent: str = "") -> str:
     """Printed structure of a canonical tree, with the sizes known now."""
     if not node.children:
         if node.spec is None:
-            return node.text
+            return node.label()
         shapes = {}
         for local, name in node.params.items():
             root, t = state.resolve(name)

@@ -163,9 +163,13 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     storages: dict[str, Storage] = {}
     for root in todo:
         slot = st.slots[root]
-        fill = WRITE if root in values else DEFAULT
-        storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, fill,
-                                 placement.get(root))
+        if root in values:
+            storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, WRITE,
+                                     shard=placement.get(root))
+        else:
+            backup = None if abstract else fallback(st, slot, shapes[root])
+            storages[root] = Storage(root, slot.ref, shapes[root], slot.dtype, DEFAULT,
+                                     shard=placement.get(root), fallback=backup)
     for name, ref, shape in pending:
         root, t = st.resolve(name)
         shard = placement.get(root)
@@ -236,6 +240,21 @@ def producer(st: ModelState, slot: Slot, reg: Registration,
                                f"{fmt_shape(shape)}: {type(e).__name__}: {e}. Nothing was "
                                f"changed; fix the initializer and call again.") from e
     return lambda index=None: value if index is None else value[block_slices(shape, index)]
+
+
+def fallback(st: ModelState, slot: Slot, shape: tuple[int, ...]) -> Callable[[], Any]:
+    """Values for a DEFAULT storage whose framework has no default initializer: the role's
+    standard value (bias 0, scale 1), else :class:`~unifparam.init.Default` drawn from a
+    seed of its own (the registered seed when there is one)."""
+    from .init import Default, role_default
+    tgt = target(st, slot, shape)
+    if tgt.role not in Default.roles:
+        return lambda: role_default(tgt)
+    seed = slot.reg.seed if slot.reg is not None and slot.reg.seed is not None else None
+    if seed is None:
+        import secrets
+        seed = secrets.randbits(63)
+    return lambda: Default().generate(tgt, seed)
 
 
 def trusted(init: Any) -> bool:

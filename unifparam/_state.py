@@ -13,6 +13,7 @@ states are read live from the adapter and merged with the core's knowledge, neve
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -75,10 +76,14 @@ class Node:
 
     path: str
     kind: str
-    text: str
+    text: str | Callable[[], str]  # a function: read live (a lazy module once materialized)
     children: dict[str, Node] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)  # local name -> canonical name
     spec: nn.Layer | None = None
+
+    def label(self) -> str:
+        """The layer's printed text as it is now."""
+        return self.text() if callable(self.text) else self.text
 
 
 def unify(x: Shape | None, y: Shape | None) -> Shape | None | bool:

@@ -68,6 +68,10 @@ class UnsupportedError(UnifparamError, NotImplementedError):
     """The backend lacks a capability this call needs."""
 
 
+class OutputError(UnifparamError, TypeError):
+    """A model output a verb cannot use (``gradients`` of an output with no float values)."""
+
+
 class CheckpointError(UnifparamError):
     """Base class of every checkpoint failure (:func:`unifparam.save`, :func:`unifparam.load`)."""
 

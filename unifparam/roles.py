@@ -19,6 +19,21 @@ ROLES = ("weight", "bias", "embedding", "scale", "shift", "running_mean", "runni
 STATISTICS = ("running_mean", "running_var")
 
 
+#: Framework variable names (Keras, Flax) and the canonical local name each means.
+NATIVE_NAMES = {"kernel": "weight", "embeddings": "weight", "embedding": "weight",
+                "gamma": "weight", "scale": "weight", "beta": "bias",
+                "moving_mean": "running_mean", "moving_variance": "running_var"}
+
+
+def local_name(native: str) -> str:
+    """The canonical local name of a framework's variable name (others are kept as they are).
+
+    >>> local_name("kernel"), local_name("moving_variance"), local_name("cls_token")
+    ('weight', 'running_var', 'cls_token')
+    """
+    return NATIVE_NAMES.get(native, native)
+
+
 def family_of(type_name: str) -> str:
     """The family of a layer class the adapter does not know, guessed from its name.
 

@@ -21,7 +21,7 @@ import numpy as np
 from flax import linen, traverse_util
 
 from unifparam import Backend, NativeParam, Plan, Storage, nn
-from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE
+from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
 from unifparam.errors import InputShapeError, UnknownNameError, UnsupportedError
 
@@ -108,7 +108,8 @@ class FlaxBackend(Backend):
         if plan.abstract:
             return st
         return _allocate(st, frozenset(s.ref.path for s in plan.storages.values()
-                                       if s.fill == WRITE))
+                                       if s.fill == WRITE),
+                         {s.ref.path: s for s in plan.storages.values() if s.fallback})
 
     def owned_blocks(self, native: FlaxState, ref: Leaf) -> list[tuple[tuple[slice, ...], Any]]:
         """The first replica of each shard on this process's devices, canonical."""
@@ -226,14 +227,16 @@ class FlaxBackend(Backend):
 
         def objective(trainable: dict[Path, Any]) -> Any:
             out = _apply(native, {**fixed, **trainable}, xs, False)
-            return loss(out) if loss is not None else jnp.sum(out)
+            if loss is not None:
+                return loss(out)
+            return default_loss(out, jnp.sum, lambda x: jnp.issubdtype(x.dtype, jnp.floating))
 
         grads = jax.grad(objective)(wrt)
         out = {}
         for name, ref in refs.items():
             g = grads.get(ref.path)
             g = np.zeros(native.leaves[ref.path].shape, np.float32) if g is None else np.asarray(g)
-            out[name] = np.ascontiguousarray(to_canonical(ref.layout, g))
+            out[name] = np.asarray(to_canonical(ref.layout, g), order="C")  # 0-d stays 0-d
         return out
 
     def to_numpy(self, value: Any) -> np.ndarray:
@@ -276,11 +279,13 @@ def _sharding(mesh: Any, storage: Storage) -> Any:
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
 
 
-def _allocate(st: FlaxState, skip: frozenset[Path]) -> FlaxState:
+def _allocate(st: FlaxState, skip: frozenset[Path],
+              fallbacks: Mapping[Path, Storage] | None = None) -> FlaxState:
     """Give every abstract leaf memory, filled by flax's own default initializer.
 
     Leaves in ``skip`` stay placeholders: the core writes them next, and ``write`` makes
-    the array from its buffer, so their memory is allocated once.
+    the array from its buffer, so their memory is allocated once. A leaf whose initializer
+    only ``module.init`` knows, with no example input to run it, gets the plan's fallback.
     """
     todo = [p for p, v in st.leaves.items() if isinstance(v, jax.ShapeDtypeStruct)]
     if not todo:
@@ -301,7 +306,13 @@ def _allocate(st: FlaxState, skip: frozenset[Path]) -> FlaxState:
             new[path] = make(jax.random.fold_in(key, i))
         else:
             new[path] = jnp.asarray(fn(jax.random.fold_in(key, i), spec.shape, spec.dtype))
-    if unknown:
+    fallbacks = fallbacks or {}
+    if unknown and st.example is None and all(p in fallbacks for p in unknown):
+        for path in unknown:
+            leaf, value = fallbacks[path].ref, fallbacks[path].fallback()
+            new[path] = jax.device_put(to_layout(np.asarray(value), native_perm(
+                leaf.layout, np.ndim(value)), st.leaves[path].dtype))
+    elif unknown:
         new.update(_init_by_module(st, unknown, key))
     return st.with_leaves(new)
 
@@ -319,16 +330,12 @@ def _init_by_module(st: FlaxState, paths: list[Path], key: Any) -> dict[Path, An
 
 def _init_vars(module: linen.Module, key: Any, xs: Sequence[Any]) -> Any:
     k1, k2 = jax.random.split(key)
-    return module.init({"params": k1, "dropout": k2}, *xs)
+    return module.init({"params": k1, "dropout": k2}, *xs, **mode_kwargs(module, False))
 
 
 def _apply(st: FlaxState, leaves: Mapping[Path, Any], xs: Sequence[Any], training: bool) -> Any:
     variables = expand(leaves, st.ties)
-    kwargs: dict[str, Any] = {}
-    if _takes(st.module, "training"):
-        kwargs["training"] = training
-    elif training and _takes(st.module, "train"):
-        kwargs["train"] = True
+    kwargs = mode_kwargs(st.module, training)
     if not training:
         return st.module.apply(variables, *xs, **kwargs)
     rngs = {"dropout": jax.random.PRNGKey(secrets.randbits(31))}
@@ -336,11 +343,21 @@ def _apply(st: FlaxState, leaves: Mapping[Path, Any], xs: Sequence[Any], trainin
     return st.module.apply(variables, *xs, rngs=rngs, mutable=mutable, **kwargs)
 
 
-def _takes(module: linen.Module, arg: str) -> bool:
+#: How Flax code spells the mode in ``__call__`` (Flax's BatchNorm and Dropout guides):
+#: argument -> its value in training.
+MODE_ARGS = {"training": True, "train": True, "is_training": True, "deterministic": False,
+             "use_running_average": False}
+
+
+def mode_kwargs(module: linen.Module, training: bool) -> dict[str, bool]:
+    """``net(x, training=...)`` as the keywords ``module.__call__`` takes, always given
+    (a ``train: bool = True`` default must not decide evaluation)."""
     try:
-        return arg in inspect.signature(type(module).__call__).parameters
+        accepted = inspect.signature(type(module).__call__).parameters
     except (TypeError, ValueError):
-        return False
+        return {}
+    return {arg: training == when_training for arg, when_training in MODE_ARGS.items()
+            if arg in accepted}
 
 
 def _as_array(x: Any) -> Any:

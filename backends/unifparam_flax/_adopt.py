@@ -20,7 +20,7 @@ from flax import linen, traverse_util
 
 from unifparam import NativeLayer, NativeParam
 from unifparam.errors import UnsupportedError
-from unifparam.roles import classify, family_of
+from unifparam.roles import classify, family_of, local_name
 
 from ._layers import canonical_perm, shape_to_canonical
 from ._state import LayerInfo, Leaf, Path
@@ -163,7 +163,8 @@ def _own_leaves(m: Any, prefix: Path, flat: Mapping[Path, Any], predict: bool
     leaves = {leaf for _, leaf, _, _ in found}
     out: dict[str, ParamInfo] = {}
     for col, leaf, shape, dtype in found:
-        local, role, axes, layout = _canonical(m, col, leaf, len(shape), "scale" in leaves)
+        local, role, axes, layout = _canonical(m, col, leaf, len(shape), "scale" in leaves,
+                                               prefix[-1] if prefix else "")
         if local in out:
             local = f"{col}_{leaf}"
         known = tuple(shape) if None not in shape else None
@@ -198,16 +199,17 @@ def _predicted(m: Any) -> list[tuple[str, str, tuple[Any, ...], str]]:
     return out
 
 
-def _canonical(m: Any, col: str, leaf: str, ndim: int, has_scale: bool
+def _canonical(m: Any, col: str, leaf: str, ndim: int, has_scale: bool, scope: str = ""
                ) -> tuple[str, str, tuple[str, ...] | None, str]:
-    """(canonical local name, role, logical axes, layout) of one native leaf."""
+    """(canonical local name, role, logical axes, layout) of one native leaf; ``scope`` is
+    the module's name in the pytree (``Conv_0``), all that is known of an unbound one."""
     if col == "batch_stats" and leaf in ("mean", "var"):
         local = "running_mean" if leaf == "mean" else "running_var"
         return (local, *classify("norm", local, 1), "plain")
     if col != "params":
         return f"{col}_{leaf}", "weight", None, "plain"
-    kind = _family(m, leaf, ndim, has_scale)
-    local = "weight" if leaf in ("kernel", "embedding", "scale") else leaf
+    kind = _family(m, leaf, ndim, has_scale, scope)
+    local = local_name(leaf)
     role, axes = classify(kind, local, ndim)
     layout = "plain"
     if leaf == "kernel" and axes is not None:
@@ -215,7 +217,7 @@ def _canonical(m: Any, col: str, leaf: str, ndim: int, has_scale: bool
     return local, role, axes, layout
 
 
-def _family(m: Any, leaf: str, ndim: int, has_scale: bool) -> str:
+def _family(m: Any, leaf: str, ndim: int, has_scale: bool, scope: str = "") -> str:
     if isinstance(m, (linen.Conv, linen.ConvTranspose)):
         return "conv" if isinstance(m, linen.Conv) else "other"
     if isinstance(m, linen.Dense) or leaf == "kernel" and m is None and ndim == 2:
@@ -224,6 +226,6 @@ def _family(m: Any, leaf: str, ndim: int, has_scale: bool) -> str:
         return "embedding"
     if leaf == "scale" or leaf == "bias" and has_scale:
         return "norm"
-    if m is None and leaf == "kernel" and ndim >= 3:
-        return "conv"
-    return family_of(type(m).__name__) if m is not None else "other"
+    # an unbound module is known by its pytree name only: a 3-D kernel may be a Conv's or
+    # a DenseGeneral's (attention's "query"), so only a name saying Conv reads as one
+    return family_of(type(m).__name__ if m is not None else re.sub(r"_\d+$", "", scope))

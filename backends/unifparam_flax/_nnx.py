@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from unifparam import Backend, NativeLayer, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
+from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED, default_loss
 from unifparam._buffers import to_layout
 from unifparam.errors import UnknownNameError, UnsupportedError
 
@@ -201,14 +201,16 @@ class NNXBackend(Backend):
                 module = nnx.merge(graphdef, p, rest)
                 _sync(module, native.views)  # views follow their source inside the trace
                 out = _call(native, module, xs, False)
-                return loss(out) if loss is not None else jnp.sum(out)
+                if loss is not None:
+                    return loss(out)
+                return default_loss(out, jnp.sum, lambda x: jnp.issubdtype(x.dtype, jnp.floating))
 
             grads = nnx.merge(graphdef, jax.grad(objective)(params), rest)
         out = {}
         for name, ref in refs.items():
             g = np.asarray(variable(grads, ref).get_value())  # type: ignore[union-attr]
             perm = transposed(grads, ref, g.ndim)
-            out[name] = np.ascontiguousarray(g if perm is None else g.transpose(perm))
+            out[name] = np.asarray(g if perm is None else g.transpose(perm), order="C")  # 0-d kept
         return out
 
     def to_numpy(self, value: Any) -> np.ndarray:

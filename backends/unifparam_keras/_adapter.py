@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from unifparam import Backend, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE
+from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
 from unifparam.errors import BackendConflictError, BackendNotInstalledError, UnsupportedError
 
@@ -114,13 +114,27 @@ class KerasBackend(Backend):
     # ---- size and storage ------------------------------------------------------------
     def infer(self, native: KerasModel, inputs: Sequence[Any] | None,
               input_shapes: Sequence[Any]) -> KerasModel:
-        """Adopted models: a symbolic call builds every layer; variables get no values."""
+        """Adopted models: a symbolic call builds every layer; variables get no values.
+
+        A ``call`` with eager-only control flow (a Python ``if`` on a value) fails on
+        symbolic tensors: it is then called as plain Keras would, on data (``inputs``, or
+        zeros of ``input_shapes``), still in a stateless scope, so variables are created
+        without values (reads give throwaway initial values).
+        """
         dtypes = [getattr(x, "dtype", "float32") for x in inputs or ()] or [
             "float32"] * len(input_shapes)
         args = [keras.KerasTensor(tuple(s), dtype=_dtype(d))
                 for s, d in zip(input_shapes, dtypes)]
         with _lazy():
-            native.model(*args)
+            try:
+                native.model(*args)
+            except Exception as symbolic:  # noqa: BLE001 - any failure of the symbolic trace
+                data = [_as_tensor(x) for x in inputs] if inputs is not None else [
+                    ops.zeros(tuple(s), dtype=_dtype(d)) for s, d in zip(input_shapes, dtypes)]
+                try:
+                    native.model(*data)
+                except Exception as eager:
+                    raise eager from symbolic
         return native
 
     def allocate(self, native: KerasModel, plan: Plan) -> KerasModel:
@@ -278,7 +292,10 @@ class KerasBackend(Backend):
         variables = [ref.own() for ref in refs.values()]
 
         def objective(out: Any) -> Any:
-            return loss(out) if loss is not None else ops.sum(out)
+            if loss is not None:
+                return loss(out)
+            return default_loss(out, ops.sum, lambda x: "float" in keras.backend.standardize_dtype(
+                getattr(x, "dtype", "int32")))
 
         grads = _GRADIENTS[keras.backend.backend()](native.model, xs, objective, variables)
         out = {}

@@ -1,8 +1,18 @@
 """Describe Keras layers in canonical terms: the layer tree, names, roles, axes, layouts.
 
-Canonical names of an adopted model are layer positions (Sequential, functional) or
-attribute paths (subclassed models) joined by dots, then ``weight``/``bias``/... A layer
-used in two places is one storage, listed under its first name.
+One naming rule for every adopted Keras model (keras_hub backbones included), a path of
+keys joined by dots, then the parameter's local name:
+
+- the keys of a Sequential or functional model's layers are their positions in
+  ``model.layers`` (InputLayer left out): ``0``, ``1``, ... (a keras_hub backbone is a
+  functional model: ``4.self_attention.query.weight``);
+- the keys of a subclassed layer's sublayers are the attribute names that hold them; a list
+  or dict attribute is one more level keyed by index or dict key (``blocks.0``);
+- the local name is canonical, as for every backend: ``weight`` (Keras's ``kernel``,
+  ``embeddings``, ``gamma``), ``bias`` (``beta``), ``running_mean``, ``running_var``
+  (:func:`unifparam.roles.local_name`); a variable of another name keeps its Keras name.
+
+A layer used in two places is one storage, listed under its first name.
 
     >>> describe(keras.Sequential([keras.layers.Dense(4)])).children[0][1].params["weight"]
     ...                                                      # doctest: +SKIP
@@ -18,7 +28,7 @@ from keras.src.models.functional import Functional
 
 from unifparam import NativeLayer, NativeParam
 from unifparam._buffers import kernel_perm
-from unifparam.roles import STATISTICS, classify, family_of
+from unifparam.roles import STATISTICS, classify, family_of, local_name
 
 Shape = tuple[int | None, ...]
 
@@ -93,7 +103,8 @@ def _discovered(layer: Any) -> list[Ref]:
         store = owned.get(id(v))
         attr = store.lstrip("_") if store and isinstance(
             getattr(type(layer), store.lstrip("_"), None), property) else store
-        name = v.name if v.name not in {r.name for r in refs} else f"{v.name}_{len(refs)}"
+        name = local_name(v.name)
+        name = name if name not in {r.name for r in refs} else f"{v.name}_{len(refs)}"
         role, axes = classify(family_of(type(layer).__name__), name, len(v.shape))
         refs.append(Ref(layer, name, attr or name, store or name, None, role,
                         axes if axes is None or len(axes) < 2 else None, v.trainable,

@@ -17,7 +17,7 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, Unin
 from torch.nn.utils import parametrize
 
 from unifparam import Backend, NativeParam, Plan, Storage, nn
-from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED
+from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, default_loss
 from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, native_param
@@ -85,7 +85,7 @@ class TorchBackend(Backend):
                 module._infer_parameters(module, (torch.empty(tuple(shape), device="meta"),))
         if plan.abstract:
             return native
-        fresh: dict[int, tuple[tnn.Module, list[str]]] = {}
+        fresh: dict[int, tuple[tnn.Module, dict[str, Storage]]] = {}
         for storage in plan.storages.values():
             module, attr = storage.ref
             tensor = getattr(module, attr)
@@ -93,9 +93,9 @@ class TorchBackend(Backend):
                 continue
             _store(module, attr, _like(tensor, torch.empty_like(tensor, device="cpu")))
             if storage.fill == DEFAULT:
-                fresh.setdefault(id(module), (module, []))[1].append(attr)
-        for module, attrs in fresh.values():
-            _fill_defaults(module, attrs)
+                fresh.setdefault(id(module), (module, {}))[1][attr] = storage
+        for module, storages in fresh.values():
+            _fill_defaults(module, storages)
         if plan.mesh is not None:  # framework defaults: made whole, then scattered from rank 0
             from torch.distributed.tensor import distribute_tensor
             for storage in plan.storages.values():
@@ -175,7 +175,7 @@ class TorchBackend(Backend):
 
     def write(self, native: tnn.Module, ref: Ref, value: np.ndarray) -> tnn.Module:
         tensor = getattr(ref[0], ref[1])
-        source = torch.from_numpy(np.ascontiguousarray(value))
+        source = torch.from_numpy(np.asarray(value, order="C"))  # 0-d stays 0-d
         if tensor.is_meta and value.flags.writeable and source.dtype == tensor.dtype:
             # adopt the core's fresh buffer in place: same object, so ties by identity hold
             torch.utils.swap_tensors(tensor, _like(tensor, source))
@@ -225,15 +225,18 @@ class TorchBackend(Backend):
     # ---- compute -------------------------------------------------------------------
     def run(self, native: tnn.Module, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, tnn.Module]:
+        _check_no_meta_buffers(native)
         with _Mode(native, training):
             return native(*(_as_tensor(x) for x in inputs)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
         tensors = [getattr(m, a) for m, a in refs.values()]
+        _check_no_meta_buffers(native)
         with _Mode(native, False), torch.enable_grad():
             out = native(*(_as_tensor(x) for x in inputs))
-            value = loss(out) if loss is not None else out.sum()
+            value = loss(out) if loss is not None else default_loss(
+                out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
         return {n: (np.zeros(tuple(t.shape), np.float32) if g is None else g.detach().numpy())
                 for n, t, g in zip(refs, tensors, grads)}
@@ -267,18 +270,53 @@ def _store(module: tnn.Module, attr: str, tensor: torch.Tensor) -> None:
     (module._parameters if attr in module._parameters else module._buffers)[attr] = tensor
 
 
-def _fill_defaults(module: tnn.Module, attrs: list[str]) -> None:
-    """The module's own default values for ``attrs`` (its other tensors kept as they are)."""
+def _fill_defaults(module: tnn.Module, storages: Mapping[str, Storage]) -> None:
+    """The module's own default values for ``storages`` (its other tensors kept as they
+    are); the plan's fallback values where the module has no default (no
+    ``reset_parameters``: GPT-2's Conv1D, Llama's RMSNorm), so no memory stays unfilled."""
+    if hasattr(module, "reset_parameters") or hasattr(module, "reset_running_stats"):
+        for k, b in module._buffers.items():  # a counter, not a parameter: its reset sets it
+            if b is not None and b.is_meta and k not in module._non_persistent_buffers_set \
+                    and not b.is_floating_point():
+                module._buffers[k] = torch.zeros_like(b, device="cpu")
     if hasattr(module, "reset_parameters"):
         keep = {k: t.detach().clone() for k, t in
                 [*module._parameters.items(), *module._buffers.items()]
-                if t is not None and k not in attrs and not t.is_meta}
+                if t is not None and k not in storages and not t.is_meta}
         module.reset_parameters()  # meta tensors left in it are no-ops
         with torch.no_grad():
             for k, t in keep.items():
                 getattr(module, k).copy_(t)
-    elif hasattr(module, "reset_running_stats"):
+        return
+    stats = ("running_mean", "running_var")
+    if hasattr(module, "reset_running_stats") and any(k in stats for k in storages):
         module.reset_running_stats()
+    for attr, storage in storages.items():
+        if attr not in stats or not hasattr(module, "reset_running_stats"):
+            with torch.no_grad():
+                getattr(module, attr).copy_(torch.from_numpy(_np_fallback(storage)))
+
+
+def _np_fallback(storage: Storage) -> np.ndarray:
+    if storage.fallback is None:  # a plan made by hand: the core always gives one
+        raise ValueError(f"No default initializer for '{storage.name}' and no fallback.")
+    return np.asarray(storage.fallback(), order="C")
+
+
+def _check_no_meta_buffers(native: tnn.Module) -> None:
+    """Buffers that are not parameters of the model (non-persistent or integer ones, such as
+    Llama's rotary ``inv_freq`` or BERT's ``position_ids``) hold values only their module's
+    constructor computes: built under ``torch.device("meta")`` they have none, and no
+    default fills them. Say so, rather than run on missing memory."""
+    meta = [n for n, b in native.named_buffers() if b.is_meta
+            and not isinstance(b, UninitializedTensorMixin)]
+    if meta:
+        shown = ", ".join(repr(n) for n in meta[:4]) + (", ..." if len(meta) > 4 else "")
+        raise UnsupportedError(
+            f"Buffers {shown} are still on the meta device: they are not parameters (not "
+            f"saved, or not floating point), so their values come from their module's "
+            f"constructor, which unifparam cannot rerun. Construct those modules outside "
+            f"torch.device('meta'), or set the buffers yourself after materialize(net).")
 
 
 def _uninitialized_to_meta(module: tnn.Module) -> None:
@@ -297,7 +335,7 @@ def _as_tensor(x: Any) -> torch.Tensor:
     arr = np.asarray(x)
     if arr.dtype.kind == "f":
         arr = arr.astype(np.float32, copy=False)
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    return torch.from_numpy(np.asarray(arr, order="C"))
 
 
 class _Mode:

@@ -69,9 +69,7 @@ def native_param(module: tnn.Module, attr: str, tensor: torch.Tensor, is_param: 
 
 def describe(module: tnn.Module, path: str = "") -> NativeLayer:
     """The canonical tree of ``module`` (every use of a shared submodule is visited)."""
-    kind = type(module).__name__
-    extra = module.extra_repr()
-    layer = NativeLayer(path, kind, f"{kind}({extra})")
+    layer = NativeLayer(path, type(module).__name__, lambda: _text(module))
     for attr, tensor, is_param in tensors(module):
         name = f"{path}.{attr}" if path else attr
         layer.params[attr] = native_param(module, attr, tensor, is_param, name)
@@ -79,3 +77,8 @@ def describe(module: tnn.Module, path: str = "") -> NativeLayer:
         if child is not None:
             layer.children.append((key, describe(child, f"{path}.{key}" if path else key)))
     return layer
+
+
+def _text(module: tnn.Module) -> str:
+    """How torch prints a leaf module now (a lazy one becomes its eager class when called)."""
+    return f"{type(module).__name__}({module.extra_repr()})"
