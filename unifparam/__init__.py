@@ -13,8 +13,9 @@ The backend comes from ``build(..., backend=)``, the native model's type, or the
 ``UNIFPARAM_BACKEND`` environment variable. This package never imports a framework.
 """
 
-from . import init, nn
+from . import init, nn, ops
 from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
+from ._convert import default_seed, set_seed, to_numpy
 from ._model import Model, Param
 from ._registry import BackendInfo, get_backend
 from ._registry import registered as backends
@@ -33,6 +34,7 @@ from .errors import (
     CheckpointNotFoundError,
     CheckpointPathError,
     CheckpointPermissionError,
+    DataDependentError,
     DeferredParameterError,
     InitializerError,
     InputShapeError,
@@ -65,9 +67,9 @@ __all__ = [
     "CheckpointError",
     "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
-    "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
+    "DataDependentError", "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
     "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
-    "Storage", "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
+    "Storage", "build", "default_seed", "ops", "set_seed", "to_numpy", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
     "materialize", "nn", "params", "save", "summary", "tie",
 ]

@@ -102,6 +102,9 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
     """
     st = model._st
     init_ = as_initializer(init)
+    if seed is None:
+        from ._convert import default_seed
+        seed = default_seed()
     if init_ is None and seed is not None:
         init_ = Default()
     chosen = _select(model, select)  # name -> picked explicitly?
