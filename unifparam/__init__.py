@@ -64,12 +64,12 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",
     "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "Converters",
-    "CheckpointError",
-    "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
+    "CheckpointError", "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
-    "DataDependentError", "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
-    "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",
+    "DataDependentError", "DeferredParameterError", "InitializerError", "InputShapeError",
+    "LoadReport", "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
-    "Storage", "build", "default_seed", "ops", "set_seed", "to_numpy", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
-    "materialize", "nn", "params", "save", "summary", "tie",
+    "Storage", "build", "default_seed", "ops", "set_seed", "to_numpy", "get_backend", "gradients",
+    "init", "initialize", "inspect_file", "load", "materialize", "nn", "params", "save", "summary",
+    "tie",
 ]

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from . import nn
-from ._convert import default_seed
 from ._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, WRITE, Plan, Storage
+from ._convert import default_seed
 from ._lazy import np
 from ._state import ModelState, Node, Registration, Slot, complete, flip, unify
 from .errors import InitializerError, InputShapeError, UnifparamError, fmt_shape
@@ -143,7 +143,8 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     if st.spec is not None:
         named = {*shapes, *(n for n, _, _ in pending)}
         leaves = [p for p, node in st.nodes.items() if node.params and not node.children
-                  and not isinstance(node.spec, nn.Block) and any(n in named or st.resolve(n)[0] in shapes
+                  and not isinstance(node.spec, nn.Block)
+                  and any(n in named or st.resolve(n)[0] in shapes
                           for n in node.params.values())]
         missing = [p for p in leaves if p not in layer_inputs]
         layer_inputs = {**layer_inputs, **layer_inputs_from_params(st, shapes, missing)}

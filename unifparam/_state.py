@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from . import nn
-from ._backend import MATERIALIZED
-from ._convert import default_seed, Backend, NativeLayer, NativeParam
+from ._backend import MATERIALIZED, Backend, NativeLayer, NativeParam
+from ._convert import default_seed
 from .errors import UnknownNameError, closest
 
 if TYPE_CHECKING:

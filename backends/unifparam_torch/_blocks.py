@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: N812 - torch's own spelling
 from torch import nn as tnn
 from torch.nn.parameter import UninitializedParameter
 
