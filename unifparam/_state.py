@@ -203,9 +203,8 @@ def state_from_spec(backend: Backend, spec: nn.Layer) -> ModelState:
                                                               source="constructor")
             if reg is None and (isinstance(node.spec, nn.Block) or default_seed() is not None):
                 from .init import Default  # portable and seeded: same values on every backend
-                reg = Registration(Default(), source="constructor" if isinstance(
-                    node.spec, nn.Block) else "initialize",
-                    role_default=decl.role not in Default.roles)
+                reg = Registration(Default(), source="initialize",
+                                   role_default=decl.role not in Default.roles)
             st.slots[name] = Slot(name, node.path, p.ref, decl.shape, decl.role, decl.axes,
                                   decl.trainable, p.dtype, p.native_name, reg)
     return st
