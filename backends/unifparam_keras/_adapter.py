@@ -128,6 +128,9 @@ class KerasBackend(Backend):
         gets Keras's own initializer, except those the core writes next."""
         deferred = plan.abstract or any(s.fill == WRITE for s in plan.storages.values())
         with _lazy() if deferred else nullcontext():
+            for s in plan.storages.values():  # a block's own parameters: planned shapes
+                if hasattr(s.ref.layer, "make_param") and s.fill != "alias":
+                    s.ref.layer.make_param(s.ref.name, s.shape)
             for path, shape in plan.layer_inputs.items():
                 layer = native.layers[path]
                 if not layer.built:
