@@ -90,10 +90,8 @@ class BlockModule(tnn.Module):
         for key, child in children:
             self.add_module(key, child)
         for name, p in spec.own_parameters():
-            tensor = (UninitializedParameter(requires_grad=p.trainable) if None in p.shape
-                      else tnn.Parameter(torch.empty(p.shape, device="meta"),
-                                         requires_grad=p.trainable))
-            self.register_parameter(name, tensor)
+            # no storage until planned (as on every backend): the core fills it, seeded
+            self.register_parameter(name, UninitializedParameter(requires_grad=p.trainable))
 
     def forward(self, *inputs: Any) -> Any:
         with bound(self.binding):
