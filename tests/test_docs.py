@@ -25,7 +25,7 @@ FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
 #: Pages whose code is backend-neutral: also run on these backends.
 PORTABLE = {"README.md": ("flax", "keras:jax"), "docs/index.md": ("flax", "keras:jax"),
-            "docs/concepts.md": ("flax", "keras:jax")}
+            "docs/concepts.md": ("flax", "keras:jax"), "docs/blocks.md": ("flax", "keras:jax")}
 
 DRIVER = """
 import json, sys
