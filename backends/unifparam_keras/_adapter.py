@@ -120,7 +120,7 @@ class KerasBackend(Backend):
         args = [keras.KerasTensor(tuple(s), dtype=_dtype(d))
                 for s, d in zip(input_shapes, dtypes)]
         with _lazy():
-            native.model(*args)
+            _call(native.model, args)
         return native
 
     def allocate(self, native: KerasModel, plan: Plan) -> KerasModel:
@@ -213,7 +213,7 @@ class KerasBackend(Backend):
     # ---- compute -------------------------------------------------------------------
     def run(self, native: KerasModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, KerasModel]:
-        return native.model(*(_as_tensor(x) for x in inputs), training=training), native
+        return _call(native.model, [_as_tensor(x) for x in inputs], training=training), native
 
     def gradients(self, native: KerasModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,6 +250,15 @@ def _track_torch_layer(layer: Any) -> None:
         layer._track_variables()
 
 
+def _call(model: Any, xs: Sequence[Any], **kwargs: Any) -> Any:
+    """``model(*xs)``; a functional model with several inputs takes them as one list
+    (its ``call(inputs, training)`` would read a second positional input as ``training``)."""
+    from keras.src.models.functional import Functional
+    if isinstance(model, Functional) and len(xs) > 1:
+        return model(list(xs), **kwargs)
+    return model(*xs, **kwargs)
+
+
 def _link(ref: Any) -> tuple[Any, Any, bool] | None:
     return vars(ref.layer).get("_unifparam_links", {}).get(ref.attr)
 
@@ -272,7 +281,7 @@ def _as_tensor(x: Any) -> Any:
 def _grads_tensorflow(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
     import tensorflow as tf
     with tf.GradientTape() as tape:
-        value = objective(model(*xs, training=False))
+        value = objective(_call(model, xs, training=False))
     grads = tape.gradient(value, [v.value for v in variables])
     return [None if g is None else tf.convert_to_tensor(g) for g in grads]  # IndexedSlices
 
@@ -284,7 +293,7 @@ def _grads_jax(model: Any, xs: list[Any], objective: Callable, variables: list) 
     def f(values: list[Any]) -> Any:
         with StatelessScope(state_mapping=list(zip(variables, values)),
                             initialize_variables=False):
-            return objective(model(*xs, training=False))
+            return objective(_call(model, xs, training=False))
 
     return jax.grad(f)([v.value for v in variables])
 
@@ -292,7 +301,7 @@ def _grads_jax(model: Any, xs: list[Any], objective: Callable, variables: list) 
 def _grads_torch(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
     import torch
     with torch.enable_grad():
-        value = objective(model(*xs, training=False))
+        value = objective(_call(model, xs, training=False))
         return list(torch.autograd.grad(value, [v.value for v in variables], allow_unused=True))
 
 
