@@ -124,8 +124,8 @@ def to_gluon(spec: nn.Layer, memo: dict[int, HybridBlock] | None = None) -> Hybr
 def _convert(spec: nn.Layer, memo: dict[int, HybridBlock]) -> HybridBlock:
     if isinstance(spec, nn.Sequential):
         seq = gnn.HybridSequential()
-        for child in spec:
-            seq.add(to_gluon(child, memo))
+        for key, child in spec.children():  # named children keep their names (B3)
+            seq.register_child(to_gluon(child, memo), key)
         return seq
     if isinstance(spec, nn.Dense):
         return Dense(spec)
