@@ -48,7 +48,8 @@ class MXNetBackend(Backend):
         natives: dict[str, NativeParam] = {}
         for path, layer in nn.first_uses(spec):
             sub = _block_at(block, path)
-            if sub._reg_params and all(_complete(p) for p in sub._reg_params.values()):
+            if sub._reg_params and all(_complete(p) for p in sub._reg_params.values()) \
+                    and not isinstance(layer, nn.Block):  # a block's are the core's, seeded
                 for param in sub._reg_params.values():
                     _init_data(param, _default_values(param))
             for decl in layer.param_decls():

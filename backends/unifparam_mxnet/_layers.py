@@ -127,6 +127,9 @@ def _convert(spec: nn.Layer, memo: dict[int, HybridBlock]) -> HybridBlock:
         for key, child in spec.children():  # named children keep their names (B3)
             seq.register_child(to_gluon(child, memo), key)
         return seq
+    if isinstance(spec, nn.Block):
+        from ._blocks import BlockWrapper
+        return BlockWrapper(spec, [(k, to_gluon(c, memo)) for k, c in spec.children()], memo)
     if isinstance(spec, nn.Dense):
         return Dense(spec)
     if isinstance(spec, nn.Conv2D):
