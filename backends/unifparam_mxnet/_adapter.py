@@ -88,6 +88,7 @@ class MXNetBackend(Backend):
         ties hold meanwhile, since a tie is one Parameter object."""
         for storage in plan.storages.values():
             param = _param(storage.ref)
+            param._unifparam_planned = True  # a block's own parameter: abstract from now
             if known_shape(param) != storage.shape:
                 param.shape = storage.shape
             if not plan.abstract and storage.fill == DEFAULT and param._data is None:
@@ -100,6 +101,9 @@ class MXNetBackend(Backend):
         shape = known_shape(param)
         if param._data is not None:
             return shape, MATERIALIZED
+        if getattr(ref[0], "_unifparam", None) is not None and not getattr(
+                param, "_unifparam_planned", False):
+            return shape, DEFERRED  # a block's own parameter: no storage until planned
         # a size Gluon infers is known for a whole layer at once: until then, all deferred
         return shape, (ABSTRACT if all(map(_complete, ref[0]._reg_params.values())) else DEFERRED)
 
