@@ -1,7 +1,8 @@
 """Portable array operations for a block's ``forward``, written once, bound per backend.
 
 Inside a forward each function runs on the backend's own arrays through the namespace its
-adapter binds (PyTorch: ``torch``; Keras: ``keras.ops``; Flax: ``jax.numpy``); outside any
+adapter binds (PyTorch: ``torch``; Keras: ``keras.ops``; Flax: ``jax.numpy``; MXNet:
+``mx.nd``); outside any
 forward they run on numpy. Signatures follow numpy (``axis=``, ``keepdims=``)::
 
     >>> import numpy as np
