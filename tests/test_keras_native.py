@@ -197,3 +197,14 @@ def test_variant_whose_framework_is_missing_says_how_to_install(python):
             print("MISSING", e)
         """))
     assert "MISSING" in done.stdout and "pip install 'unifparam[jax]'" in done.stdout
+
+
+def test_adopted_functional_model_with_two_inputs_takes_net_a_b():
+    a, b = keras.Input((4,)), keras.Input((6,))
+    h = L.Concatenate()([L.Dense(3)(a), L.Dense(3)(b)])
+    model = keras.Model([a, b], L.Dense(1)(h))
+    net = up.build(model)
+    x1, x2 = x(2, 4), x(2, 6, seed=1)
+    np.testing.assert_allclose(up.to_numpy(net(x1, x2)), up.to_numpy(model([x1, x2])),
+                               rtol=1e-6)
+    assert set(up.gradients(net, x1, x2)) == set(up.params(net))

@@ -13,8 +13,9 @@ The backend comes from ``build(..., backend=)``, the native model's type, or the
 ``UNIFPARAM_BACKEND`` environment variable. This package never imports a framework.
 """
 
-from . import init, nn
+from . import init, nn, ops
 from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
+from ._convert import default_seed, set_seed, to_numpy
 from ._layout import placements
 from ._model import Model, Param
 from ._registry import BackendInfo, get_backend
@@ -34,6 +35,7 @@ from .errors import (
     CheckpointNotFoundError,
     CheckpointPathError,
     CheckpointPermissionError,
+    DataDependentError,
     DeferredParameterError,
     InitializerError,
     InputShapeError,
@@ -66,14 +68,13 @@ def __getattr__(name: str) -> object:
 __all__ = [
     "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",
     "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "Converters",
-    "CheckpointError",
-    "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
+    "CheckpointError", "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
-    "DeferredParameterError", "InitializerError", "InputShapeError", "LayoutError", "LoadReport",
-    "Model", "NativeLayer", "NativeParam", "OutputError", "Param", "Plan", "SpecError",
-    "TieError",
-    "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
-    "Storage", "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
-    "load_sharded", "materialize", "nn", "params", "placements", "plot_histograms", "save",
-    "save_sharded", "summary", "tie",
+    "DataDependentError", "DeferredParameterError", "InitializerError", "InputShapeError",
+    "LayoutError", "LoadReport", "Model", "NativeLayer", "NativeParam", "OutputError", "Param",
+    "Plan", "SpecError", "Storage", "TieError", "UnifparamError", "UnknownNameError",
+    "UnsupportedError", "ValueShapeError", "backends", "build", "default_seed", "get_backend",
+    "gradients", "init", "initialize", "inspect_file", "load", "load_sharded", "materialize",
+    "nn", "ops", "params", "placements", "plot_histograms", "save", "save_sharded", "set_seed",
+    "summary", "tie", "to_numpy",
 ]

@@ -332,6 +332,9 @@ def render(state: ModelState, node: Node, indent: str = "") -> str:
             shapes[local] = flip(state.status(root)[0], t)
         return node.spec.describe(shapes)
     lines = [f"{node.kind}("]
+    for local, name in node.params.items():  # a block's own parameters, then its children
+        root, t = state.resolve(name)
+        lines.append(f"{indent}  ({local}): Parameter{fmt_shape(flip(state.status(root)[0], t))}")
     for key, child in node.children.items():
         lines.append(f"{indent}  ({key}): {render(state, child, indent + '  ')}")
     lines.append(f"{indent})")

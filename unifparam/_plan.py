@@ -23,6 +23,7 @@ from typing import Any
 
 from . import nn
 from ._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, WRITE, Plan, Storage
+from ._convert import default_seed
 from ._lazy import np
 from ._state import ModelState, Node, Registration, Slot, complete, flip, unify
 from .errors import InitializerError, InputShapeError, UnifparamError, fmt_shape
@@ -32,15 +33,17 @@ Values = dict[str, Callable[[], Any]]
 
 
 # ---- sources ----------------------------------------------------------------------------
-def trace(st: ModelState, shapes: Sequence[Shape]) -> tuple[dict[str, Shape], dict[str, Shape]]:
-    """Spec models: each leaf layer's input shape and each storage's shape for ``shapes``.
+def trace(st: ModelState, shapes: Sequence[Shape], inputs: Sequence[Any] = ()
+          ) -> tuple[dict[str, Shape], dict[str, Shape]]:
+    """Spec models: each leaf layer's input shape and each storage's shape for ``shapes``
+    (``inputs``: the example inputs, if any, for forwards that branch on values).
 
     Raises :class:`InputShapeError` naming the first layer the input does not fit, or a
     tied storage whose uses disagree.
     """
-    if len(shapes) != 1:
-        raise InputShapeError(f"This model takes one input; got {len(shapes)}.")
-    traced = nn.trace(st.spec, shapes[0])  # type: ignore[arg-type]
+    if not shapes:
+        raise InputShapeError("The model needs an input: net(X).")
+    traced = nn.trace(st.spec, *shapes, examples=tuple(inputs) or None)  # type: ignore
     layer_inputs: dict[str, Shape] = {}
     param_shapes: dict[str, Shape] = {}
     for path, (in_shape, pshapes) in traced.items():
@@ -102,7 +105,7 @@ def for_materialize(st: ModelState, inputs: Sequence[Any], shapes: Sequence[Shap
     layer_inputs: dict[str, Shape] = {}
     param_shapes: dict[str, Shape] = {}
     if shapes and st.spec is not None:
-        layer_inputs, param_shapes = trace(st, shapes)
+        layer_inputs, param_shapes = trace(st, shapes, inputs)
     elif shapes and not st.all_in(ABSTRACT, MATERIALIZED):
         st.call("infer", tuple(inputs) or None, tuple(shapes))
     done = (ABSTRACT, MATERIALIZED) if abstract else (MATERIALIZED,)
@@ -148,6 +151,7 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     if st.spec is not None:
         named = {*shapes, *(n for n, _, _ in pending)}
         leaves = [p for p, node in st.nodes.items() if node.params and not node.children
+                  and not isinstance(node.spec, nn.Block)
                   and any(n in named or st.resolve(n)[0] in shapes
                           for n in node.params.values())]
         missing = [p for p in leaves if p not in layer_inputs]
@@ -223,7 +227,7 @@ def producer(st: ModelState, slot: Slot, reg: Registration,
     if reg.role_default:
         return lambda index=None: role_default(tgt) if index is None else \
             role_default(tgt)[block_slices(shape, index)]
-    seed = reg.seed
+    seed = reg.seed if reg.seed is not None else default_seed()
     if seed is None:
         import secrets
         seed = secrets.randbits(63)
@@ -359,6 +363,6 @@ def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
     if not st.all_in(MATERIALIZED):
         materialize(st, inputs, None, False)
     elif st.spec is not None:
-        trace(st, input_shapes(inputs, None))
+        trace(st, input_shapes(inputs, None), inputs)
     out, st.native = st.backend.run(st.native, tuple(inputs), training)
     return out

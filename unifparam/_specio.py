@@ -40,6 +40,8 @@ def spec_to_json(spec: nn.Layer) -> str:
             ids[id(layer)] = out["id"] = len(ids)
         if isinstance(layer, nn.Sequential):
             out["layers"] = [encode(child) for child in layer]
+            if layer.named:  # children named by the user (B3)
+                out["names"] = [key for key, _ in layer.children()]
             return out
         if nn.KINDS.get(layer.kind) is not type(layer):
             raise SpecError(f"Cannot record a {type(layer).__name__} layer in a checkpoint; "
@@ -71,9 +73,18 @@ def spec_from_json(text: str) -> nn.Layer:
         if kind == "Sequential":
             if not isinstance(node.get("layers"), list):
                 raise SpecError("The recorded spec has a Sequential without a layer list.")
-            layer: nn.Layer = nn.Sequential()
+            layer = nn.Sequential()
             _remember(made, node, layer)
-            layer.add(*(decode(child, depth + 1) for child in node["layers"]))
+            names = node.get("names")
+            if names is not None and (not isinstance(names, list) or len(names) != len(
+                    node["layers"]) or not all(isinstance(n, str) for n in names)):
+                raise SpecError("The recorded spec has a Sequential with bad child names.")
+            kids = [decode(child, depth + 1) for child in node["layers"]]
+            for i, kid in enumerate(kids):
+                if names is None:
+                    layer.add(kid)
+                else:
+                    layer.add(names[i], kid)
             return layer
         if kind not in nn.KINDS or kind == "Sequential":
             raise SpecError(f"The recorded spec has an unknown layer kind {kind!r}.")

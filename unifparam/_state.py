@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import nn
 from ._backend import MATERIALIZED, Backend, NativeLayer, NativeParam
+from ._convert import default_seed
 from .errors import UnknownNameError, closest
 
 if TYPE_CHECKING:
@@ -205,6 +206,10 @@ def state_from_spec(backend: Backend, spec: nn.Layer) -> ModelState:
             p, decl = natives[name], decls[local]
             reg = None if decl.init is None else Registration(_as_init(decl.init),
                                                               source="constructor")
+            if reg is None and (isinstance(node.spec, nn.Block) or default_seed() is not None):
+                from .init import Default  # portable and seeded: same values on every backend
+                reg = Registration(Default(), source="initialize",
+                                   role_default=decl.role not in Default.roles)
             st.slots[name] = Slot(name, node.path, p.ref, decl.shape, decl.role, decl.axes,
                                   decl.trainable, p.dtype, p.native_name, reg)
     return st

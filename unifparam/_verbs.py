@@ -102,6 +102,9 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
     """
     st = model._st
     init_ = as_initializer(init)
+    if seed is None:
+        from ._convert import default_seed
+        seed = default_seed()
     if init_ is None and seed is not None:
         init_ = Default()
     chosen = _select(model, select)  # name -> picked explicitly?
@@ -265,7 +268,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     if not st.all_in(MATERIALIZED):
         _plan.materialize(st, inputs, None, False)
     elif st.spec is not None:
-        _plan.trace(st, _plan.input_shapes(inputs, None))
+        _plan.trace(st, _plan.input_shapes(inputs, None), inputs)
     roots = st.roots_under(model._node)
     refs = {n: st.slots[n].ref for n in roots if st.slots[n].trainable}
     grads = st.backend.gradients(st.native, inputs, loss, refs)

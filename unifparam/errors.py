@@ -48,6 +48,10 @@ class InputShapeError(UnifparamError, ValueError):
     """An input does not fit the sizes a layer was given or has inferred."""
 
 
+class DataDependentError(InputShapeError):
+    """A block's forward branches on values, so its shapes need an example input."""
+
+
 class TieError(UnifparamError, ValueError):
     """Two parameters cannot be tied (incompatible shapes, dtypes or kinds)."""
 

@@ -18,7 +18,7 @@ Parameter layout is canonical: dense weights ``(out, in)``, conv weights
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +90,15 @@ class Layer:
         """
         return f"{self.kind}()"
 
+    def __call__(self, *inputs: Any) -> Any:
+        """Inside a block's ``forward``: run this layer as the backend's native layer."""
+        from ._binding import current
+        binding = current()
+        if binding is None:
+            raise SpecError(f"A {type(self).__name__} spec runs only inside a built model's "
+                            f"forward. Build it first: net = unifparam.build(spec); net(X).")
+        return binding.call_layer(self, inputs)
+
     def __repr__(self) -> str:
         return render_tree(self)
 
@@ -100,6 +109,8 @@ def render_tree(layer: Layer, indent: str = "") -> str:
     if not kids:
         return layer.describe()
     lines = [f"{layer.kind}("]
+    for key, param in layer.own_parameters() if isinstance(layer, Block) else []:
+        lines.append(f"{indent}  ({key}): {param!r}")
     for key, child in kids:
         lines.append(f"{indent}  ({key}): {render_tree(child, indent + '  ')}")
     lines.append(f"{indent})")
@@ -390,32 +401,66 @@ class BatchNorm(_Norm):
 
 
 class Sequential(Layer):
-    """Layers applied in order; indexable (``net[0]``), nestable, extensible with ``add``."""
+    """Layers applied in order; indexable (``net[0]``, ``net["block 0"]``), nestable.
+
+    Children are positional (``Sequential(a, b)``: names ``0``, ``1``) or named, from a
+    mapping or ``add(name, layer)`` (PyTorch's ``add_module``, Keras's ``name=``)::
+
+        >>> net = Sequential({"hidden": Dense(4)}).add("out", Dense(1))
+        >>> [key for key, _ in net.children()]
+        ['hidden', 'out']
+    """
 
     kind = "Sequential"
 
-    def __init__(self, *layers: Layer):
-        self.layers: list[Layer] = []
-        self.add(*layers)
+    def __init__(self, *layers: Layer | Mapping[str, Layer]):
+        self._named: dict[str, Layer] = {}
+        if len(layers) == 1 and isinstance(layers[0], Mapping):
+            for key, layer in layers[0].items():
+                self.add(key, layer)
+        else:
+            self.add(*layers)  # type: ignore[arg-type]
 
-    def add(self, *layers: Layer) -> Sequential:
-        """Append layers (Gluon's ``net.add``); returns self."""
-        for layer in layers:
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._named.values())
+
+    def add(self, *layers: Layer | str) -> Sequential:
+        """Append layers (Gluon's ``net.add``), or one named layer: ``add("out", layer)``;
+        returns self."""
+        if layers and isinstance(layers[0], str):
+            if len(layers) != 2:
+                raise SpecError("Sequential.add(name, layer) takes one name and one layer.")
+            items = [(layers[0], layers[1])]
+        else:
+            items = [(str(len(self._named) + i), layer) for i, layer in enumerate(layers)]
+        for key, layer in items:
             if not isinstance(layer, Layer):
                 raise SpecError(f"Sequential takes unifparam.nn layers, got "
                                 f"{type(layer).__name__}. "
                                 "Wrap native models with unifparam.build instead.")
-            self.layers.append(layer)
+            if not isinstance(key, str) or not key or "." in key or key in self._named:
+                raise SpecError(f"Sequential: child name {key!r} must be a new non-empty "
+                                f"string without '.' (names join with '.' into parameter "
+                                f"names).")
+            self._named[key] = layer
         return self
 
-    def children(self) -> list[tuple[str, Layer]]:
-        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+    @property
+    def named(self) -> bool:
+        """True if some child has a name other than its position."""
+        return any(key != str(i) for i, key in enumerate(self._named))
 
-    def __getitem__(self, i: int) -> Layer:
+    def children(self) -> list[tuple[str, Layer]]:
+        return list(self._named.items())
+
+    def __getitem__(self, i: int | str) -> Layer:
+        if isinstance(i, str):
+            return self._named[i]
         return self.layers[i]
 
     def __len__(self) -> int:
-        return len(self.layers)
+        return len(self._named)
 
     def __iter__(self) -> Iterator[Layer]:
         return iter(self.layers)
@@ -424,6 +469,145 @@ class Sequential(Layer):
         for key, layer in self.children():
             _, x = layer.infer(x, f"{path}.{key}" if path else key)
         return {}, x
+
+
+class Parameter:
+    """A parameter a :class:`Block` declares itself: ``nn.Parameter((units, None))``.
+
+    ``None`` sizes are filled from the first input by the block's ``build`` hook. ``init``
+    is an :mod:`unifparam.init` initializer (default: ``init.Default()``, seeded like every
+    other parameter); ``trainable=False`` makes a constant that gradients skip.
+
+    >>> Parameter((3, None)).shape
+    (3, None)
+    """
+
+    def __init__(self, shape: Shape | int, init: Any = None, role: str = "weight",
+                 axes: tuple[str, ...] | None = None, trainable: bool = True):
+        self.init, self.role, self.trainable = init, role, trainable
+        self.axes = None if axes is None else tuple(axes)
+        self._shape: Shape = ()
+        self.shape = shape  # type: ignore[assignment]
+
+    @property
+    def shape(self) -> Shape:
+        return self._shape
+
+    @shape.setter
+    def shape(self, shape: Shape | int) -> None:
+        shape = (shape,) if isinstance(shape, int) or shape is None else tuple(shape)
+        for d in shape:
+            if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d <= 0):
+                raise SpecError(f"Parameter shape {shape!r}: sizes must be positive ints or "
+                                f"None (known from the input).")
+        old = self._shape
+        if old and (len(old) != len(shape) or any(
+                a is not None and b is not None and a != b for a, b in zip(old, shape))):
+            raise SpecError(f"Parameter of shape {fmt_shape(old)} cannot become "
+                            f"{fmt_shape(shape)}: only unknown (None) sizes may be filled.")
+        self._shape = shape
+
+    def decl(self, name: str) -> ParamDecl:
+        axes = self.axes
+        if axes is None:
+            axes = ("out", "in") if len(self.shape) == 2 else \
+                ("out",) if len(self.shape) == 1 else tuple(f"d{i}" for i in
+                                                           range(len(self.shape)))
+        return ParamDecl(name, self.shape, axes, self.role, self.trainable, self.init)
+
+    def __repr__(self) -> str:
+        return f"Parameter({fmt_shape(self.shape)}, role={self.role!r})"
+
+
+class Block(Layer):
+    """A model with its own ``forward``: subclass it, assign layers, blocks and
+    :class:`Parameter` objects as attributes in ``__init__``, write ``forward(*inputs)``.
+
+    Attribute names are the canonical names (``hidden.weight``); a list of layers is a
+    :class:`Sequential` (``blocks.0.bias``). Inside ``forward``, ``self.hidden(x)`` runs the
+    backend's layer and ``self.weight`` is the backend's array; use :mod:`unifparam.ops`.
+    An optional ``build(self, *input_shapes)`` fills ``None`` sizes (Keras's rule).
+
+    >>> from unifparam import ops
+    >>> class MLP(Block):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.hidden = Dense(256, activation="relu")
+    ...         self.out = Dense(10)
+    ...     def forward(self, x):
+    ...         return self.out(self.hidden(x))
+    >>> [key for key, _ in MLP().children()]
+    ['hidden', 'out']
+    """
+
+    kind = "Block"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "kind" not in cls.__dict__:
+            cls.kind = cls.__name__  # printed name; not a recordable kind (specs are code)
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "_params", {})
+        object.__setattr__(self, "_built", False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if "_children" not in self.__dict__:
+            raise SpecError(f"{type(self).__name__}.__init__ must call super().__init__() "
+                            f"before assigning {name!r}.")
+        if isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, Layer) for v in value):
+            value = Sequential(*value)
+        if isinstance(value, Parameter):
+            old = self._params.get(name)
+            if old is not None and old is not value:  # re-declared in build(): same storage
+                old.shape = value.shape
+                return
+            self.__dict__.pop(name, None)
+            self._children.pop(name, None)
+            self._params[name] = value
+            return
+        self._params.pop(name, None)
+        if isinstance(value, Layer):
+            self._children[name] = value
+        else:
+            self._children.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:  # only reached for names not in __dict__
+        params = self.__dict__.get("_params", {})
+        if name in params:
+            from ._binding import current
+            binding = current()
+            return params[name] if binding is None else binding.param(self, name)
+        raise AttributeError(f"{type(self).__name__!r} block has no attribute {name!r}")
+
+    def parameter(self, name: str) -> Parameter:
+        """The declared :class:`Parameter` ``name`` (``self.weight`` in a forward is the
+        backend's array)."""
+        return self._params[name]
+
+    def own_parameters(self) -> list[tuple[str, Parameter]]:
+        """This block's own parameters as (name, Parameter), in declaration order."""
+        return list(self._params.items())
+
+    def children(self) -> list[tuple[str, Layer]]:
+        return list(self._children.items())
+
+    def param_decls(self) -> list[ParamDecl]:
+        return [p.decl(name) for name, p in self._params.items()]
+
+    def build(self, *input_shapes: Shape) -> None:
+        """Fill ``None`` sizes of this block's parameters from its input shapes."""
+
+    def forward(self, *inputs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define forward(self, *inputs).")
+
+    def describe(self, shapes: dict[str, Shape] | None = None) -> str:
+        own = ", ".join(f"{n}={fmt_shape((shapes or {}).get(n) or p.shape)}"
+                        for n, p in self._params.items())
+        return f"{self.kind}({own})"
 
 
 def join(path: str, key: str) -> str:
@@ -453,15 +637,22 @@ def first_uses(spec: Layer, path: str = "") -> Iterator[tuple[str, Layer]]:
     yield from visit(spec, path)
 
 
-def trace(spec: Layer, x: Shape) -> dict[str, tuple[Shape, dict[str, Shape]]]:
-    """Every layer's input shape and parameter shapes for a model input of shape ``x``.
+def trace(spec: Layer, x: Shape, *more: Shape, examples: tuple[Any, ...] | None = None
+          ) -> dict[str, tuple[Shape, dict[str, Shape]]]:
+    """Every layer's input shape and parameter shapes for model inputs of shape ``x``, ...
 
     Keys are canonical layer paths (``"0.1"``; ``""`` for the root). Raises
-    :class:`InputShapeError` naming the first layer the input does not fit.
+    :class:`InputShapeError` naming the first layer the input does not fit. Models with
+    blocks run their forwards on numpy (``examples``: the real inputs, if known).
 
     >>> trace(Sequential(Dense(4)), (2, 3))["0"]
     ((2, 3), {'weight': (4, 3), 'bias': (4,)})
     """
+    if any(isinstance(layer, Block) for _, layer in first_uses(spec)):
+        from ._blocktrace import trace_blocks
+        return trace_blocks(spec, (tuple(x), *map(tuple, more)), examples)
+    if more:
+        raise InputShapeError(f"This model takes one input; got {1 + len(more)}.")
     out: dict[str, tuple[Shape, dict[str, Shape]]] = {}
 
     def visit(layer: Layer, shape: Shape, path: str) -> Shape:

@@ -56,7 +56,8 @@ class FlaxBackend(Backend):
                 continue  # containers, and second uses of a shared spec layer
             owners[info.prefix] = info.module
             decls = info.spec.param_decls()
-            eager = all(None not in d.shape for d in decls)  # as torch's non-lazy layers
+            eager = all(None not in d.shape for d in decls) and not isinstance(
+                info.spec, nn.Block)  # as torch's non-lazy layers; a block's are the core's
             for decl in decls:
                 leaf = info.leaves[decl.name]
                 name = f"{path}.{decl.name}" if path else decl.name
@@ -254,6 +255,8 @@ def _spec_layers(spec: nn.Layer, module: linen.Module) -> dict[str, LayerInfo]:
         leaves = {local: Leaf((col, *prefix, leaf), layout)
                   for local, (col, leaf, layout) in SPEC_PARAMS.get(layer.kind, {}).items()
                   if local in decls}
+        if isinstance(layer, nn.Block):  # its own parameters, canonical layout
+            leaves = {local: Leaf(("params", *prefix, local), "plain") for local in decls}
         out[path] = LayerInfo(unbound, prefix, layer, leaves)
         kids = layer.children()
         if kids:

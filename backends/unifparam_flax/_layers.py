@@ -132,6 +132,12 @@ def _sequential(spec: nn.Sequential, memo: dict[int, linen.Module]) -> linen.Mod
     return Sequential(tuple(to_flax(child, memo) for child in spec))
 
 
+@convert.register(nn.Block)
+def _block(spec: nn.Block, memo: dict[int, linen.Module]) -> linen.Module:
+    from ._blocks import BlockModule, _Spec
+    return BlockModule(_Spec(spec), tuple(to_flax(child, memo) for _, child in spec.children()))
+
+
 @convert.register(nn.Dense)
 def _dense(spec: nn.Dense, memo: Any) -> linen.Module:
     return Dense(spec.units, use_bias=spec.use_bias, activation=spec.activation)

@@ -214,6 +214,11 @@ def to_nnx(spec: nn.Layer, memo: dict[int, nnx.Module] | None = None) -> nnx.Mod
     The same spec object always maps to the same module (one module used twice).
     """
     memo = {} if memo is None else memo
+    if isinstance(spec, nn.Block):
+        from unifparam.errors import UnsupportedError
+        raise UnsupportedError(f"The flax:nnx backend cannot build custom blocks "
+                               f"({type(spec).__name__}) yet; torch, keras, flax (linen) "
+                               f"and mxnet can.")
     if id(spec) not in memo:
         if isinstance(spec, nn.Sequential):
             memo[id(spec)] = Sequential([to_nnx(child, memo) for child in spec])

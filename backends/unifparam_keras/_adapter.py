@@ -127,12 +127,12 @@ class KerasBackend(Backend):
                 for s, d in zip(input_shapes, dtypes)]
         with _lazy():
             try:
-                native.model(*args)
+                _call(native.model, args)
             except Exception as symbolic:  # noqa: BLE001 - any failure of the symbolic trace
                 data = [_as_tensor(x) for x in inputs] if inputs is not None else [
                     ops.zeros(tuple(s), dtype=_dtype(d)) for s, d in zip(input_shapes, dtypes)]
                 try:
-                    native.model(*data)
+                    _call(native.model, data)
                 except Exception as eager:
                     raise eager from symbolic
         return native
@@ -142,6 +142,9 @@ class KerasBackend(Backend):
         gets Keras's own initializer, except those the core writes next."""
         deferred = plan.abstract or any(s.fill == WRITE for s in plan.storages.values())
         with _lazy() if deferred else nullcontext():
+            for s in plan.storages.values():  # a block's own parameters: planned shapes
+                if hasattr(s.ref.layer, "make_param") and s.fill != "alias":
+                    s.ref.layer.make_param(s.ref.name, s.shape)
             for path, shape in plan.layer_inputs.items():
                 layer = native.layers[path]
                 if not layer.built:
@@ -284,7 +287,7 @@ class KerasBackend(Backend):
     # ---- compute -------------------------------------------------------------------
     def run(self, native: KerasModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, KerasModel]:
-        return native.model(*(_as_tensor(x) for x in inputs), training=training), native
+        return _call(native.model, [_as_tensor(x) for x in inputs], training=training), native
 
     def gradients(self, native: KerasModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Any]) -> dict[str, Any]:
@@ -324,6 +327,15 @@ def _track_torch_layer(layer: Any) -> None:
         layer._track_variables()
 
 
+def _call(model: Any, xs: Sequence[Any], **kwargs: Any) -> Any:
+    """``model(*xs)``; a functional model with several inputs takes them as one list
+    (its ``call(inputs, training)`` would read a second positional input as ``training``)."""
+    from keras.src.models.functional import Functional
+    if isinstance(model, Functional) and len(xs) > 1:
+        return model(list(xs), **kwargs)
+    return model(*xs, **kwargs)
+
+
 def _link(ref: Any) -> tuple[Any, Any, bool] | None:
     return vars(ref.layer).get("_unifparam_links", {}).get(ref.attr)
 
@@ -346,7 +358,7 @@ def _as_tensor(x: Any) -> Any:
 def _grads_tensorflow(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
     import tensorflow as tf
     with tf.GradientTape() as tape:
-        value = objective(model(*xs, training=False))
+        value = objective(_call(model, xs, training=False))
     grads = tape.gradient(value, [v.value for v in variables])
     return [None if g is None else tf.convert_to_tensor(g) for g in grads]  # IndexedSlices
 
@@ -358,7 +370,7 @@ def _grads_jax(model: Any, xs: list[Any], objective: Callable, variables: list) 
     def f(values: list[Any]) -> Any:
         with StatelessScope(state_mapping=list(zip(variables, values)),
                             initialize_variables=False):
-            return objective(model(*xs, training=False))
+            return objective(_call(model, xs, training=False))
 
     return jax.grad(f)([v.value for v in variables])
 
@@ -366,7 +378,7 @@ def _grads_jax(model: Any, xs: list[Any], objective: Callable, variables: list) 
 def _grads_torch(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
     import torch
     with torch.enable_grad():
-        value = objective(model(*xs, training=False))
+        value = objective(_call(model, xs, training=False))
         return list(torch.autograd.grad(value, [v.value for v in variables], allow_unused=True))
 
 

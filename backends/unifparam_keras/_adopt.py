@@ -85,6 +85,8 @@ def schema(layer: Any) -> list[Ref]:
             refs += [_ref(layer, "norm", "running_mean", "moving_mean", "moving_mean"),
                      _ref(layer, "norm", "running_var", "moving_variance", "moving_variance")]
         return refs
+    if hasattr(layer, "unifparam_refs"):  # a unifparam block's own parameters
+        return layer.unifparam_refs()
     return _discovered(layer)
 
 

@@ -145,6 +145,13 @@ def _sequential(spec: nn.Sequential, path: str, memo: dict[int, Any],
     return Stack(kids, name=_name(path))
 
 
+@convert.register(nn.Block)
+def _block(spec: nn.Block, path: str, memo: dict[int, Any], table: dict[str, Any]) -> Any:
+    from ._blocks import BlockLayer
+    kids = [to_keras(c, nn.join(path, k), memo, table)[0] for k, c in spec.children()]
+    return BlockLayer(spec, kids, memo, name=_name(path) if path else "block")
+
+
 @convert.register(nn.Dense)
 def _dense(spec: nn.Dense, path: str, *context: Any) -> Any:
     layer = keras.layers.Dense(spec.units, activation=_ACTIVATIONS[spec.activation],

@@ -48,7 +48,8 @@ class MXNetBackend(Backend):
         natives: dict[str, NativeParam] = {}
         for path, layer in nn.first_uses(spec):
             sub = _block_at(block, path)
-            if sub._reg_params and all(_complete(p) for p in sub._reg_params.values()):
+            if sub._reg_params and all(_complete(p) for p in sub._reg_params.values()) \
+                    and not isinstance(layer, nn.Block):  # a block's are the core's, seeded
                 for param in sub._reg_params.values():
                     _init_data(param, _default_values(param))
             for decl in layer.param_decls():
@@ -87,6 +88,7 @@ class MXNetBackend(Backend):
         ties hold meanwhile, since a tie is one Parameter object."""
         for storage in plan.storages.values():
             param = _param(storage.ref)
+            param._unifparam_planned = True  # a block's own parameter: abstract from now
             if known_shape(param) != storage.shape:
                 param.shape = storage.shape
             if not plan.abstract and storage.fill == DEFAULT and param._data is None:
@@ -99,6 +101,9 @@ class MXNetBackend(Backend):
         shape = known_shape(param)
         if param._data is not None:
             return shape, MATERIALIZED
+        if getattr(ref[0], "_unifparam", None) is not None and not getattr(
+                param, "_unifparam_planned", False):
+            return shape, DEFERRED  # a block's own parameter: no storage until planned
         # a size Gluon infers is known for a whole layer at once: until then, all deferred
         return shape, (ABSTRACT if all(map(_complete, ref[0]._reg_params.values())) else DEFERRED)
 

@@ -123,10 +123,16 @@ def to_gluon(spec: nn.Layer, memo: dict[int, HybridBlock] | None = None) -> Hybr
 
 def _convert(spec: nn.Layer, memo: dict[int, HybridBlock]) -> HybridBlock:
     if isinstance(spec, nn.Sequential):
-        seq = gnn.HybridSequential()
-        for child in spec:
-            seq.add(to_gluon(child, memo))
+        kids = [(key, to_gluon(child, memo)) for key, child in spec.children()]
+        # a custom block inside is a plain Block: then the container is a plain Sequential
+        hybrid = all(isinstance(k, HybridBlock) for _, k in kids)
+        seq = gnn.HybridSequential() if hybrid else gnn.Sequential()
+        for key, kid in kids:  # named children keep their names (B3)
+            seq.register_child(kid, key)
         return seq
+    if isinstance(spec, nn.Block):
+        from ._blocks import BlockWrapper
+        return BlockWrapper(spec, [(k, to_gluon(c, memo)) for k, c in spec.children()], memo)
     if isinstance(spec, nn.Dense):
         return Dense(spec)
     if isinstance(spec, nn.Conv2D):

@@ -83,6 +83,11 @@ class TorchBackend(Backend):
             if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
                 _uninitialized_to_meta(module)
                 module._infer_parameters(module, (torch.empty(tuple(shape), device="meta"),))
+        for storage in plan.storages.values():  # a block's own parameters of unknown size
+            module, attr = storage.ref
+            tensor = getattr(module, attr)
+            if isinstance(tensor, UninitializedTensorMixin):
+                _store(module, attr, _like(tensor, torch.empty(storage.shape, device="meta")))
         if plan.abstract:
             return native
         fresh: dict[int, tuple[tnn.Module, dict[str, Storage]]] = {}

@@ -6,6 +6,7 @@ spec-built model are the canonical ones (``0.weight``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -131,7 +132,13 @@ def to_torch(spec: nn.Layer, memo: dict[int, tnn.Module] | None = None) -> tnn.M
 
 @convert.register(nn.Sequential)
 def _sequential(spec: nn.Sequential, memo: dict[int, tnn.Module]) -> tnn.Module:
-    return tnn.Sequential(*(to_torch(child, memo) for child in spec))
+    return tnn.Sequential(OrderedDict((k, to_torch(c, memo)) for k, c in spec.children()))
+
+
+@convert.register(nn.Block)
+def _block(spec: nn.Block, memo: dict[int, tnn.Module]) -> tnn.Module:
+    from ._blocks import BlockModule
+    return BlockModule(spec, [(k, to_torch(c, memo)) for k, c in spec.children()], memo)
 
 
 @convert.register(nn.Dense)

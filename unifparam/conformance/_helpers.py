@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import nn
+from .. import init, nn, ops
 
 
 def inputs(*shape: int, seed: int = 0) -> np.ndarray:
@@ -55,3 +55,49 @@ class Recorder:
         print(line)
         self.calls.append(line)
         return rng.uniform(-10, 10, shape)
+
+
+# ---- custom blocks (B1-B4), shared by test_blocks and the cross-backend cases -----------
+class FancyMLP(nn.Block):
+    """The book's FancyMLP: a fixed random weight and one layer used twice."""
+
+    def __init__(self):
+        super().__init__()
+        self.rand_weight = nn.Parameter((20, 20), init=init.Uniform(0, 1), trainable=False)
+        self.linear = nn.Dense(20)
+
+    def forward(self, x):
+        x = self.linear(x)
+        x = ops.relu(ops.matmul(x, self.rand_weight) + 1)
+        x = self.linear(x)
+        while ops.sum(ops.abs(x)) > 1:
+            x = x / 2
+        return ops.sum(x)
+
+
+class MyDense(nn.Block):
+    """The book's MyDense: its own weight and bias; input size given or inferred."""
+
+    def __init__(self, units, in_units=None):
+        super().__init__()
+        self.units = units
+        self.weight = nn.Parameter((units, in_units))
+        self.bias = nn.Parameter((units,), role="bias")
+
+    def build(self, x_shape):
+        self.weight.shape = (self.units, x_shape[-1])
+
+    def forward(self, x):
+        return ops.relu(ops.matmul(x, ops.transpose(self.weight)) + self.bias)
+
+
+class TwoInputs(nn.Block):
+    """L12: two inputs of different sizes, their own first layers, one tied body."""
+
+    def __init__(self):
+        super().__init__()
+        self.left, self.right = nn.Dense(8), nn.Dense(8)
+        self.body = nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1))
+
+    def forward(self, a, b):
+        return ops.concat([self.body(self.left(a)), self.body(self.right(b))], axis=1)

@@ -1,0 +1,79 @@
+"""unifparam blocks as linen modules: the block's forward runs on jax arrays.
+
+A block becomes a :class:`BlockModule` whose children are its ``layers`` (scope names
+``layers_<i>``, as a spec ``Sequential``) and whose own parameters are ``params`` leaves
+named like the block's attributes, in canonical layout. Its ``__call__`` runs the block's
+``forward`` with a binding: spec layers called there are the bound child modules,
+``self.weight`` is the leaf, :mod:`unifparam.ops` use ``jax.numpy``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen
+
+from unifparam import nn
+from unifparam._binding import Binding, bound
+
+OPS: dict[str, Callable[..., Any]] = {
+    "matmul": jnp.matmul, "transpose": jnp.transpose, "reshape": jnp.reshape,
+    "concat": lambda xs, axis=0: jnp.concatenate(xs, axis=axis), "sum": jnp.sum,
+    "mean": jnp.mean, "max": jnp.max, "min": jnp.min, "abs": jnp.abs, "exp": jnp.exp,
+    "log": jnp.log, "sqrt": jnp.sqrt, "square": jnp.square, "maximum": jnp.maximum,
+    "minimum": jnp.minimum, "where": jnp.where, "relu": jax.nn.relu,
+    "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=axis), "greater": jnp.greater,
+    "less": jnp.less, "equal": jnp.equal, "zeros_like": jnp.zeros_like,
+    "ones_like": jnp.ones_like,
+}
+
+
+class _Spec:
+    """Holds a block spec in a linen field (compared and hashed by identity)."""
+
+    def __init__(self, spec: nn.Block):
+        self.spec = spec
+
+
+class FlaxBinding(Binding):
+    """Spec layers reachable from one running block, as its bound child modules."""
+
+    ops = OPS
+
+    def __init__(self, module: BlockModule, training: bool):
+        self.module, self.training = module, training
+        self.found: dict[int, Any] = {}
+        _index(module.spec.spec, module, self.found)
+
+    def call_layer(self, layer: nn.Layer, args: tuple[Any, ...]) -> Any:
+        return self.found[id(layer)](*args, training=self.training)
+
+    def param(self, block: nn.Block, name: str) -> Any:
+        p = block.parameter(name)
+        return self.module.param(name, linen.initializers.zeros, p.shape, jnp.float32)
+
+
+def _index(spec: nn.Layer, module: Any, found: dict[int, Any]) -> None:
+    """Map every spec layer under ``spec`` to its bound module (stops at nested blocks'
+    own insides only by their own binding)."""
+    for (_, child), sub in zip(spec.children(), getattr(module, "layers", ())):
+        found.setdefault(id(child), sub)
+        if not isinstance(child, nn.Block):
+            _index(child, sub, found)
+
+
+class BlockModule(linen.Module):
+    """A :class:`unifparam.nn.Block` as a linen module."""
+
+    spec: _Spec
+    layers: Sequence[linen.Module] = ()
+
+    @linen.compact
+    def __call__(self, *inputs: Any, training: bool = False) -> Any:
+        with bound(FlaxBinding(self, training)):
+            return self.spec.spec.forward(*inputs)

@@ -1,0 +1,50 @@
+"""Which backend runs the forward now: the one context a block's ``forward`` reads.
+
+An adapter running a :class:`unifparam.nn.Block` sets a :class:`Binding` for the duration
+of its ``forward``: spec layers called inside it run as the adapter's native layers, a
+block's parameters read as native tensors and :mod:`unifparam.ops` use the adapter's
+array namespace. The core's shape trace is one more binding (numpy).
+
+    >>> current() is None
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+
+class Binding:
+    """Base of the bindings adapters set. Subclasses fill ``ops`` and the two lookups."""
+
+    #: op name (``"matmul"``) -> function taking and returning native arrays
+    ops: Mapping[str, Callable[..., Any]] = {}
+
+    def call_layer(self, layer: Any, args: tuple[Any, ...]) -> Any:
+        """Run spec ``layer`` on native ``args`` as this backend's layer."""
+        raise NotImplementedError
+
+    def param(self, block: Any, name: str) -> Any:
+        """Block ``block``'s parameter ``name`` as a native array."""
+        raise NotImplementedError
+
+
+_current: ContextVar[Binding | None] = ContextVar("unifparam_binding", default=None)
+
+
+def current() -> Binding | None:
+    """The binding of the forward running now (None outside any)."""
+    return _current.get()
+
+
+@contextlib.contextmanager
+def bound(binding: Binding | None) -> Iterator[Binding | None]:
+    """Run the body with ``binding`` as the current one (None: none; restored afterwards)."""
+    token = _current.set(binding)
+    try:
+        yield binding
+    finally:
+        _current.reset(token)

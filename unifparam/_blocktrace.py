@@ -1,0 +1,155 @@
+"""Shapes of models with blocks, without a framework: their forwards run on numpy.
+
+Spec layers run as their shape functions (``Layer.infer``) and return zeros of their output
+shape; block parameters read as zeros of their shape (after the block's ``build``). Given
+only input shapes, inputs are stand-ins whose truth value raises
+:class:`~unifparam.errors.DataDependentError`; given example inputs, a forward that
+branches on values is traced again on the examples (layer outputs still zeros).
+
+    >>> from unifparam import nn
+    >>> class Two(nn.Block):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a, self.b = nn.Dense(3), nn.Dense(2)
+    ...     def forward(self, x, y):
+    ...         return self.a(x) + self.b(y)[:, :1]
+    >>> trace_blocks(Two(), ((4, 5), (4, 7)), None)["b"]
+    ((4, 7), {'weight': (2, 7), 'bias': (2,)})
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import nn, ops
+from ._binding import Binding, bound
+from .errors import DataDependentError, InputShapeError, SpecError, fmt_shape
+
+Shape = tuple[int | None, ...]
+Traced = dict[str, tuple[Any, dict[str, Shape]]]
+
+MAX_BRANCHES = 100_000  # truth tests on one concrete trace before it is called endless
+
+
+class _Abstract(np.ndarray):
+    """An array known by shape only: using its values in Python control flow raises."""
+
+    def _refuse(self, *args: Any) -> Any:
+        raise DataDependentError(
+            "The forward uses array values in Python control flow (if/while/float()), so "
+            "its shapes depend on data: materialize with an example input, "
+            "unifparam.materialize(net, X), instead of input_shape=.")
+
+    __bool__ = __float__ = __int__ = __index__ = item = tolist = _refuse
+
+
+class _Concrete(np.ndarray):
+    """An array traced on example inputs: control flow works, endless loops are caught."""
+
+    budget = [MAX_BRANCHES]
+
+    def __bool__(self) -> bool:
+        _Concrete.budget[0] -= 1
+        if _Concrete.budget[0] < 0:
+            raise DataDependentError(
+                f"The forward tested array values more than {MAX_BRANCHES} times while its "
+                f"shapes were traced (layer outputs are zeros then): a loop whose end "
+                f"depends on layer outputs must also end when they are zero.")
+        return bool(np.asarray(self))
+
+
+class TraceBinding(Binding):
+    """The numpy binding the core runs forwards with to learn every shape."""
+
+    def __init__(self, spec: nn.Layer, kind: type[np.ndarray]):
+        self.kind = kind
+        self.paths = {id(layer): path for path, layer in nn.first_uses(spec)}
+        self.out: Traced = {}
+        self.ops = {name: self._wrapped(fn) for name, fn in _numpy_ops().items()}
+
+    def _wrapped(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        return lambda *a, **k: self.array(fn(*a, **k))
+
+    def array(self, value: Any) -> Any:
+        return np.asarray(value).view(self.kind)
+
+    def _path(self, layer: nn.Layer) -> str:
+        if id(layer) not in self.paths:
+            raise SpecError(f"A {type(layer).__name__} layer is called in a forward but is "
+                            f"not part of the model: assign it as an attribute of the block "
+                            f"in __init__ (self.name = layer) so it gets a name and storage.")
+        return self.paths[id(layer)]
+
+    def _record(self, layer: nn.Layer, path: str, x: Any, params: dict[str, Shape]) -> None:
+        before = self.out.setdefault(path, (x, params))[1]
+        if before != params:
+            name = next(k for k in params if before.get(k) != params[k])
+            raise InputShapeError(
+                f"Layer '{path}' ({layer.kind}) is used more than once (one storage) with "
+                f"inputs of different sizes: its {name} would be {fmt_shape(before.get(name))} "
+                f"and {fmt_shape(params[name])} (input {fmt_shape(x)}). Every use must see "
+                f"inputs of the same feature size.")
+
+    def call_layer(self, layer: nn.Layer, args: tuple[Any, ...]) -> Any:
+        path = self._path(layer)
+        args = tuple(a if isinstance(a, np.ndarray) and type(a) is self.kind
+                     else self.array(a) for a in args)
+        shapes = tuple(tuple(int(d) for d in a.shape) for a in args)
+        if isinstance(layer, nn.Block):
+            if not layer.__dict__["_built"]:
+                with bound(None):  # build() sees the declared Parameters
+                    layer.build(*shapes)
+                object.__setattr__(layer, "_built", True)
+            own = {n: p.shape for n, p in layer.own_parameters()}
+            self._record(layer, path, shapes[0] if len(shapes) == 1 else shapes, own)
+            return layer.forward(*args)
+        if len(args) != 1:
+            raise InputShapeError(f"Layer '{path}' ({layer.kind}) takes one input; it was "
+                                  f"called with {len(args)}.")
+        if layer.children():
+            self._record(layer, path, shapes[0], {})
+            x = args[0]
+            for _, child in layer.children():
+                x = self.call_layer(child, (x,))
+            return x
+        params, y = layer.infer(shapes[0], path)
+        self._record(layer, path, shapes[0], params)
+        return self.array(np.zeros(tuple(int(d) for d in y), np.float32))  # type: ignore[arg-type]
+
+    def param(self, block: nn.Block, name: str) -> Any:
+        p = block.parameter(name)
+        if None in p.shape:
+            path = nn.join(self._path(block), name)
+            raise InputShapeError(
+                f"Parameter '{path}' of block {block.kind} has shape {fmt_shape(p.shape)} "
+                f"when its forward runs: fill the None sizes in the block's "
+                f"build(self, *input_shapes), e.g. self.{name}.shape = (units, "
+                f"input_shape[-1]).")
+        return self.array(np.zeros(p.shape, np.float32))  # type: ignore[arg-type]
+
+
+def _numpy_ops() -> dict[str, Callable[..., Any]]:
+    return ops._numpy_table()
+
+
+def trace_blocks(spec: nn.Layer, shapes: Sequence[Shape], examples: Sequence[Any] | None
+                 ) -> Traced:
+    """Every called layer's input shape(s) and parameter shapes (see ``nn.trace``)."""
+    try:
+        return _run(spec, [np.zeros(s, np.float32) for s in shapes], _Abstract)  # type: ignore
+    except DataDependentError:
+        if examples is None:
+            raise
+    from ._convert import to_numpy
+    _Concrete.budget[0] = MAX_BRANCHES
+    return _run(spec, [to_numpy(x) for x in examples], _Concrete)
+
+
+def _run(spec: nn.Layer, inputs: list[np.ndarray], kind: type[np.ndarray]) -> Traced:
+    binding = TraceBinding(spec, kind)
+    with bound(binding), np.errstate(all="ignore"):
+        binding.call_layer(spec, tuple(inputs))
+    return binding.out

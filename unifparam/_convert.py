@@ -1,0 +1,48 @@
+"""Backend arrays as numpy, and the global default seed.
+
+    >>> import numpy as np
+    >>> to_numpy({"a": [np.float32(1)], "b": (np.ones(2),)})
+    {'a': [array(1., dtype=float32)], 'b': (array([1., 1.]),)}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_SEED: list[int | None] = [None]
+
+
+def to_numpy(x: Any) -> Any:
+    """Any backend's array (or a list/tuple/dict of them) as numpy, detached, on the host."""
+    import numpy as np
+    if isinstance(x, dict):
+        return {k: to_numpy(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(to_numpy(v) for v in x)
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch
+        return x.detach().cpu().numpy()
+    if hasattr(x, "asnumpy"):  # mxnet
+        return x.asnumpy()
+    if hasattr(x, "numpy") and not isinstance(x, np.ndarray):  # tensorflow eager
+        return np.asarray(x.numpy())
+    return np.asarray(x)
+
+
+def set_seed(seed: int | None) -> None:
+    """The seed every initialization uses when none is given (None: fresh randomness).
+
+    With it, ``initialize(net)`` and a block's own parameters get the same values on every
+    backend, without ``seed=`` on every call.
+
+    >>> set_seed(0); default_seed()
+    0
+    >>> set_seed(None)
+    """
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise TypeError(f"set_seed takes an int or None, got {type(seed).__name__}.")
+    _SEED[0] = seed
+
+
+def default_seed() -> int | None:
+    """The seed set by :func:`set_seed` (None if none)."""
+    return _SEED[0]
