@@ -32,8 +32,9 @@ GPT2_XL = {"d": 1600, "layers": 48, "vocab": 50257, "positions": 1024}  # 1,557,
 # ---- worker side: the cases not in benchmarks.worker ---------------------------------------
 def _timed(fn: Any) -> tuple[float, int | None, Any]:
     """(wall seconds, peak extra RSS bytes, result) of one call."""
-    from .worker import _reset_peak, _status
     import gc
+
+    from .worker import _reset_peak, _status
     gc.collect()
     ok = _reset_peak()
     base = _status("VmRSS")
@@ -209,7 +210,8 @@ IMPORT_RUNS = 7
 def run_one(config: str, case: str, size: str) -> dict[str, dict]:
     cmd = [sys.executable, "-m", "benchmarks.report", "--worker", config, case, size]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": root}
+    path = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path}
     if config.startswith("keras:"):
         env["KERAS_BACKEND"] = config.split(":", 1)[1]
     if config not in ("none", "numpy"):

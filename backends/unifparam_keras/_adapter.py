@@ -176,6 +176,8 @@ class KerasBackend(Backend):
         var = ref.own()
         perm = None if ref.perm is None else tuple(int(i) for i in np.argsort(ref.perm))
         buffer = to_layout(value, perm, var.dtype)  # aligned, so keras:jax can adopt it
+        if self.variant == "tensorflow":
+            buffer = _tf_adoptable(buffer)
         if var._value is None:  # left empty by materialize: the first value creates it
             var._initialize(buffer)
             _track_torch_layer(ref.layer)
@@ -233,6 +235,19 @@ class KerasBackend(Backend):
         if hasattr(value, "detach"):  # torch
             value = value.detach().cpu()
         return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+
+def _tf_adoptable(buffer: np.ndarray) -> Any:
+    """A fresh, aligned, private ``buffer`` as an eager tensor sharing its memory.
+
+    ``tf.Variable(ndarray)`` copies every value twice (``ndarray.copy``, then into an
+    eager tensor); from an eager tensor made by dlpack the variable adopts the memory
+    itself. Only for buffers nothing else holds: the variable writes into them.
+    """
+    import tensorflow as tf
+    if buffer.ndim == 0 or not buffer.flags.c_contiguous or buffer.ctypes.data % 64:
+        return buffer
+    return tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
 
 
 def _sync_torch_params(native: KerasModel) -> None:
