@@ -255,14 +255,28 @@ def _s(x: float | None) -> str:
     return f"{x:.2f} s" if x >= 1 else f"{x * 1e3:.1f} ms"
 
 
-def collect(size: str, repeat: int, log: Any = sys.stderr) -> dict[tuple[str, str], Samples]:
-    """Every job, repeats interleaved (a burst of load hits all cases alike)."""
-    out: dict[tuple[str, str], Samples] = {}
-    todo = [(c, k) for _ in range(repeat) for c, k in JOBS] + \
-        [("none", "import")] * IMPORT_RUNS
+def collect(size: str, repeat: int, log: Any = sys.stderr, runs: str | None = None
+            ) -> dict[tuple[str, str], Samples]:
+    """Every job, repeats interleaved (a burst of load hits all cases alike); each process's
+    result is appended to ``runs`` (JSON lines) as it arrives, for ``--from``."""
+    todo = [("none", "import")] * IMPORT_RUNS + \
+        [(c, k) for _ in range(repeat) for c, k in JOBS]
+    results = []
     for i, (config, case) in enumerate(todo, 1):
         print(f"[{i}/{len(todo)}] {config} {case} {size}", file=log, flush=True)
-        for name, r in run_one(config, case, size).items():
+        got = run_one(config, case, size)
+        results.append((config, got))
+        if runs:
+            with open(runs, "a") as f:
+                f.write(json.dumps({"config": config, "results": got}) + "\n")
+    return merge(results)
+
+
+def merge(results: list[tuple[str, dict[str, dict]]]) -> dict[tuple[str, str], Samples]:
+    """Samples per (config, case name) from every process's results."""
+    out: dict[tuple[str, str], Samples] = {}
+    for config, got in results:
+        for name, r in got.items():
             s = out.setdefault((config, name), Samples())
             if "error" in r:
                 s.errors.append(r["error"])
@@ -414,12 +428,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=3, help="fresh processes per case (>= 3)")
     p.add_argument("--json", help="write rows, samples and machine description here")
     p.add_argument("--markdown", help="write the table as markdown here")
+    p.add_argument("--runs", help="append each process's result here (JSON lines)")
+    p.add_argument("--from", dest="from_runs",
+                   help="build the table from a --runs file instead of measuring")
     args = p.parse_args(argv)
     from .__main__ import describe, machine
     from .models import MODELS
     info = machine()
     info["command"] = "python -m benchmarks --report " + " ".join(argv)
-    data = collect(args.size, args.repeat)
+    if args.from_runs:
+        with open(args.from_runs) as f:
+            lines = [json.loads(x) for x in f if x.strip()]
+        data = merge([(x["config"], x["results"]) for x in lines])
+        info["command"] += f" (table from the {len(lines)} processes in {args.from_runs})"
+    else:
+        data = collect(args.size, args.repeat, runs=args.runs)
     info["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     table = rows(data, MODELS[args.size].nbytes)
     header = describe(info) + [f"model {args.size}: {MODELS[args.size].note or ''} "
