@@ -353,8 +353,8 @@ def rows(data: dict[tuple[str, str], Samples], nbytes: int) -> list[dict]:
         met = None if r is None else r <= 1.0 and extra <= 0.1
         row(f"checkpoint save {c} vs safetensors.torch.save_file", "page cache (file written)",
             a, nsave, "<= 1.00x; extra peak RSS <= 0.1x parameter bytes", r, met,
-            f"extra peak RSS {extra:.2f}x parameter bytes (save_file "
-            f"{(nsave.med_rss() or 0) / nbytes:.2f}x)")
+            "" if r is None else f"{nbytes / a.med() / GB:.2f} GB/s, extra peak RSS "
+            f"{extra:.2f}x parameter bytes (save_file {(nsave.med_rss() or 0) / nbytes:.2f}x)")
 
     mem = get("numpy", "memcpy-fresh")
     reused = get("numpy", "memcpy-reused")
@@ -389,7 +389,7 @@ def print_rows(table: list[dict], header: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
     tty = sys.stdout.isatty()
-    con = Console(width=None if tty else 250, no_color=not tty, highlight=False)
+    con = Console(width=None if tty else 250, no_color=not tty, highlight=False, markup=False)
     t = Table(title="issue 16 (median [min-max] over fresh processes; ratio = up / reference)",
               box=box.SIMPLE_HEAD if tty else box.ASCII)
     for col in ("row", "memory state", "unifparam", "reference", "ratio", "target", "met",
