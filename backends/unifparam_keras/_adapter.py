@@ -176,8 +176,7 @@ class KerasBackend(Backend):
         var = ref.own()
         perm = None if ref.perm is None else tuple(int(i) for i in np.argsort(ref.perm))
         buffer = to_layout(value, perm, var.dtype)  # aligned, so keras:jax can adopt it
-        if self.variant == "tensorflow":
-            buffer = _tf_adoptable(buffer)
+        buffer = _adoptable(buffer, self.variant)
         if var._value is None:  # left empty by materialize: the first value creates it
             var._initialize(buffer)
             _track_torch_layer(ref.layer)
@@ -237,17 +236,25 @@ class KerasBackend(Backend):
         return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
 
 
-def _tf_adoptable(buffer: np.ndarray) -> Any:
-    """A fresh, aligned, private ``buffer`` as an eager tensor sharing its memory.
+def _adoptable(buffer: np.ndarray, variant: str) -> Any:
+    """A fresh, aligned, private ``buffer`` as the backend's tensor sharing its memory.
 
     ``tf.Variable(ndarray)`` copies every value twice (``ndarray.copy``, then into an
-    eager tensor); from an eager tensor made by dlpack the variable adopts the memory
-    itself. Only for buffers nothing else holds: the variable writes into them.
+    eager tensor) and Keras on torch copies an ndarray with ``np.array``; from a tensor
+    made without a copy (dlpack, ``torch.from_numpy``) the variable adopts the memory.
+    Only for buffers nothing else holds: the variable writes into them. Keras on jax
+    adopts the aligned ndarray itself.
     """
-    import tensorflow as tf
-    if buffer.ndim == 0 or not buffer.flags.c_contiguous or buffer.ctypes.data % 64:
+    if buffer.ndim == 0 or not buffer.flags.c_contiguous or not buffer.flags.writeable \
+            or buffer.ctypes.data % 64:
         return buffer
-    return tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
+    if variant == "tensorflow":
+        import tensorflow as tf
+        return tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
+    if variant == "torch":
+        import torch
+        return torch.from_numpy(buffer)
+    return buffer
 
 
 def _sync_torch_params(native: KerasModel) -> None:
