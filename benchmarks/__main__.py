@@ -2,6 +2,7 @@
 
     python -m benchmarks                                   # all backends, small+400m+abstract
     python -m benchmarks --quick                           # small models only
+    python -m benchmarks --report --sizes 400m --repeat 3  # issue 16's targets, met/missed
     python -m benchmarks --backends torch,keras:jax --sizes 400m --repeat 3 \\
         --json bench.json --markdown bench.md
 
@@ -260,7 +261,7 @@ def _targets(section: str, model: str, up_s: float | None, up_rss: float | None,
         if up_rss is not None:
             checks.append(("<= 10 MB", up_rss <= 10e6))
     if section == "6 params()" and up_s is not None:
-        checks.append(("<= 2 us/param", up_s / MODELS[model].params <= 2e-6))
+        checks.append(("<= 2 us/param", up_s / MODELS[model].tensors <= 2e-6))
     if not checks:
         return "", None
     met = all(ok for _, ok in checks)
@@ -328,7 +329,7 @@ def _fmt_s(x: float | None, model: str) -> str:
     if x is None:
         return "n/a"
     if model == "params4k":
-        return f"{x / MODELS[model].params * 1e6:.2f} us/param"
+        return f"{x / MODELS[model].tensors * 1e6:.2f} us/param"
     return f"{x:.2f} s" if x >= 1 else f"{x * 1e3:.1f} ms" if x >= 1e-3 else f"{x * 1e6:.0f} us"
 
 
@@ -400,6 +401,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small models only")
     p.add_argument("--json", help="write records, rows and machine description here")
     p.add_argument("--markdown", help="write the table and machine description here")
+    p.add_argument("--report", action="store_true",
+                   help="issue 16's table: every target met/missed (benchmarks/report.py)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--report" in argv:
+        from .report import main as report
+        return report([a for a in argv if a != "--report"])
     args = p.parse_args(argv)
     sizes = ["small"] if args.quick else [s.strip() for s in args.sizes.split(",")]
     unknown = set(sizes) - {"small", "400m", "abstract"}

@@ -39,6 +39,12 @@ class ModelDef:
         return _count(self.layers, self.in_features)[0]
 
     @property
+    def tensors(self) -> int:
+        """Number of parameter tensors (a weight and a bias per Dense layer): ``params()``
+        costs are per tensor, not per scalar."""
+        return 2 * self.dense_layers
+
+    @property
     def nbytes(self) -> int:
         return 4 * self.params
 

@@ -253,6 +253,7 @@ class KerasBackend(Backend):
             return self.write(native, src, np.ascontiguousarray(value.T if transpose else value))
         var = ref.own()
         buffer = to_layout(value, ref.native_perm, var.dtype)  # aligned, so keras:jax can adopt it
+        buffer = _adoptable(buffer, self.variant)
         if var._value is None:  # left empty by materialize: the first value creates it
             var._initialize(buffer)
             _track_torch_layer(ref.layer)
@@ -313,6 +314,27 @@ class KerasBackend(Backend):
         if hasattr(value, "detach"):  # torch
             value = value.detach().cpu()
         return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+
+def _adoptable(buffer: np.ndarray, variant: str) -> Any:
+    """A fresh, aligned, private ``buffer`` as the backend's tensor sharing its memory.
+
+    ``tf.Variable(ndarray)`` copies every value twice (``ndarray.copy``, then into an
+    eager tensor) and Keras on torch copies an ndarray with ``np.array``; from a tensor
+    made without a copy (dlpack, ``torch.from_numpy``) the variable adopts the memory.
+    Only for buffers nothing else holds: the variable writes into them. Keras on jax
+    adopts the aligned ndarray itself.
+    """
+    if buffer.ndim == 0 or not buffer.flags.c_contiguous or not buffer.flags.writeable \
+            or buffer.ctypes.data % 64:
+        return buffer
+    if variant == "tensorflow":
+        import tensorflow as tf
+        return tf.experimental.dlpack.from_dlpack(buffer.__dlpack__())
+    if variant == "torch":
+        import torch
+        return torch.from_numpy(buffer)
+    return buffer
 
 
 def _sync_torch_params(native: KerasModel) -> None:
