@@ -22,6 +22,8 @@ from ._summary import summary
 from ._verbs import build, gradients, initialize, materialize, params, tie
 from .errors import (
     AlreadyInitializedWarning,
+    ArgumentError,
+    ArgumentValueError,
     BackendConflictError,
     BackendNotFoundError,
     BackendNotInstalledError,
@@ -36,7 +38,9 @@ from .errors import (
     DeferredParameterError,
     InitializerError,
     InputShapeError,
+    ParamIndexError,
     SpecError,
+    SpecTypeError,
     TieError,
     UnifparamError,
     UnknownNameError,
@@ -60,13 +64,15 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'unifparam' has no attribute {name!r}")
 
 __all__ = [
-    "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",
+    "AlreadyInitializedWarning", "ArgumentError", "ArgumentValueError", "Backend",
+    "BackendConflictError", "BackendInfo",
     "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "Converters",
     "CheckpointError",
     "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
     "DeferredParameterError", "InitializerError", "InputShapeError", "LoadReport",
-    "Model", "NativeLayer", "NativeParam", "Param", "Plan", "SpecError", "TieError",
+    "Model", "NativeLayer", "NativeParam", "Param", "ParamIndexError", "Plan", "SpecError",
+    "SpecTypeError", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
     "Storage", "build", "get_backend", "gradients", "init", "initialize", "inspect_file", "load",
     "materialize", "nn", "params", "save", "summary", "tie",
