@@ -18,6 +18,7 @@ import operator
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -456,11 +457,11 @@ def _other_model(t: Any) -> None:
 
 
 def _read_only(t: Any) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories")
     folder = t.tmp / "ro"
     folder.mkdir()
     folder.chmod(0o500)
+    if os.geteuid() == 0:  # root writes into any directory but a read-only mount
+        folder = Path("/sys")
     up.save(t.net, folder / "m.safetensors")
 
 
@@ -468,7 +469,7 @@ for id_, act, err, builtin, names in [
     ("save-missing-directory", lambda t: up.save(t.net, t.tmp / "nope" / "m.safetensors"),
      up.CheckpointNotFoundError, FileNotFoundError, ("nope",)),
     ("save-read-only-directory", _read_only, up.CheckpointPermissionError, PermissionError,
-     ("ro",)),
+     ("m.safetensors",)),
     ("save-path-none", lambda t: up.save(t.net, None), up.CheckpointPathError, TypeError,
      ("None",)),
     ("save-path-int", lambda t: up.save(t.net, 3), up.CheckpointPathError, TypeError, ("3",)),
@@ -508,12 +509,10 @@ def _output(net: up.Model, x: np.ndarray) -> np.ndarray:
     return np.asarray(net.to_numpy(net(x)))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(build, backend, tmp_path, case: Case):
-    if case.requires is not None:
-        from unifparam._registry import get_backend
-        if case.requires not in get_backend(backend).capabilities:
-            pytest.skip(f"backend {backend!r} lacks capability {case.requires}")
+@pytest.mark.parametrize("case", [
+    pytest.param(c, id=c.id, marks=[pytest.mark.requires(c.requires)] if c.requires else [])
+    for c in CASES])
+def test_bad_input(build, tmp_path, case: Case):
     net = _make(build, case.model)
     x = MODELS[case.model][1]
     ready = MODELS[case.model][2]
