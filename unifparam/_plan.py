@@ -331,8 +331,13 @@ _NOT_NUMBERS = ("complex", "str", "bytes", "object", "void", "datetime", "timede
 
 def _check_dtype(x: Any, which: str) -> None:
     """Inputs hold real numbers (float, int or bool): strings, objects, None are refused."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise ArgumentError(f"{which.capitalize()} is {type(x).__name__} {x!r:.40}; the model "
+                            f"takes real numbers. Pass a float array.")
     dtype = getattr(x, "dtype", None)
     if dtype is None:
+        if not isinstance(x, (list, tuple, int, float, complex)):
+            return  # a framework's own input structure (a dict, ...): the adapter's to judge
         try:
             dtype = np.asarray(x).dtype
         except (ValueError, TypeError) as e:
@@ -341,7 +346,7 @@ def _check_dtype(x: Any, which: str) -> None:
     text = str(dtype).lower()
     numeric = dtype.kind in "biuf" if isinstance(dtype, np.dtype) else not any(
         word in text for word in _NOT_NUMBERS)
-    if x is None or not numeric:
+    if not numeric:
         raise ArgumentError(f"{which.capitalize()} has dtype {dtype} ({type(x).__name__}); the "
                             f"model takes real numbers. Pass a float array (or integer "
                             f"indices for an Embedding).")
@@ -398,7 +403,8 @@ def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
     elif st.spec is not None:
         trace(st, input_shapes(inputs, None))
         check_indices(st, inputs)
-    else:
-        input_shapes(inputs, None)
+    else:  # an adopted model may take any batch size its framework does: dtypes only
+        for i, x in enumerate(inputs):
+            _check_dtype(x, f"input {i}" if len(inputs) > 1 else "the input")
     out, st.native = st.backend.run(st.native, tuple(inputs), training)
     return out
