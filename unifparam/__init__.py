@@ -24,6 +24,8 @@ from ._summary import summary
 from ._verbs import build, gradients, initialize, materialize, params, tie
 from .errors import (
     AlreadyInitializedWarning,
+    ArgumentError,
+    ArgumentValueError,
     BackendConflictError,
     BackendNotFoundError,
     BackendNotInstalledError,
@@ -41,7 +43,9 @@ from .errors import (
     InputShapeError,
     LayoutError,
     OutputError,
+    ParamIndexError,
     SpecError,
+    SpecTypeError,
     TieError,
     UnifparamError,
     UnknownNameError,
@@ -66,15 +70,16 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'unifparam' has no attribute {name!r}")
 
 __all__ = [
-    "AlreadyInitializedWarning", "Backend", "BackendConflictError", "BackendInfo",
+    "AlreadyInitializedWarning", "ArgumentError", "ArgumentValueError", "Backend",
+    "BackendConflictError", "BackendInfo",
     "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "Converters",
     "CheckpointError", "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
     "DataDependentError", "DeferredParameterError", "InitializerError", "InputShapeError",
     "LayoutError", "LoadReport", "Model", "NativeLayer", "NativeParam", "OutputError", "Param",
-    "Plan", "SpecError", "Storage", "TieError", "UnifparamError", "UnknownNameError",
-    "UnsupportedError", "ValueShapeError", "backends", "build", "default_seed", "get_backend",
-    "gradients", "init", "initialize", "inspect_file", "load", "load_sharded", "materialize",
-    "nn", "ops", "params", "placements", "plot_histograms", "save", "save_sharded", "set_seed",
-    "summary", "tie", "to_numpy",
+    "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
+    "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
+    "build", "default_seed", "get_backend", "gradients", "init", "initialize", "inspect_file",
+    "load", "load_sharded", "materialize", "nn", "ops", "params", "placements",
+    "plot_histograms", "save", "save_sharded", "set_seed", "summary", "tie", "to_numpy",
 ]

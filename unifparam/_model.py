@@ -21,7 +21,10 @@ from ._lazy import np
 from ._plan import contiguous, run
 from ._state import ModelState, Node, Slot, flip
 from .errors import (
+    ArgumentError,
+    ArgumentValueError,
     DeferredParameterError,
+    ParamIndexError,
     UnknownNameError,
     ValueShapeError,
     closest,
@@ -149,7 +152,7 @@ class Param:
         if state != MATERIALIZED:
             raise DeferredParameterError(not_ready(self._name, flip(shape, self._transposed),
                                                     state))
-        arr = np.asarray(value, dtype=slot.dtype)
+        arr = self._real(value)
         if arr.shape != self.shape:
             raise ValueShapeError(
                 f"Cannot write a value of shape {fmt_shape(arr.shape)} to parameter "
@@ -158,22 +161,76 @@ class Param:
         arr = contiguous(arr.T if self._transposed else arr)
         self._st.call("write", slot.ref, arr if arr is not value else arr.copy())
 
+    def _real(self, value: Any) -> np.ndarray:
+        """``value`` as an array of the parameter's dtype; typed errors name the parameter
+        for values that are not real numbers or that overflow the dtype."""
+        dtype = self._slot.dtype
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as e:  # ragged nested lists
+            raise ValueShapeError(f"Cannot write {type(value).__name__} to parameter "
+                                  f"'{self._name}': {e}") from None
+        if arr.dtype.kind not in "biuf":
+            raise ArgumentError(
+                f"Cannot write a value of dtype {arr.dtype} ({type(value).__name__}) to parameter "
+                f"'{self._name}' ({dtype}): it takes real numbers"
+                f"{'; take the real part first (v.real)' if arr.dtype.kind == 'c' else ''}.")
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = arr.astype(dtype)
+        if arr.dtype.kind == "f" and arr.dtype != cast.dtype and (
+                np.isfinite(arr) & ~np.isfinite(cast)).any():
+            big = float(np.abs(arr[np.isfinite(arr) & ~np.isfinite(cast)]).max())
+            raise ArgumentValueError(
+                f"Value {big:g} written to parameter '{self._name}' overflows {dtype} (largest "
+                f"{float(np.finfo(dtype).max):g}). Scale the values down.")
+        return cast
+
+    def _index_error(self, index: Any, e: Exception) -> Exception:
+        if isinstance(e, IndexError):
+            return ParamIndexError(f"Index {index!r} is out of range for parameter "
+                                   f"'{self._name}' of shape {fmt_shape(self.shape)}: {e}")
+        return ArgumentError(f"Cannot index parameter '{self._name}' with {index!r} "
+                             f"({type(index).__name__}): {e}. Use ints, slices or arrays.")
+
     def __getitem__(self, index: Any) -> np.ndarray:
-        return self.numpy()[index]
+        full = self.numpy()
+        try:
+            return full[index]
+        except (IndexError, TypeError, ValueError) as e:
+            raise self._index_error(index, e) from None
 
     def __setitem__(self, index: Any, value: Any) -> None:
         full = self.numpy()
+        arr = self._real(value)
         try:
-            full[index] = np.asarray(value)
+            full[index] = arr
+        except IndexError as e:
+            raise self._index_error(index, e) from None
         except ValueError as e:
             raise ValueShapeError(
                 f"Cannot write a value of shape {fmt_shape(np.shape(value))} to "
                 f"'{self._name}'[{index!r}] (parameter shape {fmt_shape(self.shape)}): {e}"
             ) from None
+        except TypeError as e:
+            raise self._index_error(index, e) from None
         self.set(full)
 
     def _inplace(self, op: Any, other: Any) -> Param:
-        self.set(op(self.numpy(), np.asarray(other)))
+        current = self.numpy()
+        arr = self._real(other)  # typed errors for strings, complex, overflow
+        with np.errstate(over="ignore"):
+            try:  # in float64, so that an overflowing result is seen when cast back
+                out = op(current.astype(np.float64), np.asarray(other).astype(np.float64))
+            except ValueError as e:
+                raise ValueShapeError(
+                    f"Cannot combine parameter '{self._name}' of shape {fmt_shape(self.shape)} "
+                    f"with a value of shape {fmt_shape(arr.shape)}: {e}") from None
+        if out.shape != current.shape:
+            raise ValueShapeError(
+                f"In-place update of parameter '{self._name}' of shape {fmt_shape(self.shape)} "
+                f"with a value of shape {fmt_shape(arr.shape)} would give shape "
+                f"{fmt_shape(out.shape)}. Use a value that broadcasts to the parameter.")
+        self.set(out)
         return self
 
     def __iadd__(self, other: Any) -> Param:

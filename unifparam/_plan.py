@@ -26,7 +26,14 @@ from ._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, WRITE, P
 from ._convert import default_seed
 from ._lazy import np
 from ._state import ModelState, Node, Registration, Slot, complete, flip, unify
-from .errors import InitializerError, InputShapeError, UnifparamError, fmt_shape
+from .errors import (
+    ArgumentError,
+    InitializerError,
+    InputShapeError,
+    ParamIndexError,
+    UnifparamError,
+    fmt_shape,
+)
 
 Shape = tuple[int | None, ...]
 Values = dict[str, Callable[[], Any]]
@@ -140,6 +147,7 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
                 f"Parameters {', '.join(map(repr, unknown[:4]))} have unknown shapes: pass "
                 f"example inputs, unifparam.materialize(net, X), or input_shape=(batch, ...).")
         shapes[root] = tuple(int(d) for d in shape)  # type: ignore[union-attr]
+    known = {root: st.slots[root].shape for root in shapes}
     placement: dict[str, tuple[str | None, ...]] = {}
     if mesh is not None:
         from ._layout import names_of, resolve
@@ -147,6 +155,19 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     if not dry:  # what the plan establishes is known from now on (fans read it)
         for root, shape in shapes.items():
             st.slots[root].shape = shape
+    try:
+        return _for_shapes(st, todo, shapes, layer_inputs, abstract, values, dry, placement,
+                           mesh)
+    except BaseException:  # a failed plan leaves the model as it was, shapes included
+        for root, shape in known.items():
+            st.slots[root].shape = shape
+        raise
+
+
+def _for_shapes(st: ModelState, todo: Sequence[str], shapes: dict[str, tuple[int, ...]],
+                layer_inputs: Mapping[str, Shape], abstract: bool, values: Values | None,
+                dry: bool, placement: Mapping[str, tuple[str | None, ...]],
+                mesh: Any) -> tuple[Plan, Values]:
     pending = _pending_aliases(st, shapes, abstract)
     if st.spec is not None:
         named = {*shapes, *(n for n, _, _ in pending)}
@@ -321,13 +342,21 @@ def _mismatch(node: Node, local: str, expected: Shape | None, got: Shape, x: Sha
 def input_shapes(inputs: Sequence[Any], input_shape: Any) -> tuple[Shape, ...]:
     """Shapes of example inputs, or ``input_shape`` (one shape or one per input); checked."""
     if inputs:
+        for i, x in enumerate(inputs):
+            _check_dtype(x, f"input {i}" if len(inputs) > 1 else "the input")
         shapes = tuple(tuple(int(d) for d in (x.shape if hasattr(x, "shape") else np.shape(x)))
                        for x in inputs)
     elif input_shape is None:
         return ()
-    elif all(isinstance(d, (int, np.integer)) for d in input_shape):
-        shapes = (tuple(int(d) for d in input_shape),)
+    elif not isinstance(input_shape, (tuple, list)) or not input_shape:
+        raise ArgumentError(f"input_shape={input_shape!r}: expected a shape tuple, batch first, "
+                            f"e.g. input_shape=(1, 20) (or one tuple per input).")
+    elif not any(isinstance(d, (tuple, list)) for d in input_shape):  # one shape
+        shapes = (tuple(input_shape),)
     else:
+        if not all(isinstance(s, (tuple, list)) for s in input_shape):
+            raise ArgumentError(f"input_shape={input_shape!r}: expected a shape tuple of ints, "
+                                f"batch first, e.g. input_shape=(1, 20) (or one per input).")
         shapes = tuple(tuple(s) for s in input_shape)
     for i, shape in enumerate(shapes):
         if any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d <= 0
@@ -336,7 +365,61 @@ def input_shapes(inputs: Sequence[Any], input_shape: Any) -> tuple[Shape, ...]:
             raise InputShapeError(f"Shape {fmt_shape(shape)} of {which} has a size that is not "
                                   f"a positive int. Pass inputs with at least one element per "
                                   f"dimension, batch first, e.g. input_shape=(1, 20).")
-    return shapes
+    return tuple(tuple(int(d) for d in shape) for shape in shapes)
+
+
+_NOT_NUMBERS = ("complex", "str", "bytes", "object", "void", "datetime", "timedelta")
+
+
+def _check_dtype(x: Any, which: str) -> None:
+    """Inputs hold real numbers (float, int or bool): strings, objects, None are refused."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise ArgumentError(f"{which.capitalize()} is {type(x).__name__} {x!r:.40}; the model "
+                            f"takes real numbers. Pass a float array.")
+    dtype = getattr(x, "dtype", None)
+    if dtype is None:
+        if not isinstance(x, (list, tuple, int, float, complex)):
+            return  # a framework's own input structure (a dict, ...): the adapter's to judge
+        try:
+            dtype = np.asarray(x).dtype
+        except (ValueError, TypeError) as e:
+            raise ArgumentError(f"{which.capitalize()} is not an array ({type(x).__name__}: "
+                                f"{e}). Pass a numpy array or the framework's tensor.") from None
+    text = str(dtype).lower()
+    numeric = dtype.kind in "biuf" if isinstance(dtype, np.dtype) else not any(
+        word in text for word in _NOT_NUMBERS)
+    if not numeric:
+        raise ArgumentError(f"{which.capitalize()} has dtype {dtype} ({type(x).__name__}); the "
+                            f"model takes real numbers. Pass a float array (or integer "
+                            f"indices for an Embedding).")
+
+
+def check_indices(st: ModelState, inputs: Sequence[Any]) -> None:
+    """Spec models starting with an Embedding: its input holds integer indices in range.
+
+    Frameworks disagree (torch raises, Flax and Keras return NaN or clamp silently), so the
+    core checks before running.
+    """
+    if st.spec is None or len(inputs) != 1:
+        return
+    layer, path = st.spec, ""
+    while layer.children():
+        key, layer = layer.children()[0]
+        path = nn.join(path, key)
+    if not isinstance(layer, nn.Embedding):
+        return
+    x = inputs[0]
+    if not isinstance(x, np.ndarray):
+        x = np.asarray(st.backend.to_numpy(x))
+    if x.dtype.kind not in "iu":
+        raise ArgumentError(f"Layer '{path}' (Embedding) takes integer indices, got an input of "
+                            f"dtype {x.dtype}. Convert it, e.g. X.astype('int64').")
+    if x.size and (x.min() < 0 or x.max() >= layer.num_embeddings):
+        bad = x.min() if x.min() < 0 else x.max()
+        raise ParamIndexError(f"Layer '{path}' (Embedding) has {layer.num_embeddings} rows "
+                              f"(num_embeddings={layer.num_embeddings}) but its input holds "
+                              f"index {int(bad)}. Indices must be in [0, "
+                              f"{layer.num_embeddings}).")
 
 
 def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
@@ -350,8 +433,9 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
     if abstract and "abstract" not in st.backend.capabilities:
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot materialize abstractly "
                                f"(without memory). Call materialize(net, X) instead.")
-    made = for_materialize(st, inputs, input_shapes(inputs, input_shape), abstract, mesh,
-                           layout)
+    shapes = input_shapes(inputs, input_shape)
+    check_indices(st, inputs)
+    made = for_materialize(st, inputs, shapes, abstract, mesh, layout)
     if made is not None:
         apply(st, *made)
 
@@ -364,5 +448,9 @@ def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
         materialize(st, inputs, None, False)
     elif st.spec is not None:
         trace(st, input_shapes(inputs, None), inputs)
+        check_indices(st, inputs)
+    else:  # an adopted model may take any batch size its framework does: dtypes only
+        for i, x in enumerate(inputs):
+            _check_dtype(x, f"input {i}" if len(inputs) > 1 else "the input")
     out, st.native = st.backend.run(st.native, tuple(inputs), training)
     return out

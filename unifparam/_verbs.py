@@ -25,10 +25,14 @@ from ._state import Registration, state_from_spec, state_from_tree
 from ._ties import apply_tie, check_tie
 from .errors import (
     AlreadyInitializedWarning,
+    ArgumentError,
+    ArgumentValueError,
     BackendNotFoundError,
+    InputShapeError,
     TieError,
     UnknownNameError,
     UnsupportedError,
+    fmt_shape,
 )
 from .init import Default, Initializer, as_initializer
 
@@ -44,8 +48,14 @@ def build(model: Any, backend: str | None = None) -> Model:
 
     >>> net = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)), backend="torch")
     """
+    if backend is not None and not isinstance(backend, str):
+        raise ArgumentError(f"build(backend={backend!r}): backend must be a name (str) such as "
+                            f"'torch' or 'keras:jax', got {type(backend).__name__}.")
     if isinstance(model, Model):
         return model
+    if isinstance(model, type) and issubclass(model, nn.Layer):
+        raise ArgumentError(f"build(model={model.__name__}): pass a layer instance, e.g. "
+                            f"{model.__name__}(...), not the class.")
     if isinstance(model, nn.Layer):
         st = state_from_spec(get_backend(backend), model)
         return Model(st, st.root)
@@ -54,6 +64,10 @@ def build(model: Any, backend: str | None = None) -> Model:
         raise BackendNotFoundError(
             f"Cannot tell which framework a {type(model).__module__}.{type(model).__qualname__} "
             f"belongs to. Pass a unifparam.nn spec, a native model, or backend='name'.")
+    if found is None:
+        raise ArgumentError(
+            f"build(model=...) takes a unifparam.nn spec or a native model of a registered "
+            f"backend, got {type(model).__module__}.{type(model).__qualname__}.")
     be = get_backend(backend or found)
     if found is not None and found != be.name:
         raise BackendNotFoundError(f"A {found} model cannot be adopted by backend {be.name!r}. "
@@ -72,7 +86,7 @@ def params(model: Model) -> ParamDict:
     Names are relative to ``model`` (``"weight"`` for ``params(net[0])``, like torch);
     ``Param.name`` is always the full canonical name. Works before shapes are known.
     """
-    st, node = model._st, model._node
+    st, node = _handle(model, "params")._st, model._node
     prefix = f"{node.path}." if node.path else ""
     out = ParamDict()
     seen: set[str] = set()
@@ -100,11 +114,15 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
 
     >>> initialize(net, init.XavierUniform(), select=net[0], force_reinit=True)
     """
-    st = model._st
+    st = _handle(model, "initialize")._st
     init_ = as_initializer(init)
+    seed = _check_seed(seed)
     if seed is None:
         from ._convert import default_seed
         seed = default_seed()
+    if not isinstance(force_reinit, bool):
+        raise ArgumentError(f"initialize(force_reinit={force_reinit!r}): force_reinit must be "
+                            f"True or False.")
     if init_ is None and seed is not None:
         init_ = Default()
     chosen = _select(model, select)  # name -> picked explicitly?
@@ -143,10 +161,23 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
                       stacklevel=2)
 
 
+def _check_seed(seed: Any) -> int | None:
+    """``seed`` as an int (None: fresh randomness); a typed error names it otherwise."""
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ArgumentError(f"initialize(seed={seed!r}): seed must be an int (or None), got "
+                            f"{type(seed).__name__}.")
+    return int(seed)
+
+
 def _select(model: Model, select: Select) -> dict[str, bool]:
     st = model._st
     if select is None:
         return dict.fromkeys(st.roots_under(model._node), False)
+    if isinstance(select, (Model, Param)) and select._st is not st:
+        raise ArgumentValueError(f"select={select!r} belongs to another model. Select "
+                                 f"parameters or layers of the model being initialized.")
     if isinstance(select, Model):
         return dict.fromkeys(st.roots_under(select._node), False)
     if isinstance(select, Param):
@@ -163,6 +194,10 @@ def _select(model: Model, select: Select) -> dict[str, bool]:
         return {st.resolve(n)[0]: True for n in names}
     if callable(select):
         return {st.resolve(n)[0]: True for n, p in params(model).items() if select(p)}
+    if not isinstance(select, (list, tuple, set, frozenset)):
+        raise ArgumentError(f"initialize(select={select!r}): select takes a name pattern "
+                            f"('*.bias'), a Param, a layer handle, a predicate or a list of "
+                            f"these, got {type(select).__name__}.")
     out: dict[str, bool] = {}
     for item in select:
         for n, explicit in _select(model, item).items():
@@ -181,27 +216,43 @@ def tie(model: Model, a: Any, b: Any, *, transpose: bool = False) -> None:
     >>> tie(net, net[1], net[2])
     >>> tie(net, "0.weight", "3.weight", transpose=True)
     """
-    st = model._st
+    st = _handle(model, "tie")._st
+    if not isinstance(transpose, bool):
+        raise ArgumentError(f"tie(transpose={transpose!r}): transpose must be True or False.")
     pairs = _tie_pairs(model, a, b, transpose)
     plans = [check_tie(st, x, y, transpose) for x, y in pairs]  # raises before any change
     for root, alias_root, t in plans:
         apply_tie(st, root, alias_root, t)
 
 
-def _as_target(model: Model, x: Any) -> Param | Model:
+def _as_target(model: Model, x: Any, arg: str) -> Param | Model:
     if isinstance(x, (Param, Model)):
+        if x._st is not model._st:
+            raise ArgumentValueError(f"tie({arg}={x!r}): {arg} belongs to another model. Tie "
+                                     f"parameters or layers of one model.")
         return x
     if isinstance(x, str):
         st = model._st
         if x in st.slots or x in st.aliases:
             return Param(st, x)
-        return model[x] if x else model
-    raise TypeError(f"tie takes parameters or layers (Param, Model handle or name), got "
-                    f"{type(x).__name__}.")
+        if not x:
+            return model
+        try:
+            return model[x]
+        except UnknownNameError as e:
+            raise UnknownNameError(f"tie({arg}={x!r}): no parameter or layer of that name. {e}"
+                                   ) from None
+    raise ArgumentError(f"tie({arg}={x!r}): {arg} must be a parameter or a layer (Param, layer "
+                        f"handle or its name such as '0.weight' or '0'), got "
+                        f"{type(x).__name__}.")
+
+
+def _describe(x: Param | Model) -> str:
+    return f"parameter '{x.name}'" if isinstance(x, Param) else f"layer '{x.path}'"
 
 
 def _tie_pairs(model: Model, a: Any, b: Any, transpose: bool) -> list[tuple[str, str]]:
-    ta, tb = _as_target(model, a), _as_target(model, b)
+    ta, tb = _as_target(model, a, "a"), _as_target(model, b, "b")
     if isinstance(ta, Param) and isinstance(tb, Param):
         return [(ta.name, tb.name)]
     if isinstance(ta, Model) and isinstance(tb, Model):
@@ -215,7 +266,9 @@ def _tie_pairs(model: Model, a: Any, b: Any, transpose: bool) -> list[tuple[str,
                            f"'{tb.path}' ({tb._node.kind}: {sorted(pb)}) do not have the same "
                            f"parameters. Tie single parameters instead.")
         return [(pa[k], pb[k]) for k in pa]
-    raise TieError("tie takes two parameters or two layers, not one of each.")
+    raise TieError(f"tie takes two parameters or two layers, not one of each: a is "
+                   f"{_describe(ta)}, b is {_describe(tb)}. Pass two parameters (Param or name "
+                   f"such as '0.weight') or two layers.")
 
 
 # ---- materialize ------------------------------------------------------------------------
@@ -240,9 +293,27 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     return model
 
 
+def _scalar(loss: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``loss`` checked to return one number (any framework's scalar tensor)."""
+    def checked(out: Any) -> Any:
+        value = loss(out)
+        if value is None or not hasattr(value, "shape") and not isinstance(value, (int, float)):
+            raise ArgumentError(f"gradients(loss={getattr(loss, '__name__', loss)!r}) returned "
+                                f"{type(value).__name__}; it must return a scalar of the "
+                                f"output, e.g. loss=lambda y: (y ** 2).mean().")
+        shape = tuple(getattr(value, "shape", ()))
+        if len(shape) > 1 or shape and shape[0] != 1:
+            raise ArgumentValueError(
+                f"gradients(loss={getattr(loss, '__name__', loss)!r}) returned shape "
+                f"{fmt_shape(shape)}; it must return a scalar. Reduce it, e.g. with .sum() "
+                f"or .mean().")
+        return value
+    return checked
+
+
 def _handle(model: Any, verb: str) -> Model:
     if not isinstance(model, Model):
-        raise UnsupportedError(f"unifparam.{verb} takes a model handle from unifparam.build, "
+        raise ArgumentError(f"unifparam.{verb} takes a model handle from unifparam.build, "
                                f"got {type(model).__name__}. Wrap native models: "
                                f"unifparam.build(native).")
     return model
@@ -264,14 +335,20 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     if "gradients" not in st.backend.capabilities:
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot compute gradients.")
     if not inputs:
-        raise UnsupportedError("gradients needs the model's input: gradients(net, X).")
+        raise InputShapeError("gradients needs the model's input: gradients(net, X).")
+    if loss is not None and not callable(loss):
+        raise ArgumentError(f"gradients(loss={loss!r}): loss must be a function of the "
+                            f"output returning a scalar, got {type(loss).__name__}.")
+    shapes = _plan.input_shapes(inputs, None)
     if not st.all_in(MATERIALIZED):
         _plan.materialize(st, inputs, None, False)
     elif st.spec is not None:
-        _plan.trace(st, _plan.input_shapes(inputs, None), inputs)
+        _plan.trace(st, shapes, inputs)
+        _plan.check_indices(st, inputs)
     roots = st.roots_under(model._node)
     refs = {n: st.slots[n].ref for n in roots if st.slots[n].trainable}
-    grads = st.backend.gradients(st.native, inputs, loss, refs)
+    grads = st.backend.gradients(st.native, inputs, None if loss is None else _scalar(loss),
+                                 refs)
     for name, g in grads.items():
         st.slots[name].grad = g
     prefix = f"{model.path}." if model.path else ""

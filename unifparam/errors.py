@@ -68,6 +68,25 @@ class SpecError(UnifparamError, ValueError):
     """A layer spec was given arguments it cannot use."""
 
 
+class SpecTypeError(SpecError, TypeError):
+    """A layer spec argument of the wrong type (``Dense(None)``, ``Dropout("a")``)."""
+
+
+class ArgumentError(UnifparamError, TypeError):
+    """An argument of the wrong type: a verb's model, seed, selection, initializer, a value
+    written to a parameter (strings, objects, complex numbers), a loss that is not callable."""
+
+
+class ArgumentValueError(UnifparamError, ValueError):
+    """An argument of the right type but an unusable value (a NaN seed, a value that
+    overflows the parameter's dtype, a loss that is not a scalar)."""
+
+
+class ParamIndexError(UnifparamError, IndexError):
+    """An element index out of a parameter's range (``p[10, 0]`` on a (8, 4) weight), or an
+    embedding index out of a table's range."""
+
+
 class UnsupportedError(UnifparamError, NotImplementedError):
     """The backend lacks a capability this call needs."""
 

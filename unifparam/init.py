@@ -22,6 +22,7 @@ from dataclasses import dataclass as _dataclass
 
 from ._buffers import aligned_empty as _aligned_empty
 from ._lazy import np as _np
+from .errors import ArgumentError as _ArgumentError
 from .errors import InitializerError as _InitializerError
 from .errors import fmt_shape as _fmt_shape
 
@@ -205,6 +206,10 @@ class Distribution(Initializer):
 
 def _finite(cls: str, arg: str, value: float) -> float:
     """``value`` as a float, or an InitializerError naming the initializer and argument."""
+    import numbers
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _ArgumentError(f"{cls}({arg}={value!r}): {arg} must be a real number, got "
+                             f"{type(value).__name__}.")
     number = float(value)
     if not _math.isfinite(number):
         raise _InitializerError(f"{cls}({arg}={value!r}): {arg} must be a finite number.")
@@ -396,11 +401,14 @@ def Ones() -> Constant:  # noqa: N802
 
 
 def _check_mode(cls: str, mode: str) -> None:
-    if mode not in ("fan_in", "fan_out"):
+    if not isinstance(mode, str) or mode not in ("fan_in", "fan_out"):
         raise _InitializerError(f"{cls}(mode={mode!r}): mode must be 'fan_in' or 'fan_out'.")
 
 
 def _gain(nonlinearity: str, a: float) -> float:
+    if not isinstance(nonlinearity, str):
+        raise _ArgumentError(f"nonlinearity must be a name (str) such as 'relu', got "
+                             f"{type(nonlinearity).__name__} {nonlinearity!r}.")
     gains = {"linear": 1.0, "sigmoid": 1.0, "tanh": 5.0 / 3, "relu": _math.sqrt(2.0),
              "leaky_relu": _math.sqrt(2.0 / (1 + a * a)), "selu": 0.75}
     if nonlinearity not in gains:
@@ -413,7 +421,7 @@ class XavierUniform(Uniform):
     """Glorot uniform: U(±gain·sqrt(6 / (fan_in + fan_out))), Keras's default kernel init."""
 
     def __init__(self, gain: float = 1.0):
-        self.gain = gain
+        self.gain = _finite("XavierUniform", "gain", gain)
 
     def _bounds(self, target: Target) -> tuple[float, float]:
         b = self.gain * _math.sqrt(6.0 / (target.fan_in + target.fan_out))
@@ -424,7 +432,7 @@ class XavierNormal(Normal):
     """Glorot normal: N(0, gain²·2 / (fan_in + fan_out))."""
 
     def __init__(self, gain: float = 1.0):
-        self.gain, self.mean = gain, 0.0
+        self.gain, self.mean = _finite("XavierNormal", "gain", gain), 0.0
 
     def _std(self, target: Target) -> float:
         return self.gain * _math.sqrt(2.0 / (target.fan_in + target.fan_out))
@@ -434,7 +442,8 @@ class KaimingUniform(Uniform):
     """He uniform, PyTorch's ``kaiming_uniform_`` (mode ``fan_in`` or ``fan_out``)."""
 
     def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
-        self.a, self.mode, self.nonlinearity = a, mode, nonlinearity
+        self.a = _finite("KaimingUniform", "a", a)
+        self.mode, self.nonlinearity = mode, nonlinearity
         _check_mode("KaimingUniform", mode)
         _gain(nonlinearity, a)
 
@@ -448,7 +457,8 @@ class KaimingNormal(Normal):
     """He normal, PyTorch's ``kaiming_normal_``."""
 
     def __init__(self, a: float = 0.0, mode: str = "fan_in", nonlinearity: str = "leaky_relu"):
-        self.a, self.mode, self.nonlinearity, self.mean = a, mode, nonlinearity, 0.0
+        self.a, self.mode, self.nonlinearity, self.mean = (
+            _finite("KaimingNormal", "a", a), mode, nonlinearity, 0.0)
         _check_mode("KaimingNormal", mode)
         _gain(nonlinearity, a)
 
@@ -461,7 +471,7 @@ class Orthogonal(Initializer):
     """A (semi-)orthogonal matrix times ``gain``, over the first axis vs the rest (as torch)."""
 
     def __init__(self, gain: float = 1.0):
-        self.gain = gain
+        self.gain = _finite("Orthogonal", "gain", gain)
 
     def sample(self, target: Target, rng: np.random.Generator) -> np.ndarray:
         rows = target.shape[0]
@@ -513,8 +523,9 @@ class FunctionInit(Initializer):
 
 
 def is_builtin(init: Initializer) -> bool:
-    """True for this module's own initializers, whose output is right by construction."""
-    return type(init).__module__ == __name__
+    """True for this module's own initializers, whose output is right by construction (a
+    wrapped user function is not: its output is checked)."""
+    return type(init).__module__ == __name__ and not isinstance(init, FunctionInit)
 
 
 def as_initializer(obj: Initializer | Callable | None) -> Initializer | None:
@@ -522,11 +533,16 @@ def as_initializer(obj: Initializer | Callable | None) -> Initializer | None:
     if obj is None or isinstance(obj, Initializer):
         return obj
     if isinstance(obj, type) and issubclass(obj, Initializer):
-        raise TypeError(f"Pass an instance, e.g. {obj.__name__}(), not the class itself.")
+        raise _ArgumentError(f"init={obj.__name__}: pass an instance, e.g. {obj.__name__}(), "
+                             f"not the class itself.")
+    if isinstance(obj, type):
+        raise _ArgumentError(f"init={obj.__name__}: expected an unifparam.init initializer "
+                             f"instance or a function (name, shape, rng), got a class.")
     if callable(obj):
         return FunctionInit(obj)
-    raise TypeError(f"Expected an unifparam.init initializer or a function (name, shape, rng), "
-                    f"got {type(obj).__name__}.")
+    raise _ArgumentError(f"init={obj!r}: expected an unifparam.init initializer (e.g. "
+                         f"init.Normal(std=0.01)) or a function (name, shape, rng), got "
+                         f"{type(obj).__name__}.")
 
 
 def block_slices(shape: tuple[int, ...], index: Any) -> tuple[slice, ...]:

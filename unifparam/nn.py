@@ -18,11 +18,12 @@ Parameter layout is canonical: dense weights ``(out, in)``, conv weights
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputShapeError, SpecError, fmt_shape
+from .errors import InputShapeError, SpecError, SpecTypeError, fmt_shape
 
 Shape = tuple[int | None, ...]
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "softmax", "identity")
@@ -117,18 +118,52 @@ def render_tree(layer: Layer, indent: str = "") -> str:
     return "\n".join(lines)
 
 
-def _check_activation(activation: str | None) -> str | None:
+def _check_activation(activation: str | None, layer: str = "layer") -> str | None:
+    if activation is not None and not isinstance(activation, str):
+        raise SpecTypeError(f"{layer}: activation must be a name (str) or None, got "
+                            f"{type(activation).__name__} {activation!r}; expected one of "
+                            f"{ACTIVATIONS}.")
     if activation not in (None, *ACTIVATIONS):
         raise SpecError(
-            f"Unknown activation {activation!r}; expected one of {ACTIVATIONS} or None."
+            f"{layer}: unknown activation {activation!r}; expected one of {ACTIVATIONS} or None."
         )
     return None if activation == "identity" else activation
 
 
-def _check_size(layer: str, what: str, value: int | None) -> int | None:
-    if value is not None and (not isinstance(value, int) or value <= 0):
-        raise SpecError(f"{layer}: {what} must be a positive int or None, got {value!r}.")
+def _check_size(layer: str, what: str, value: Any, required: bool = False) -> int | None:
+    """``value`` as a positive int (None allowed unless ``required``); typed errors name it."""
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        kind = "a positive int" if required else "a positive int or None"
+        raise SpecTypeError(f"{layer}: {what} must be {kind}, got {type(value).__name__} "
+                            f"{value!r}.")
+    if value <= 0:
+        raise SpecError(f"{layer}: {what} must be a positive int, got {value!r}.")
+    return int(value)
+
+
+def _check_flag(layer: str, what: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SpecTypeError(f"{layer}: {what} must be True or False, got "
+                            f"{type(value).__name__} {value!r}.")
     return value
+
+
+def _check_number(layer: str, what: str, value: Any, low: float, high: float,
+                  low_open: bool, high_open: bool) -> float:
+    """``value`` as a float in the interval (open or closed ends); typed errors name it."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise SpecTypeError(f"{layer}: {what} must be a number, got {type(value).__name__} "
+                            f"{value!r}.")
+    number = float(value)
+    above = number > low if low_open else number >= low
+    below = number < high if high_open else number <= high
+    if not (math.isfinite(number) or high == math.inf and number == math.inf) \
+            or not above or not below:
+        interval = (f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}")
+        raise SpecError(f"{layer}: {what} must be in {interval}, got {value!r}.")
+    return number
 
 
 def _act(activation: str | None) -> str:
@@ -156,9 +191,9 @@ class Dense(Layer):
 
     def __init__(self, units: int, activation: str | None = None, *, use_bias: bool = True,
                  in_features: int | None = None, weight_init: Any = None, bias_init: Any = None):
-        self.units = _check_size("Dense", "units", units)
-        self.activation = _check_activation(activation)
-        self.use_bias = use_bias
+        self.units = _check_size("Dense", "units", units, required=True)
+        self.activation = _check_activation(activation, "Dense")
+        self.use_bias = _check_flag("Dense", "use_bias", use_bias)
         self.in_features = _check_size("Dense", "in_features", in_features)
         self.weight_init, self.bias_init = weight_init, bias_init
 
@@ -203,20 +238,25 @@ class Conv2D(Layer):
     def __init__(self, filters: int, kernel_size: int | tuple[int, int], stride: int = 1,
                  padding: int | str = 0, *, activation: str | None = None, use_bias: bool = True,
                  in_channels: int | None = None, weight_init: Any = None, bias_init: Any = None):
-        self.filters = _check_size("Conv2D", "filters", filters)
-        ks = (kernel_size, kernel_size) if isinstance(kernel_size, int) else tuple(kernel_size)
-        self.kernel_size: tuple[int, int] = ks  # type: ignore[assignment]
-        self.stride = _check_size("Conv2D", "stride", stride)
-        if padding not in ("same", "valid") and not (isinstance(padding, int) and padding >= 0):
+        self.filters = _check_size("Conv2D", "filters", filters, required=True)
+        ks = _kernel(kernel_size)
+        self.kernel_size: tuple[int, int] = ks
+        self.stride = _check_size("Conv2D", "stride", stride, required=True)
+        if isinstance(padding, bool) or not isinstance(padding, (str, numbers.Integral)):
+            raise SpecTypeError(f"Conv2D: padding must be 'same', 'valid' or an int >= 0, got "
+                                f"{type(padding).__name__} {padding!r}.")
+        if padding not in ("same", "valid") and not (
+                isinstance(padding, numbers.Integral) and padding >= 0):
             raise SpecError(f"Conv2D: padding must be 'same', 'valid' or an int >= 0, "
                             f"got {padding!r}.")
+        padding = padding if isinstance(padding, str) else int(padding)
         if padding == "same" and stride != 1:
             raise SpecError("Conv2D: padding='same' needs stride=1 (as in PyTorch).")
         if padding == "same" and any(k % 2 == 0 for k in ks):
             raise SpecError("Conv2D: padding='same' needs odd kernel sizes to be portable.")
         self.padding = padding
-        self.activation = _check_activation(activation)
-        self.use_bias = use_bias
+        self.activation = _check_activation(activation, "Conv2D")
+        self.use_bias = _check_flag("Conv2D", "use_bias", use_bias)
         self.in_channels = _check_size("Conv2D", "in_channels", in_channels)
         self.weight_init, self.bias_init = weight_init, bias_init
 
@@ -267,6 +307,18 @@ class Conv2D(Layer):
                 f"stride={self.stride}, padding={self.padding!r}{_act(self.activation)})")
 
 
+def _kernel(kernel_size: Any) -> tuple[int, int]:
+    """Conv2D's kernel_size as (kh, kw): one positive int or a pair of them."""
+    if isinstance(kernel_size, (tuple, list)):
+        if len(kernel_size) != 2:
+            raise SpecError(f"Conv2D: kernel_size must be an int or a pair (kh, kw), got "
+                            f"{kernel_size!r} ({len(kernel_size)} values).")
+        return tuple(_check_size("Conv2D", "kernel_size", k, required=True)  # type: ignore
+                     for k in kernel_size)
+    k = _check_size("Conv2D", "kernel_size", kernel_size, required=True)
+    return (k, k)  # type: ignore[return-value]
+
+
 class Flatten(Layer):
     """Flattens every dimension after the batch (channels-first order)."""
 
@@ -285,9 +337,7 @@ class Dropout(Layer):
     fields = ("rate",)
 
     def __init__(self, rate: float):
-        if not 0.0 <= rate < 1.0:
-            raise SpecError(f"Dropout: rate must be in [0, 1), got {rate!r}.")
-        self.rate = rate
+        self.rate = _check_number("Dropout", "rate", rate, 0.0, 1.0, False, True)
 
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
         return f"Dropout({self.rate})"
@@ -300,7 +350,7 @@ class Activation(Layer):
     fields = ("name",)
 
     def __init__(self, name: str):
-        self.name = _check_activation(name) or "identity"
+        self.name = _check_activation(name, "Activation") or "identity"
 
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
         return f"Activation({self.name})"
@@ -318,8 +368,9 @@ class Embedding(Layer):
     fields = ("num_embeddings", "features")
 
     def __init__(self, num_embeddings: int, features: int, *, weight_init: Any = None):
-        self.num_embeddings = _check_size("Embedding", "num_embeddings", num_embeddings)
-        self.features = _check_size("Embedding", "features", features)
+        self.num_embeddings = _check_size("Embedding", "num_embeddings", num_embeddings,
+                                          required=True)
+        self.features = _check_size("Embedding", "features", features, required=True)
         self.weight_init = weight_init
 
     def param_decls(self) -> list[ParamDecl]:
@@ -341,7 +392,7 @@ class _Norm(Layer):
 
     def __init__(self, in_features: int | None = None, *, eps: float = 1e-5):
         self.in_features = _check_size(self.kind, "in_features", in_features)
-        self.eps = eps
+        self.eps = _check_number(self.kind, "eps", eps, 0.0, math.inf, True, True)
 
     def _features(self, x: Shape, path: str) -> int | None:
         if len(x) < 2:
@@ -387,7 +438,8 @@ class BatchNorm(_Norm):
 
     def __init__(self, in_features: int | None = None, *, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(in_features, eps=eps)
-        self.momentum = momentum  # PyTorch convention: new = (1 - m) * old + m * batch
+        # PyTorch convention: new = (1 - m) * old + m * batch
+        self.momentum = _check_number("BatchNorm", "momentum", momentum, 0.0, 1.0, False, False)
 
     def param_decls(self) -> list[ParamDecl]:
         n = (self.in_features,)
@@ -436,7 +488,7 @@ class Sequential(Layer):
             items = [(str(len(self._named) + i), layer) for i, layer in enumerate(layers)]
         for key, layer in items:
             if not isinstance(layer, Layer):
-                raise SpecError(f"Sequential takes unifparam.nn layers, got "
+                raise SpecTypeError(f"Sequential takes unifparam.nn layers, got "
                                 f"{type(layer).__name__}. "
                                 "Wrap native models with unifparam.build instead.")
             if not isinstance(key, str) or not key or "." in key or key in self._named:

@@ -24,7 +24,12 @@ import numpy as np
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
-from unifparam.errors import BackendConflictError, BackendNotInstalledError, UnsupportedError
+from unifparam.errors import (
+    BackendConflictError,
+    BackendNotFoundError,
+    BackendNotInstalledError,
+    UnsupportedError,
+)
 
 keras: Any = None  # imported by KerasBackend() once KERAS_BACKEND is settled
 ops: Any = None
@@ -32,6 +37,7 @@ _adopt: Any = None
 _layers: Any = None
 
 Shape = tuple[int | None, ...]
+KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
 _INSTALL = {"tensorflow": "'unifparam[tensorflow]'", "jax": "'unifparam[jax]'",
             "torch": "'unifparam[torch]'"}
 
@@ -55,6 +61,13 @@ def _import_keras(variant: str | None) -> None:
                 f"it with: pip install {_INSTALL[variant]}, or pick another Keras backend.")
         else:
             os.environ["KERAS_BACKEND"] = variant
+    elif "keras" not in sys.modules:
+        chosen = os.environ.get("KERAS_BACKEND", "").strip()
+        if chosen and chosen not in KERAS_BACKENDS:
+            raise BackendNotFoundError(
+                f"KERAS_BACKEND={chosen!r} is not a Keras backend; expected one of "
+                f"{', '.join(KERAS_BACKENDS)}. Fix the environment variable, or pick the "
+                f"backend explicitly: backend='keras:jax'.")
     import keras as keras_
     from keras import ops as ops_
 
