@@ -482,15 +482,18 @@ class Sequential(Layer):
         returns self."""
         if layers and isinstance(layers[0], str):
             if len(layers) != 2:
-                raise SpecError("Sequential.add(name, layer) takes one name and one layer.")
+                raise SpecTypeError(
+                    f"Sequential.add takes unifparam.nn layers, or one name and one layer "
+                    f"(add('out', layer)); got {len(layers)} argument(s) starting with the str "
+                    f"{layers[0]!r}.")
             items = [(layers[0], layers[1])]
         else:
             items = [(str(len(self._named) + i), layer) for i, layer in enumerate(layers)]
         for key, layer in items:
             if not isinstance(layer, Layer):
                 raise SpecTypeError(f"Sequential takes unifparam.nn layers, got "
-                                f"{type(layer).__name__}. "
-                                "Wrap native models with unifparam.build instead.")
+                                    f"{type(layer).__name__}. "
+                                    "Wrap native models with unifparam.build instead.")
             if not isinstance(key, str) or not key or "." in key or key in self._named:
                 raise SpecError(f"Sequential: child name {key!r} must be a new non-empty "
                                 f"string without '.' (names join with '.' into parameter "
