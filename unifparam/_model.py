@@ -167,6 +167,8 @@ class Param:
         dtype = self._slot.dtype
         try:
             arr = np.asarray(value)
+            if arr.dtype == object and isinstance(value, (list, tuple)):
+                np.array(value, dtype=float)  # ragged: numpy < 1.24 made objects, not errors
         except (ValueError, TypeError) as e:  # ragged nested lists
             raise ValueShapeError(f"Cannot write {type(value).__name__} to parameter "
                                   f"'{self._name}': {e}") from None
