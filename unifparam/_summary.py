@@ -36,8 +36,9 @@ def summary(model: Model, width: int = 100) -> Summary:
     from rich.console import Console
     from rich.table import Table
 
-    from ._verbs import params
+    from ._verbs import model_handle, params
 
+    model_handle(model, "summary")
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
     for col, justify in (("name", "left"), ("shape", "left"), ("dtype", "left"),
                          ("params", "right"), ("state", "left"), ("tied with", "left")):

@@ -86,7 +86,7 @@ def params(model: Model) -> ParamDict:
     Names are relative to ``model`` (``"weight"`` for ``params(net[0])``, like torch);
     ``Param.name`` is always the full canonical name. Works before shapes are known.
     """
-    st, node = _handle(model, "params")._st, model._node
+    st, node = model_handle(model, "params")._st, model._node
     prefix = f"{node.path}." if node.path else ""
     out = ParamDict()
     seen: set[str] = set()
@@ -114,7 +114,7 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
 
     >>> initialize(net, init.XavierUniform(), select=net[0], force_reinit=True)
     """
-    st = _handle(model, "initialize")._st
+    st = model_handle(model, "initialize")._st
     init_ = as_initializer(init)
     seed = _check_seed(seed)
     if seed is None:
@@ -216,7 +216,7 @@ def tie(model: Model, a: Any, b: Any, *, transpose: bool = False) -> None:
     >>> tie(net, net[1], net[2])
     >>> tie(net, "0.weight", "3.weight", transpose=True)
     """
-    st = _handle(model, "tie")._st
+    st = model_handle(model, "tie")._st
     if not isinstance(transpose, bool):
         raise ArgumentError(f"tie(transpose={transpose!r}): transpose must be True or False.")
     pairs = _tie_pairs(model, a, b, transpose)
@@ -288,7 +288,7 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     >>> materialize(net, input_shape=(1, 20), abstract=True)
     >>> materialize(net, X, mesh=mesh, layout={"*.weight": ("model", None)})
     """
-    _plan.materialize(_handle(model, "materialize")._st, inputs, input_shape, abstract,
+    _plan.materialize(model_handle(model, "materialize")._st, inputs, input_shape, abstract,
                       mesh, layout)
     return model
 
@@ -311,11 +311,11 @@ def _scalar(loss: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return checked
 
 
-def _handle(model: Any, verb: str) -> Model:
+def model_handle(model: Any, verb: str) -> Model:
     if not isinstance(model, Model):
         raise ArgumentError(f"unifparam.{verb} takes a model handle from unifparam.build, "
-                               f"got {type(model).__name__}. Wrap native models: "
-                               f"unifparam.build(native).")
+                            f"got {type(model).__name__}. Wrap native models: "
+                            f"unifparam.build(native).")
     return model
 
 
@@ -331,7 +331,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     >>> g["1.weight"].shape
     (1, 8)
     """
-    st = _handle(model, "gradients")._st
+    st = model_handle(model, "gradients")._st
     if "gradients" not in st.backend.capabilities:
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot compute gradients.")
     if not inputs:

@@ -162,7 +162,7 @@ case("build-spec-class", lambda t: up.build(nn.Dense, backend=t.net.backend), AE
 case("build-str", lambda t: up.build("Dense", backend=t.net.backend), AE, TypeError, "str")
 case("params-int", lambda t: up.params(3), AE, TypeError, "params", "int")
 case("params-none", lambda t: up.params(None), AE, TypeError, "params", "NoneType")
-case("summary-int", lambda t: up.summary(3), AE, TypeError, "int")
+case("summary-int", lambda t: up.summary(3), AE, TypeError, "unifparam.summary", "int")
 case("initialize-int", lambda t: up.initialize(3, init.Zeros()), AE, TypeError, "initialize")
 case("materialize-str", lambda t: up.materialize("net"), AE, TypeError, "materialize")
 case("gradients-none", lambda t: up.gradients(None, t.x), AE, TypeError, "gradients")
