@@ -18,8 +18,17 @@ from typing import Any
 
 
 class Binding:
-    """Base of the bindings adapters set. Subclasses fill ``ops`` and the two lookups."""
+    """Base of the bindings adapters set. Subclasses set ``namespace`` and/or ``ops``, and
+    the two lookups.
 
+    An op is looked up in ``ops`` first, then in ``namespace``: an array namespace with the
+    Python array API's names and signatures (``jax.numpy``, ``array_api_compat.torch``), so
+    an adapter lists only what its namespace lacks (``relu``, ``sigmoid``, ``gelu``,
+    ``softmax``, which the standard leaves out).
+    """
+
+    #: an array-API namespace (``transpose`` is its ``permute_dims``); None: ``ops`` only
+    namespace: Any = None
     #: op name (``"matmul"``) -> function taking and returning native arrays
     ops: Mapping[str, Callable[..., Any]] = {}
 

@@ -29,6 +29,10 @@ NAMES = ("matmul", "transpose", "reshape", "concat", "sum", "mean", "max", "min"
          "tanh", "gelu", "softmax", "greater", "less", "equal", "zeros_like", "ones_like")
 
 
+#: ops named otherwise in the Python array API standard
+ARRAY_API_NAMES = {"transpose": "permute_dims"}
+
+
 def _numpy_table() -> dict[str, Callable[..., Any]]:
     import math
 
@@ -42,17 +46,10 @@ def _numpy_table() -> dict[str, Callable[..., Any]]:
         erf = np.vectorize(math.erf, otypes=[np.asarray(x).dtype])
         return 0.5 * x * (1.0 + erf(np.asarray(x) / math.sqrt(2.0)))
 
-    return {
-        "matmul": np.matmul, "transpose": np.transpose, "reshape": np.reshape,
-        "concat": lambda xs, axis=0: np.concatenate(xs, axis=axis),
-        "sum": np.sum, "mean": np.mean, "max": np.max, "min": np.min, "abs": np.abs,
-        "exp": np.exp, "log": np.log, "sqrt": np.sqrt, "square": np.square,
-        "maximum": np.maximum, "minimum": np.minimum, "where": np.where,
-        "relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
-        "tanh": np.tanh, "gelu": gelu, "softmax": softmax, "greater": np.greater,
-        "less": np.less, "equal": np.equal, "zeros_like": np.zeros_like,
-        "ones_like": np.ones_like,
-    }
+    table = {name: getattr(np, name) for name in NAMES if hasattr(np, name)}
+    return {**table, "concat": lambda xs, axis=0: np.concatenate(xs, axis=axis),
+            "relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+            "gelu": gelu, "softmax": softmax}
 
 
 _NUMPY: dict[str, Callable[..., Any]] = {}
@@ -60,8 +57,11 @@ _NUMPY: dict[str, Callable[..., Any]] = {}
 
 def _op(name: str) -> Callable[..., Any]:
     binding = current()
-    if binding is not None and name in binding.ops:
-        return binding.ops[name]
+    if binding is not None:
+        if name in binding.ops:
+            return binding.ops[name]
+        if binding.namespace is not None:
+            return getattr(binding.namespace, ARRAY_API_NAMES.get(name, name))
     if not _NUMPY:
         _NUMPY.update(_numpy_table())
     return _NUMPY[name]
@@ -74,7 +74,8 @@ def matmul(a: Any, b: Any) -> Any:
 
 def transpose(x: Any, axes: Sequence[int] | None = None) -> Any:
     """Axes reversed (or permuted by ``axes``), as ``numpy.transpose``."""
-    return _op("transpose")(x, None if axes is None else tuple(axes))
+    return _op("transpose")(x, tuple(reversed(range(len(x.shape)))) if axes is None
+                            else tuple(axes))
 
 
 def reshape(x: Any, shape: Sequence[int]) -> Any:

@@ -19,17 +19,11 @@ from flax import linen
 from unifparam import nn
 from unifparam._binding import Binding, bound
 
+#: what the array API standard leaves out (the rest is ``jax.numpy``)
 OPS: dict[str, Callable[..., Any]] = {
-    "matmul": jnp.matmul, "transpose": jnp.transpose, "reshape": jnp.reshape,
-    "concat": lambda xs, axis=0: jnp.concatenate(xs, axis=axis), "sum": jnp.sum,
-    "mean": jnp.mean, "max": jnp.max, "min": jnp.min, "abs": jnp.abs, "exp": jnp.exp,
-    "log": jnp.log, "sqrt": jnp.sqrt, "square": jnp.square, "maximum": jnp.maximum,
-    "minimum": jnp.minimum, "where": jnp.where, "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid, "tanh": jnp.tanh,
+    "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
     "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=axis), "greater": jnp.greater,
-    "less": jnp.less, "equal": jnp.equal, "zeros_like": jnp.zeros_like,
-    "ones_like": jnp.ones_like,
+    "softmax": lambda x, axis=-1: jax.nn.softmax(x, axis=axis),
 }
 
 
@@ -43,6 +37,7 @@ class _Spec:
 class FlaxBinding(Binding):
     """Spec layers reachable from one running block, as its bound child modules."""
 
+    namespace = jnp
     ops = OPS
 
     def __init__(self, module: BlockModule, training: bool):

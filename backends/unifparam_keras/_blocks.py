@@ -21,20 +21,11 @@ from unifparam.roles import STATISTICS
 
 from ._adopt import Ref
 
-
-def _reduce(fn: Callable[..., Any]) -> Callable[..., Any]:
-    return lambda x, axis=None, keepdims=False: fn(x, axis=axis, keepdims=keepdims)
-
-
+#: ``keras.ops`` names what the array API standard names otherwise or leaves out
 OPS: dict[str, Callable[..., Any]] = {
-    "matmul": K.matmul, "transpose": K.transpose, "reshape": K.reshape,
-    "concat": lambda xs, axis=0: K.concatenate(xs, axis=axis), "sum": _reduce(K.sum),
-    "mean": _reduce(K.mean), "max": _reduce(K.max), "min": _reduce(K.min), "abs": K.abs,
-    "exp": K.exp, "log": K.log, "sqrt": K.sqrt, "square": K.square, "maximum": K.maximum,
-    "minimum": K.minimum, "where": K.where, "relu": K.relu, "sigmoid": K.sigmoid,
-    "tanh": K.tanh, "gelu": lambda x: K.gelu(x, approximate=False),
-    "softmax": lambda x, axis=-1: K.softmax(x, axis=axis), "greater": K.greater,
-    "less": K.less, "equal": K.equal, "zeros_like": K.zeros_like, "ones_like": K.ones_like,
+    "transpose": K.transpose, "concat": lambda xs, axis=0: K.concatenate(xs, axis=axis),
+    "relu": K.relu, "sigmoid": K.sigmoid, "gelu": lambda x: K.gelu(x, approximate=False),
+    "softmax": lambda x, axis=-1: K.softmax(x, axis=axis),
 }
 
 
@@ -46,6 +37,7 @@ class _Holder:
 
 
 class KerasBinding(Binding):
+    namespace = K
     ops = OPS
 
     def __init__(self, memo: dict[int, Any], training: Any):

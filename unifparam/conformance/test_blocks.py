@@ -1,10 +1,12 @@
 """Custom blocks (issue 10): B1-B4. Same names, same seeded values, outputs matching numpy."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 
 import unifparam as up
-from unifparam import init, nn
+from unifparam import init, nn, ops
 
 from ._helpers import FancyMLP, MyDense, TwoInputs, inputs
 
@@ -115,3 +117,54 @@ def test_B4_two_inputs_tied_body(build):
     expected = np.concatenate([body(_dense(v, "left", a)), body(_dense(v, "right", b))], 1)
     np.testing.assert_allclose(y, expected, **TOL)
     assert y.shape == (3, 2)
+
+
+class _EveryOp(nn.Block):
+    """One portable op (``unifparam.ops``) applied in a forward, with a weight to read."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.weight = nn.Parameter((3, 4), init=init.Constant(0.5))
+
+    def forward(self, x):
+        return _OPS[self.op](x, self.weight)
+
+
+def _reduce(name, axis, x, w):
+    return getattr(ops, name)(x, axis=axis, keepdims=axis == 0)
+
+
+def _unary(name, x, w):
+    return getattr(ops, name)(x)
+
+
+_OPS = {
+    "matmul": lambda x, w: ops.matmul(x, ops.transpose(w)),
+    "transpose": lambda x, w: ops.transpose(ops.reshape(x, (2, 2, 3)), (2, 0, 1)),
+    "reshape": lambda x, w: ops.reshape(x, (4, -1)),
+    "concat": lambda x, w: ops.concat([x, x * 2], axis=1),
+    **{f"{r}{a}": partial(_reduce, r, a) for r in ("sum", "mean", "max", "min")
+       for a in (None, 0, 1)},
+    **{u: partial(_unary, u) for u in ("abs", "exp", "tanh", "relu", "sigmoid", "gelu",
+                                        "square", "zeros_like", "ones_like")},
+    "log": lambda x, w: ops.log(ops.abs(x) + 1),
+    "sqrt": lambda x, w: ops.sqrt(ops.abs(x)),
+    "softmax": lambda x, w: ops.softmax(x, axis=0),
+    "maximum": lambda x, w: ops.maximum(x, 0.25) + ops.maximum(0.5, x),
+    "minimum": lambda x, w: ops.minimum(x, w[0]) + ops.minimum(-0.5, x),
+    "where": lambda x, w: ops.where(ops.greater(x, 0), x, 0.0) + ops.where(
+        ops.less(x, 0.1), 1.0, x) + ops.where(ops.equal(x, x), x, x),
+}
+
+
+@pytest.mark.parametrize("op", sorted(_OPS))
+def test_B5_every_portable_op_agrees_with_numpy(build, op):
+    x = inputs(2, 6 if op == "transpose" else 4) - 0.5
+    net = build(_EveryOp(op))
+    up.initialize(net, seed=0)
+    got = np.asarray(up.to_numpy(net(x)), np.float64)
+    want = np.asarray(_OPS[op](x, np.full((3, 4), 0.5, np.float32)), np.float64)
+    if got.shape != want.shape and got.size == want.size == 1:  # MXNet: (1,) for a scalar
+        got = got.reshape(want.shape)
+    np.testing.assert_allclose(got, want, **TOL)
