@@ -23,6 +23,7 @@ from flax import linen, traverse_util
 from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
+from unifparam._shards import canonical_shards, native_order, native_shard_maker
 from unifparam.errors import InputShapeError, UnknownNameError, UnsupportedError
 
 from ._adopt import describe, split_native
@@ -115,17 +116,7 @@ class FlaxBackend(Backend):
     def owned_blocks(self, native: FlaxState, ref: Leaf) -> list[tuple[tuple[slice, ...], Any]]:
         """The first replica of each shard on this process's devices, canonical."""
         value = native.value(ref.path)
-        ndim = value.ndim
-        perm = native_perm(ref.layout, ndim) or tuple(range(ndim))
-        out = []
-        for shard in value.addressable_shards:
-            if shard.replica_id != 0:
-                continue
-            canonical: list[slice] = [slice(None)] * ndim
-            for j, s in enumerate(shard.index):
-                canonical[perm[j]] = s
-            out.append((tuple(canonical), to_canonical(ref.layout, np.asarray(shard.data))))
-        return out
+        return canonical_shards(value.addressable_shards, native_perm(ref.layout, value.ndim))
 
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
         if not isinstance(mesh, jax.sharding.Mesh):
@@ -138,25 +129,10 @@ class FlaxBackend(Backend):
                       block: Callable[[tuple[slice, ...]], np.ndarray]) -> FlaxState:
         """Each addressable device's shard is made alone (its canonical block, transposed
         to flax's layout) and placed on it: no device holds another's values."""
-        ref = storage.ref
-        leaf = native.leaves[ref.path]
-        ndim = len(storage.shape)
-        perm = native_perm(ref.layout, ndim) or tuple(range(ndim))
-
-        made: dict[str, np.ndarray] = {}  # replicated dimensions: one block, many devices
-
-        def shard(index: tuple[slice, ...]) -> np.ndarray:
-            if repr(index) in made:
-                return made[repr(index)]
-            canonical: list[slice] = [slice(None)] * ndim
-            for j, s in enumerate(index):
-                canonical[perm[j]] = s
-            values = block(tuple(canonical))
-            out = to_layout(values, None if perm == tuple(range(ndim)) else perm, leaf.dtype)
-            return made.setdefault(repr(index), out)
-
-        new = jax.make_array_from_callback(tuple(leaf.shape), _sharding(mesh, storage), shard)
-        return native.with_leaves({ref.path: new})
+        leaf = native.leaves[storage.ref.path]
+        make = native_shard_maker(block, native_perm(storage.ref.layout, leaf.ndim), leaf.dtype)
+        new = jax.make_array_from_callback(tuple(leaf.shape), _sharding(mesh, storage), make)
+        return native.with_leaves({storage.ref.path: new})
 
     def status(self, native: FlaxState, ref: Leaf) -> tuple[tuple[int | None, ...] | None, str]:
         if ref.path not in native.leaves and ref.path not in native.ties:
@@ -276,9 +252,8 @@ def _add_abstract(st: FlaxState, shapes: Mapping[Leaf, tuple[int, ...]]) -> Flax
 
 def _sharding(mesh: Any, storage: Storage) -> Any:
     """The NamedSharding of a planned storage, its canonical placement in flax's layout."""
-    ndim = len(storage.shard or ())
-    perm = native_perm(storage.ref.layout, ndim) or tuple(range(ndim))
-    spec = tuple((storage.shard or ())[perm[j]] for j in range(ndim))
+    perm = native_perm(storage.ref.layout, len(storage.shape))
+    spec = native_order(storage.shard or (None,) * len(storage.shape), perm)
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
+from unifparam._shards import canonical_shards, native_order, native_shard_maker
 from unifparam.errors import (
     BackendConflictError,
     BackendNotFoundError,
@@ -167,7 +168,7 @@ class KerasBackend(Backend):
             for s in plan.storages.values():
                 var = s.ref.own() if _link(s.ref) is None else None
                 if var is not None and s.shard is not None:
-                    var._layout = layout_map[_key(s.ref)]
+                    var._layout = layout_map[s.ref.own().path]
         if not plan.abstract:
             skip = {id(s.ref.own()) for s in plan.storages.values()
                     if s.fill == WRITE and _link(s.ref) is None}
@@ -193,23 +194,11 @@ class KerasBackend(Backend):
         """Each device's shard made alone, into the variable whose TensorLayout the
         LayoutMap gave (``allocate``)."""
         import jax
-        var = storage.ref.own()
-        ndim = len(storage.shape)
-        to_native = _to_native(storage.ref, ndim)
-        made: dict[str, np.ndarray] = {}
-
-        def shard(index: tuple[slice, ...]) -> np.ndarray:
-            if repr(index) not in made:
-                canonical: list[slice] = [slice(None)] * ndim
-                for j, sl in enumerate(index):
-                    canonical[to_native[j]] = sl
-                made[repr(index)] = to_layout(block(tuple(canonical)), to_native, var.dtype)
-            return made[repr(index)]
-
-        spec = jax.sharding.PartitionSpec(*(storage.shard[to_native[j]] for j in range(ndim)))
+        var, to_native = storage.ref.own(), storage.ref.native_perm
+        spec = jax.sharding.PartitionSpec(*native_order(storage.shard, to_native))
         value = jax.make_array_from_callback(
-            tuple(storage.shape[to_native[j]] for j in range(ndim)),
-            jax.sharding.NamedSharding(mesh, spec), shard)
+            native_order(storage.shape, to_native), jax.sharding.NamedSharding(mesh, spec),
+            native_shard_maker(block, to_native, var.dtype))
         if var._value is None:
             var._initialize(value)
             _track_torch_layer(storage.ref.layer)
@@ -218,22 +207,10 @@ class KerasBackend(Backend):
         return native
 
     def owned_blocks(self, native: KerasModel, ref: Any) -> list[tuple[tuple[slice, ...], Any]]:
-        var = ref.own()
-        value = getattr(var, "_value", None)
+        value = getattr(ref.own(), "_value", None)
         if self.variant != "jax" or _link(ref) is not None or value is None:
             return super().owned_blocks(native, ref)
-        to_native = _to_native(ref, value.ndim)
-        out = []
-        for shard in value.addressable_shards:
-            if shard.replica_id != 0:
-                continue
-            canonical: list[slice] = [slice(None)] * value.ndim
-            for j, sl in enumerate(shard.index):
-                canonical[to_native[j]] = sl
-            data = np.asarray(shard.data)
-            out.append((tuple(canonical), data if ref.perm is None
-                        else np.transpose(data, ref.perm)))
-        return out
+        return canonical_shards(value.addressable_shards, ref.native_perm)
 
     def _variables(self, native: KerasModel) -> list[Any]:
         seen: dict[int, Any] = {}
@@ -420,16 +397,6 @@ def _grads_torch(model: Any, xs: list[Any], objective: Callable, variables: list
 _GRADIENTS = {"tensorflow": _grads_tensorflow, "jax": _grads_jax, "torch": _grads_torch}
 
 
-def _to_native(ref: Any, ndim: int) -> tuple[int, ...]:
-    """Native dimension j holds canonical dimension ``_to_native(ref, ndim)[j]``."""
-    return tuple(range(ndim)) if ref.perm is None else \
-        tuple(int(i) for i in np.argsort(ref.perm))
-
-
-def _key(ref: Any) -> str:
-    return ref.own().path
-
-
 def _layout_map(plan: Plan) -> Any:
     """The plan's placements as Keras's own ``LayoutMap`` (exact variable paths, native
     dimension order) on a Keras ``DeviceMesh`` of the same devices and axis names."""
@@ -444,6 +411,5 @@ def _layout_map(plan: Plan) -> Any:
         var = s.ref.own() if _link(s.ref) is None else None
         if var is None or s.shard is None:
             continue
-        to_native = _to_native(s.ref, len(s.shard))
-        layout_map[re.escape(var.path)] = tuple(s.shard[j] for j in to_native)
+        layout_map[re.escape(var.path)] = native_order(s.shard, s.ref.native_perm)
     return layout_map
