@@ -269,3 +269,40 @@ def test_gradients_through_batch_norm_use_its_running_statistics():
     g = up.gradients(net, data)  # inference mode: y = (h - mean) / sqrt(var + eps) * w + b
     scale = net[1].weight.numpy() / np.sqrt(net[1].running_var.numpy() + 1e-5)
     np.testing.assert_allclose(g["0.bias"], 4 * scale, rtol=1e-5)  # batch statistics: 0
+
+
+class _TwoOutputs(gnn.Block):
+    """A Gluon block returning (float output, integer argmax): only the first has a gradient."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = gnn.Dense(3, in_units=4)
+
+    def forward(self, x):
+        y = self.dense(x)
+        return y, nd.argmax(y, axis=1).astype("int32")
+
+
+def test_gradients_without_loss_sum_the_float_outputs_only():
+    model = _TwoOutputs()
+    model.initialize()
+    net = up.build(model)
+    inputs = x(2, 4)
+    grads = up.gradients(net, inputs)
+    np.testing.assert_allclose(grads["dense.bias"], np.full(3, 2.0), rtol=1e-6)
+    np.testing.assert_allclose(grads["dense.weight"], np.tile(inputs.sum(0), (3, 1)), rtol=1e-5)
+
+
+class _IdsOnly(_TwoOutputs):
+    def forward(self, x):
+        return super().forward(x)[1]
+
+
+def test_gradients_of_an_integer_output_name_the_fix():
+    model = _IdsOnly()
+    model.initialize()
+    net = up.build(model)
+    before = up.params(net)["dense.weight"].numpy().copy()
+    with pytest.raises(up.OutputError, match="loss=lambda out"):
+        up.gradients(net, x(2, 4))
+    np.testing.assert_array_equal(up.params(net)["dense.weight"].numpy(), before)

@@ -18,7 +18,7 @@ from mxnet import autograd, nd
 from mxnet.gluon import Block, HybridBlock, Parameter
 
 from unifparam import Backend, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
+from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED, default_loss
 from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, known_shape, native_param
@@ -161,7 +161,8 @@ class MXNetBackend(Backend):
         xs = [_as_nd(x) for x in inputs]
         with autograd.record(train_mode=False):
             out = native(*xs)
-            value = loss(out) if loss is not None else out.sum()
+            value = loss(out) if loss is not None else default_loss(
+                out, nd.sum, lambda x: np.dtype(x.dtype).kind == "f")
         value.backward()
         return {n: (np.zeros(p.shape, np.float32) if p.grad_req == "null"
                     else p.grad(CPU).asnumpy()) for n, p in params.items()}
