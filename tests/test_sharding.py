@@ -105,6 +105,7 @@ def test_torch_dtensor_ranks(ranks, tmp_path):
                 str(HERE / "torch_ranks.py"), str(tmp_path)])
     assert out.count("OK bit-identical") == 3, out
     assert "OK abstract then sharded default init" in out and "OK checkpoints" in out
+    assert "OK sharded forward and gradients" in out
     # the ranks' checkpoint, read by another backend, unsharded
     pytest.importorskip("flax")
     from unifparam import init

@@ -19,6 +19,8 @@ def to_numpy(x: Any) -> Any:
         return {k: to_numpy(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return type(x)(to_numpy(v) for v in x)
+    if hasattr(x, "full_tensor") and hasattr(x, "placements"):  # torch DTensor: gathered
+        x = x.full_tensor()
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch
         return x.detach().cpu().numpy()
     if hasattr(x, "asnumpy"):  # mxnet

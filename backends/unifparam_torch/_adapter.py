@@ -6,6 +6,7 @@ lazy module turns into its eager class or a tensor is replaced (meta -> to_empty
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -231,22 +232,24 @@ class TorchBackend(Backend):
     def run(self, native: tnn.Module, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, tnn.Module]:
         _check_no_meta_buffers(native)
-        with _Mode(native, training):
+        with _Mode(native, training), _replicated_inputs(native):
             return native(*(_as_tensor(x) for x in inputs)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
         tensors = [getattr(m, a) for m, a in refs.values()]
         _check_no_meta_buffers(native)
-        with _Mode(native, False), torch.enable_grad():
+        with _Mode(native, False), torch.enable_grad(), _replicated_inputs(native):
             out = native(*(_as_tensor(x) for x in inputs))
             value = loss(out) if loss is not None else default_loss(
                 out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        return {n: (np.zeros(tuple(t.shape), np.float32) if g is None else g.detach().numpy())
+        return {n: (np.zeros(tuple(t.shape), np.float32) if g is None else self.to_numpy(g))
                 for n, t, g in zip(refs, tensors, grads)}
 
     def to_numpy(self, value: Any) -> np.ndarray:
+        if _is_dtensor(value):  # a collective: every rank gets the whole value
+            value = value.full_tensor()
         if isinstance(value, torch.Tensor):
             return value.detach().cpu().numpy()
         return np.asarray(value)
@@ -255,6 +258,15 @@ class TorchBackend(Backend):
 def _is_dtensor(tensor: Any) -> bool:
     return type(tensor).__name__ == "DTensor" or type(getattr(tensor, "data", None)).__name__ \
         == "DTensor"
+
+
+def _replicated_inputs(native: tnn.Module) -> Any:
+    """With sharded (DTensor) parameters, plain inputs and buffers count as replicated on
+    the mesh, so ``net(x)`` runs as on one device (its output is a DTensor)."""
+    if not any(_is_dtensor(p) for p in native.parameters()):
+        return contextlib.nullcontext()
+    from torch.distributed.tensor.experimental import implicit_replication
+    return implicit_replication()
 
 
 def _placements(mesh: Any, shard: tuple[str | None, ...] | None) -> list[Any]:
