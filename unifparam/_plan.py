@@ -433,11 +433,14 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
     if abstract and "abstract" not in st.backend.capabilities:
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot materialize abstractly "
                                f"(without memory). Call materialize(net, X) instead.")
+    if mesh is None and st.placement is not None:  # placed when materialized abstractly
+        mesh, layout = st.placement
     shapes = input_shapes(inputs, input_shape)
     check_indices(st, inputs)
     made = for_materialize(st, inputs, shapes, abstract, mesh, layout)
     if made is not None:
         apply(st, *made)
+    st.placement = (mesh, layout) if abstract and mesh is not None else None
 
 
 def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:

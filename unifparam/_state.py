@@ -118,6 +118,7 @@ class ModelState:
         self.slots: dict[str, Slot] = {}
         self.aliases: dict[str, Alias] = {}
         self.nodes: dict[str, Node] = {}
+        self.placement: tuple[Any, Any] | None = None  # (mesh, layout) of an abstract model
         self._index(root)
 
     def _index(self, node: Node) -> None:

@@ -58,9 +58,14 @@ def main() -> None:
     net = unifparam.build(nn.Sequential(nn.Dense(16), nn.Activation("relu"), nn.Dense(8)),
                           backend=BACKEND)
     unifparam.materialize(net, x, abstract=True, mesh=mesh, layout=LAYOUT)
-    unifparam.materialize(net, mesh=mesh, layout=LAYOUT)
+    unifparam.materialize(net)  # the abstract model keeps its mesh and layout
     w = native(net, "0.weight")
     assert w.sharding.spec == jax.sharding.PartitionSpec("data", "model")
+    net = unifparam.build(nn.Sequential(nn.Dense(16), nn.Activation("relu"), nn.Dense(8)),
+                          backend=BACKEND)
+    unifparam.materialize(net, x, abstract=True, mesh=mesh, layout=LAYOUT)
+    net(x)  # the first call materializes, placed as planned
+    assert native(net, "0.weight").sharding.spec == jax.sharding.PartitionSpec("data", "model")
     print("OK abstract then sharded default init")
     # a tie: the tied use follows its root's placement
     dense = nn.Dense(12)

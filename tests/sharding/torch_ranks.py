@@ -55,7 +55,7 @@ def main() -> None:
     net = unifparam.build(nn.Sequential(nn.Dense(16), nn.Activation("relu"), nn.Dense(8)),
                           backend="torch")
     unifparam.materialize(net, input_shape=(4, 12), abstract=True, mesh=mesh, layout=layout)
-    unifparam.materialize(net, mesh=mesh, layout=layout)
+    unifparam.materialize(net)  # the abstract model keeps its mesh and layout
     w = unifparam.params(net)["0.weight"]
     assert w.native.placements == (Shard(0),) and w.native.to_local().shape == (16 // world, 12)
     whole = w.numpy()  # a collective read: the full value on every rank
