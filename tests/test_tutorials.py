@@ -91,6 +91,29 @@ def test_page_opens_as_a_notebook(page):
     assert "os.environ.setdefault(\"UNIFPARAM_BACKEND\"" in "".join(code[0]["source"])
 
 
+@pytest.mark.parametrize("page", PAGES, ids=[p.stem for p in PAGES])
+def test_notebook_runs_in_a_jupyter_kernel(page, monkeypatch):
+    """The page's notebook, executed cell by cell in a real IPython kernel (torch): no cell
+    fails but those tagged ``raises-exception``; models and summaries display as HTML
+    tables, histograms as images."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("torch")
+    monkeypatch.setenv("UNIFPARAM_BACKEND", "torch")
+    nb = nbformat.reads(tutorials.notebook(page.read_text()), as_version=4)
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(ROOT)}}).execute()
+    shown = [set(o.get("data", {})) for c in nb.cells if c.cell_type == "code"
+             for o in c.outputs]
+    errors = [c for c in nb.cells if c.cell_type == "code"
+              and any(o.get("output_type") == "error" for o in c.outputs)]
+    assert all("raises-exception" in c.metadata.get("tags", []) for c in errors)
+    assert sum("text/html" in kinds for kinds in shown) >= 3
+    if "histogram" in page.read_text():
+        assert any("image/png" in kinds for kinds in shown)
+
+
 # ---- the runner itself --------------------------------------------------------------------
 PAGE = """# T
 
