@@ -5,7 +5,9 @@ one :class:`NNXModel` holder changed in place. A spec layer whose input size is 
 placeholder until :meth:`NNXBackend.allocate` builds it from its traced input shape, with
 ``nnx.eval_shape`` (abstract: shapes, no memory); memory and flax's default values come
 after, variable by variable. Ties share one ``nnx.Variable`` object between layers, as NNX
-does for a submodule used twice. Gradients are ``jax.grad`` over ``nnx.split`` state.
+does for a submodule used twice. Gradients are ``jax.grad`` over ``nnx.split`` state. A
+custom block is an ``nnx.Module`` named like the block (``_nnx_blocks``); canonical layer
+paths map to attribute paths once, at build (``NNXModel.paths``).
 
     >>> net = unifparam.build(nn.Sequential(nn.Dense(8)), backend="flax:nnx")  # doctest: +SKIP
     >>> net.native                      # the live nnx module                  # doctest: +SKIP

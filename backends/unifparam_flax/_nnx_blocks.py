@@ -35,8 +35,8 @@ class NNXBinding(Binding):
 
     def __init__(self, module: BlockModule, training: bool):
         self.module, self.training = module, training
-        self.found: dict[int, Any] = {id(module.spec): module}
-        _index(module.spec, module, self.found)
+        self.found: dict[int, Any] = {id(module._spec): module}
+        _index(module._spec, module, self.found)
 
     def call_layer(self, layer: nn.Layer, args: tuple[Any, ...]) -> Any:
         return self.found[id(layer)](*args, training=self.training)
@@ -59,7 +59,7 @@ class BlockModule(nnx.Module):
     """A :class:`unifparam.nn.Block` as an NNX module (children, own parameters, forward)."""
 
     def __init__(self, spec: nn.Block, children: Mapping[str, nnx.Module]):
-        self.spec = spec  # static: compared by identity
+        self._spec = spec  # static (compared by identity); "_": no clash with children
         for key, child in children.items():
             setattr(self, key, child)
         for name, _ in spec.own_parameters():
@@ -71,7 +71,7 @@ class BlockModule(nnx.Module):
 
     def __call__(self, *inputs: Any, training: bool = False) -> Any:
         with bound(NNXBinding(self, training)):
-            return self.spec.forward(*inputs)
+            return self._spec.forward(*inputs)
 
 
 def declare(root: Any, storage: Storage) -> bool:
@@ -83,7 +83,7 @@ def declare(root: Any, storage: Storage) -> bool:
         return False
     var = getattr(owner, ref.attr)
     if var is None or tuple(var.get_value().shape) != tuple(storage.shape):
-        kind = nnx.Param if owner.spec.parameter(ref.attr).trainable else Constant
+        kind = nnx.Param if owner._spec.parameter(ref.attr).trainable else Constant
         setattr(owner, ref.attr, kind(jax.ShapeDtypeStruct(tuple(storage.shape),
                                                            storage.dtype or "float32")))
     return True
