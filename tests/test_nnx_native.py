@@ -311,3 +311,41 @@ def test_nnx_sequential_names_follow_its_layers_list():
                                     "layers.2.bias"]
     assert net["layers.2"].native is model.layers[2]
     np.testing.assert_allclose(net.to_numpy(net(X)), np.asarray(model(X)), rtol=1e-6)
+
+
+def test_spec_block_is_an_nnx_module_named_like_the_block():
+    from unifparam.conformance._helpers import FancyMLP
+    x = np.random.default_rng(4).random((2, 20), dtype=np.float32)
+    net = up.build(FancyMLP(), backend="flax:nnx")
+    up.initialize(net, seed=0)
+    y = net.to_numpy(net(x))
+    module = net.native
+    assert net["linear"].native is module.linear
+    assert isinstance(module.rand_weight, nnx.Variable)
+    assert not isinstance(module.rand_weight, nnx.Param)  # trainable=False: not in gradients
+    _, params, _ = nnx.split(module, nnx.Param, ...)
+    assert sorted(path for path, _ in nnx.to_flat_state(params)) == [("linear", "bias"),
+                                                                     ("linear", "kernel")]
+    np.testing.assert_array_equal(np.asarray(module.rand_weight[...]),
+                                  net.rand_weight.numpy())
+    np.testing.assert_allclose(np.asarray(module(x)), y, rtol=1e-6)
+    native = nnx.grad(lambda m: m(x))(module)  # the block's while loop runs under jax.grad
+    grads = up.gradients(net, x)
+    assert set(grads) == {"linear.weight", "linear.bias"}
+    np.testing.assert_allclose(grads["linear.weight"], np.asarray(native.linear.kernel[...]).T,
+                               rtol=1e-5, atol=1e-6)
+    again = up.build(module)  # the live module adopted back: the same names
+    assert sorted((n, p.trainable) for n, p in up.params(again).items()) == [
+        ("linear.bias", True), ("linear.weight", True), ("rand_weight", False)]
+
+
+def test_named_sequential_children_are_an_nnx_dict_of_their_names():
+    seq = nn.Sequential({"hidden": nn.Dense(8, activation="relu"), "out": nn.Dense(2)})
+    net = up.build(nn.Sequential().add("block 0", seq), backend="flax:nnx")
+    net(X)
+    inner = net.native.layers["block 0"]
+    assert isinstance(inner.layers, nnx.Dict) and list(inner.layers) == ["hidden", "out"]
+    assert net["block 0.out"].native is inner.layers["out"]
+    assert up.params(net)["block 0.hidden.weight"].native_name == \
+        "layers.block 0.layers.hidden.kernel"
+    assert sorted(up.params(up.build(net.native))) == sorted(up.params(net))  # adopted back

@@ -5,7 +5,9 @@ one :class:`NNXModel` holder changed in place. A spec layer whose input size is 
 placeholder until :meth:`NNXBackend.allocate` builds it from its traced input shape, with
 ``nnx.eval_shape`` (abstract: shapes, no memory); memory and flax's default values come
 after, variable by variable. Ties share one ``nnx.Variable`` object between layers, as NNX
-does for a submodule used twice. Gradients are ``jax.grad`` over ``nnx.split`` state.
+does for a submodule used twice. Gradients are ``jax.grad`` over ``nnx.split`` state. A
+custom block is an ``nnx.Module`` named like the block (``_nnx_blocks``); canonical layer
+paths map to attribute paths once, at build (``NNXModel.paths``).
 
     >>> net = unifparam.build(nn.Sequential(nn.Dense(8)), backend="flax:nnx")  # doctest: +SKIP
     >>> net.native                      # the live nnx module                  # doctest: +SKIP
@@ -41,6 +43,7 @@ from ._nnx_adopt import (
     transposed,
     variable,
 )
+from ._nnx_blocks import declare
 
 
 @dataclass
@@ -50,11 +53,11 @@ class NNXModel:
     module: Any
     spec: nn.Layer | None = None
     specs: dict[str, nn.Layer] = field(default_factory=dict)   # spec models: path -> layer
-    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # adopted: path -> keys
+    paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path -> attribute keys
     views: dict[Ref, Ref] = field(default_factory=dict)  # flipped ties of native layers
 
     def keys(self, path: str) -> tuple[str, ...]:
-        return layers.keys_of(path) if self.spec is not None else self.paths[path]
+        return self.paths[path]
 
 
 class NNXBackend(Backend):
@@ -65,14 +68,17 @@ class NNXBackend(Backend):
 
     # ---- describe -------------------------------------------------------------------
     def build(self, spec: nn.Layer) -> tuple[NNXModel, dict[str, NativeParam]]:
-        holder = NNXModel(layers.to_nnx(spec), spec, dict(_all_uses(spec)))
+        module = layers.to_nnx(spec)
+        holder = NNXModel(module, spec, dict(_all_uses(spec)), layers.paths_of(spec, module))
         natives: dict[str, NativeParam] = {}
         for path, layer in nn.first_uses(spec):
             where = layers.SPEC_PARAMS.get(layer.kind, {})
             for decl in layer.param_decls():
-                attr, layout = where[decl.name]
+                # a block's own parameters: attributes of its name, canonical layout
+                attr, layout = (decl.name, "plain") if isinstance(layer, nn.Block) else \
+                    where[decl.name]
                 name = nn.join(path, decl.name)
-                keys = layers.keys_of(path)
+                keys = holder.keys(path)
                 natives[name] = NativeParam(
                     name=name, ref=Ref(keys, attr, layout), shape=decl.shape, role=decl.role,
                     axes=decl.axes, trainable=decl.trainable,
@@ -93,25 +99,34 @@ class NNXBackend(Backend):
 
     # ---- store ----------------------------------------------------------------------
     def allocate(self, native: NNXModel, plan: Plan) -> NNXModel:
-        """Build placeholder layers abstractly from their input shapes, then (unless
-        abstract) fill ``DEFAULT`` storages with flax's own initializers. ``WRITE`` storages
-        stay abstract: ``write`` gives them the core's buffer."""
+        """Build placeholder layers abstractly from their input shapes, and blocks' own
+        parameters from their planned shapes; then (unless abstract) fill ``DEFAULT``
+        storages with flax's own initializers (a block's own parameter: the plan's
+        fallback). ``WRITE`` storages stay abstract: ``write`` gives them the core's buffer."""
         for path, shape in plan.layer_inputs.items():
             spec = native.specs.get(path)
-            old = module_at(native.module, native.keys(path))
-            if spec is None or not isinstance(old, layers.Pending):
+            if spec is None or not isinstance(module_at(native.module, native.keys(path)),
+                                              layers.Pending):
                 continue
             new = nnx.eval_shape(lambda s=spec, x=shape: layers.make(s, tuple(x), nnx.Rngs(0)))
-            native.module = layers.replace(native.module, old, new)
+            uses = [native.keys(p) for p, s in native.specs.items() if s is spec]
+            native.module = layers.replace(native.module, uses, new)
+        own = {name for name, storage in plan.storages.items()
+               if declare(native.module, storage)}
         if plan.abstract:
             return native
         key = jax.random.key(secrets.randbits(31))
-        for i, storage in enumerate(plan.storages.values()):
+        for i, (name, storage) in enumerate(plan.storages.items()):
             var = variable(native.module, storage.ref)
             if storage.fill != DEFAULT or var is None or not _abstract(var):
                 continue
-            owner = module_at(native.module, storage.ref.keys)
             value = var.get_value()
+            if name in own:
+                fresh = storage.fallback() if storage.fallback is not None else \
+                    np.zeros(value.shape, value.dtype)
+                var.set_value(jnp.asarray(fresh, value.dtype))
+                continue
+            owner = module_at(native.module, storage.ref.keys)
             var.set_value(default_value(owner, storage.ref.attr, jax.random.fold_in(key, i),
                                         tuple(value.shape), value.dtype))
         _fill_state(native.module)
@@ -179,7 +194,7 @@ class NNXBackend(Backend):
     def native_layer(self, native: NNXModel, path: str) -> Any:
         if not path:
             return native.module
-        if native.spec is None and path not in native.paths:
+        if path not in native.paths:
             raise UnknownNameError(f"No layer {path!r} in this NNX model.")
         return module_at(native.module, native.keys(path))
 

@@ -6,9 +6,10 @@ Canonical names of an adopted NNX module follow its attribute path, joined by do
 ``var`` become ``running_mean`` and ``running_var``; other names are kept (``bias`` is
 ``bias``). Layouts are canonical: an ``nnx.Linear`` kernel ``(in, out)`` reads as
 ``(out, in)``, an ``nnx.Conv`` kernel ``(kh, kw, in, out)`` as ``(out, in, kh, kw)``; other
-kernels keep their native layout. ``nnx.Param`` is trainable, ``nnx.BatchStat`` is not; other
-variables (rng keys and counts) are not parameters. A submodule used in two places is one
-storage, listed under the first attribute path met (definition order).
+kernels keep their native layout. ``nnx.Param`` is trainable, ``nnx.BatchStat`` and
+:class:`Constant` are not; other variables (rng keys and counts) are not parameters. A
+submodule used in two places is one storage, listed under the first attribute path met
+(definition order).
 
     >>> class MLP(nnx.Module):                                            # doctest: +SKIP
     ...     def __init__(self, rngs):
@@ -56,6 +57,25 @@ def module_at(root: Any, keys: Keys) -> Any:
     for key in keys:
         root = child(root, key)
     return root
+
+
+def put(root: Any, keys: Keys, value: Any) -> Any:
+    """Set the member at ``keys`` under ``root`` to ``value``; the (new) root."""
+    if not keys:
+        return value
+    parent, key = module_at(root, keys[:-1]), keys[-1]
+    if isinstance(parent, nnx.List):
+        parent[int(key)] = value
+    elif isinstance(parent, nnx.Dict):
+        parent[key] = value
+    else:
+        setattr(parent, key, value)
+    return root
+
+
+class Constant(nnx.Variable):
+    """A parameter training does not change (a block's ``trainable=False`` parameter):
+    listed, saved and loaded like a parameter, left out of gradients."""
 
 
 def variable(root: Any, ref: Ref) -> nnx.Variable | None:
@@ -115,7 +135,7 @@ def _is_layer(value: Any) -> bool:
 
 
 def is_parameter(value: Any) -> bool:
-    return isinstance(value, (nnx.Param, nnx.BatchStat))
+    return isinstance(value, (nnx.Param, nnx.BatchStat, Constant))
 
 
 def canonical(module: Any, attr: str, ndim: int
@@ -190,8 +210,7 @@ def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
                                                    axes, layout)
             elif _is_layer(value):
                 if getattr(obj, "positional_children", False) and key == "layers":
-                    for i, child in enumerate(value):  # unifparam's own Sequential
-                        item = str(i)
+                    for item, child in members(value):  # unifparam's own Sequential
                         layer.children.append(
                             (item, visit(child, (*keys, key, item), _join(path, item))))
                     continue

@@ -4,8 +4,10 @@ NNX modules are built with their input size, so a spec layer whose input size is
 starts as a :class:`Pending` placeholder and is built by :func:`make` once its input shape
 is known. Data stays channels-first (``(N, C, H, W)``) between layers: :class:`Conv2D`
 transposes to NHWC around ``nnx.Conv`` and back, so ``Flatten`` flattens in torch's order.
-A spec ``Sequential`` keeps its children in ``layers`` (an ``nnx.List``): canonical
-``"1.0.weight"`` is the attribute path ``layers.1.layers.0.kernel``.
+A spec ``Sequential`` keeps its children in ``layers``: an ``nnx.List`` (canonical
+``"1.0.weight"`` is the attribute path ``layers.1.layers.0.kernel``), or an ``nnx.Dict`` when
+they are named (``"block 0.hidden.weight"`` is ``layers.block 0.layers.hidden.kernel``). A
+custom block is a ``_nnx_blocks.BlockModule`` whose attributes are its children's names.
 
     >>> module = make(nn.Dense(8, activation="relu"), (2, 4), nnx.Rngs(0))   # doctest: +SKIP
     >>> module.kernel.shape                                                   # doctest: +SKIP
@@ -22,8 +24,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from unifparam import nn
+from unifparam import Converters, nn
 from unifparam.errors import DeferredParameterError
+
+from ._nnx_adopt import Keys, module_at, put
 
 ACTIVATIONS: dict[str | None, Callable[[Any], Any]] = {
     None: lambda x: x, "identity": lambda x: x, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
@@ -54,15 +58,21 @@ class Flippable:
 
 
 class Sequential(nnx.Module):
-    """Layers in order; every layer takes ``training``. Adoption names them by position."""
+    """Layers in order; every layer takes ``training``. Positional children are an
+    ``nnx.List``, named ones an ``nnx.Dict`` (adoption names them by position or name)."""
 
     positional_children = True
 
-    def __init__(self, layers: list[nnx.Module]):
-        self.layers = nnx.List(layers)
+    def __init__(self, layers: list[nnx.Module] | dict[str, nnx.Module]):
+        self.layers = nnx.Dict(layers) if isinstance(layers, dict) else nnx.List(layers)
+
+    def child_keys(self, key: str) -> Keys:
+        """Attribute path of child ``key`` (a position or a name) from this module."""
+        return ("layers", key)
 
     def __call__(self, x: Any, training: bool = False) -> Any:
-        for layer in self.layers:
+        for layer in (self.layers.values() if isinstance(self.layers, nnx.Dict)
+                      else self.layers):
             x = layer(x, training=training)
         return x
 
@@ -208,43 +218,60 @@ def ready(spec: nn.Layer) -> bool:
     return all(None not in d.shape for d in spec.param_decls())
 
 
+convert = Converters("flax:nnx")
+
+
 def to_nnx(spec: nn.Layer, memo: dict[int, nnx.Module] | None = None) -> nnx.Module:
     """The NNX module tree of ``spec``: layers of unknown input size are :class:`Pending`.
 
     The same spec object always maps to the same module (one module used twice).
     """
     memo = {} if memo is None else memo
-    if isinstance(spec, nn.Block):
-        from unifparam.errors import UnsupportedError
-        raise UnsupportedError(f"The flax:nnx backend cannot build custom blocks "
-                               f"({type(spec).__name__}) yet; torch, keras, flax (linen) "
-                               f"and mxnet can.")
     if id(spec) not in memo:
-        if isinstance(spec, nn.Sequential):
-            memo[id(spec)] = Sequential([to_nnx(child, memo) for child in spec])
-        elif ready(spec):
-            memo[id(spec)] = make(spec, None, nnx.Rngs(secrets.randbits(31)))
-        else:
-            memo[id(spec)] = Pending(spec.kind)
+        memo[id(spec)] = convert(spec, memo)
     return memo[id(spec)]
 
 
-def keys_of(path: str) -> tuple[str, ...]:
-    """Attribute path of the spec layer at canonical ``path``: ``"1.0"`` -> layers.1.layers.0."""
-    out: tuple[str, ...] = ()
-    for part in filter(None, path.split(".")):
-        out += ("layers", part)
+@convert.register(nn.Sequential)
+def _sequential(spec: nn.Sequential, memo: dict[int, nnx.Module]) -> nnx.Module:
+    if spec.named:
+        return Sequential({key: to_nnx(child, memo) for key, child in spec.children()})
+    return Sequential([to_nnx(child, memo) for child in spec])
+
+
+@convert.register(nn.Block)
+def _block(spec: nn.Block, memo: dict[int, nnx.Module]) -> nnx.Module:
+    from ._nnx_blocks import BlockModule
+    return BlockModule(spec, {key: to_nnx(child, memo) for key, child in spec.children()})
+
+
+@convert.register(nn.Dense, nn.Conv2D, nn.BatchNorm, nn.LayerNorm, nn.Embedding, nn.Flatten,
+                  nn.Dropout, nn.Activation)
+def _leaf(spec: nn.Layer, memo: dict[int, nnx.Module]) -> nnx.Module:
+    return make(spec, None, nnx.Rngs(secrets.randbits(31))) if ready(spec) else \
+        Pending(spec.kind)
+
+
+def paths_of(spec: nn.Layer, module: nnx.Module) -> dict[str, Keys]:
+    """Attribute path of every canonical layer path of a spec-built tree (every use of a
+    shared layer): ``"block 0.hidden"`` -> ``("layers", "block 0", "layers", "hidden")``."""
+    out: dict[str, Keys] = {}
+
+    def visit(layer: nn.Layer, keys: Keys, path: str) -> None:
+        out[path] = keys
+        if not layer.children():
+            return
+        owner = module_at(module, keys)
+        for key, child in layer.children():
+            visit(child, (*keys, *owner.child_keys(key)), nn.join(path, key))
+
+    visit(spec, (), "")
     return out
 
 
-def replace(root: nnx.Module, old: nnx.Module, new: nnx.Module) -> nnx.Module:
-    """Put ``new`` wherever ``old`` is used in a spec-built tree; the (new) root."""
-    if root is old:
-        return new
-    if isinstance(root, Sequential):
-        for i, child in enumerate(root.layers):
-            if child is old:
-                root.layers[i] = new
-            else:
-                replace(child, old, new)
+def replace(root: nnx.Module, keys: list[Keys], new: nnx.Module) -> nnx.Module:
+    """Put ``new`` at every attribute path in ``keys`` (the uses of one spec layer); the
+    (new) root."""
+    for where in keys:
+        root = put(root, where, new)
     return root
