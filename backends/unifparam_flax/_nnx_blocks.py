@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from unifparam import Storage, nn
@@ -31,6 +32,7 @@ from ._nnx_adopt import Constant, module_at
 class NNXBinding(Binding):
     """Spec layers reachable from one running block, as its child modules."""
 
+    namespace = jnp
     ops = OPS
 
     def __init__(self, module: BlockModule, training: bool):
