@@ -61,7 +61,8 @@ def cases() -> dict[str, tuple[nn.Layer, Any, int, list[np.ndarray], Callable | 
 
 
 def block_cases() -> dict[str, tuple[nn.Layer, Any, int, list[np.ndarray], Callable | None]]:
-    """Custom blocks (B1-B4): only configurations whose adapter builds ``nn.Block``."""
+    """Custom blocks (B1-B4). Every configuration here builds them; a new backend that
+    cannot yet records them as unsupported (``record``), and comparisons skip them."""
     named = nn.Sequential({"hidden": MyDense(6), "out": nn.Dense(2)})
     return {
         "block_fancy_mlp": (FancyMLP(), init.Normal(std=0.5), 8, [inputs(2, 20)], None),
