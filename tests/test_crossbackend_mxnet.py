@@ -127,7 +127,6 @@ def _load(python: str, loader: str, *saved: Path) -> list[str]:
     assert proc.returncode == 0, f"{loader} could not load:\n{proc.stderr[-5000:]}"
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     assert len(results) == sum(len(list(f.glob("*.safetensors"))) for f in saved) > 0
-    _other_test().assert_unsupported_only_where_declared(loader, results)
     return [f"saved in {r['saver']}, case {r['case']}: {r['problem']}" for r in results
             if r["problem"]]
 
