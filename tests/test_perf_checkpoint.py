@@ -44,3 +44,31 @@ def test_a_failed_write_in_the_pipeline_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(_ckptfile.CheckpointIOError, match="disk is full"):
         _ckptfile.write(tmp_path / "m.safetensors", values(), META)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_released_pages_read_back_the_same_values(tmp_path):
+    _ckptfile.write(tmp_path / "m.safetensors", values(), META)
+    ck = _ckptfile.read(tmp_path / "m.safetensors")
+    arrays = ck.arrays()
+    before = {n: a.copy() for n, a in arrays.items()}
+    for a in arrays.values():
+        ck.release(a)
+    for name, a in arrays.items():
+        np.testing.assert_array_equal(a, before[name])
+
+
+def test_load_releases_copied_tensors_and_keeps_adopted_ones(tmp_path, monkeypatch):
+    from unifparam import checkpoint
+    kept = []
+    _ckptfile.write(tmp_path / "m.safetensors", values(), META)
+    pages = checkpoint._Pages(_ckptfile.read(tmp_path / "m.safetensors"))
+    released = []
+    monkeypatch.setattr(pages.ck, "release", released.append)
+    arrays = pages.ck.arrays()
+    for name in ("c", "v"):
+        value = pages.track(arrays[name])
+        if name == "c":
+            kept.append(value)  # adopted: the backend holds a reference
+        del value
+    pages.settle()
+    assert [id(a) for a in released] == [id(arrays["v"])]

@@ -157,6 +157,7 @@ class Checkpoint:
         if (self.verify if verify is None else verify) and not self._verified:
             self.check_digests()
         base = np.ndarray.__new__(np.memmap, (len(self._map),), np.uint8, buffer=self._map)
+        self.__dict__["_address"] = base.ctypes.data
         base._mmap, base.filename, base.offset, base.mode = self._map, self.path, 0, "c"
         out = {}
         for name, t in self.tensors.items():
@@ -165,6 +166,24 @@ class Checkpoint:
             arr = arr.reshape(t.shape)
             out[name] = arr if arr.flags.aligned and arr.dtype.isnative else arr.astype(t.dtype)
         return out
+
+    def release(self, array: np.ndarray) -> None:
+        """Unmap the file pages under ``array`` (a view from :meth:`arrays`) from this
+        process once its values were copied elsewhere. They stay in the page cache and fault
+        back in, from the file, if the view is read again; mapped pages count in RSS."""
+        address = self.__dict__.get("_address")
+        if address is None or not hasattr(mmap, "MADV_DONTNEED") or array.size == 0:
+            return
+        start = array.ctypes.data - address
+        if not 0 <= start <= len(self._map) - array.nbytes:
+            return  # a copy made by arrays() (unaligned or big-endian), not a view
+        page = mmap.PAGESIZE
+        lo, hi = -(-start // page) * page, (start + array.nbytes) // page * page
+        if hi > lo:  # whole pages only: a page shared with a neighbour stays
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):
+                pass
 
     def check_digests(self) -> None:
         """Check every tensor's bytes against its recorded digest (no-op without digests)."""
