@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from unifparam import _ckptfile
+from unifparam import _buffers, _ckptfile
 
 META = {"format": _ckptfile.FORMAT, "format_version": _ckptfile.FORMAT_VERSION}
 
@@ -20,7 +20,8 @@ def test_threaded_tiled_pieces_give_the_inline_bytes(tmp_path, monkeypatch, chun
     _ckptfile.write(tmp_path / "inline.safetensors", values(), META)  # one piece each, inline
     monkeypatch.setattr(_ckptfile, "CHUNK", chunk)
     monkeypatch.setattr(_ckptfile, "PIPELINE_BYTES", 1)  # every piece through both threads
-    monkeypatch.setattr(_ckptfile, "TILE", 7)  # tiles that do not divide the shapes
+    monkeypatch.setattr(_buffers, "TILE", 7)  # tiles that do not divide the shapes
+    monkeypatch.setattr(_buffers, "PARALLEL_BYTES", 1)  # tiles copied on every core
     _ckptfile.write(tmp_path / "piped.safetensors", values(), META)
     assert (tmp_path / "piped.safetensors").read_bytes() == \
         (tmp_path / "inline.safetensors").read_bytes()

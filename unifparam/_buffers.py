@@ -64,19 +64,25 @@ def to_layout(value: np.ndarray, perm: tuple[int, ...] | None, dtype: object = N
     if perm is None or src.ndim != 2 or src.size < 1 << 16:
         np.copyto(out, src)
         return out
+    copy_tiled(out, src)
+    return out
+
+
+def copy_tiled(out: np.ndarray, src: np.ndarray) -> None:
+    """``out[...] = src`` for a 2-D ``src`` laid out across ``out`` (a transpose), in
+    ``TILE`` x ``TILE`` blocks, on every core when it is large."""
     rows = src.shape[0]
     bands = [(i, min(i + TILE, rows)) for i in range(0, rows, TILE)]
     if out.nbytes < PARALLEL_BYTES or len(bands) < 2:
         for band in bands:
             _copy_band(out, src, *band)
-        return out
+        return
     list(_pool().map(lambda band: _copy_band(out, src, *band), bands))
-    return out
 
 
 def _copy_band(out: np.ndarray, src: np.ndarray, lo: int, hi: int) -> None:
     for j in range(0, src.shape[1], TILE):
-        out[lo:hi, j:j + TILE] = src[lo:hi, j:j + TILE]
+        np.copyto(out[lo:hi, j:j + TILE], src[lo:hi, j:j + TILE], casting="unsafe")
 
 
 def _pool() -> Any:

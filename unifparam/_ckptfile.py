@@ -646,20 +646,12 @@ def _chunks(path: str, name: str, dtype: str, shape: tuple[int, ...], source: Va
         yield memoryview(out.reshape(-1)).cast("B")
 
 
-#: Side of the square tiles a transposed 2-D piece is copied in (they stay in cache: 2x a
-#: strided copy of a 4096 x 4096 kernel here).
-TILE = 256
-
-
 def _copy(out: np.ndarray, src: np.ndarray) -> None:
+    from ._buffers import TILE, copy_tiled
     if src.ndim != 2 or src.strides[0] >= src.strides[1] or src.size < TILE * TILE:
         np.copyto(out, src, casting="unsafe")  # same kind: only the byte order differs
-        return
-    rows, cols = src.shape
-    for i in range(0, rows, TILE):
-        for j in range(0, cols, TILE):
-            np.copyto(out[i:i + TILE, j:j + TILE], src[i:i + TILE, j:j + TILE],
-                      casting="unsafe")
+    else:
+        copy_tiled(out, src)  # a transposed kernel: cache-sized tiles, on every core
 
 
 #: Pieces smaller than this are hashed and written inline (threads cost more than they save).
