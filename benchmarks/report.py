@@ -207,8 +207,24 @@ JOBS: list[tuple[str, str]] = [  # (config, case), each run --repeat times in fr
 IMPORT_RUNS = 7
 
 
+#: ``import unifparam`` timed in a bare interpreter (nothing imported before it but ``time``,
+#: ``sys`` and ``json``, which plain startup loads or which cost < 1 ms), printed as one line.
+IMPORT_CODE = """\
+import sys, time
+t0 = time.perf_counter()
+import unifparam
+dt = time.perf_counter() - t0
+import json
+fw = [m for m in ("torch", "tensorflow", "jax", "keras", "flax") if m in sys.modules]
+print(json.dumps({"import": {"seconds": dt, "rss": None, "frameworks": fw,
+                             "bytecode": not sys.dont_write_bytecode}}))
+"""
+
+
 def run_one(config: str, case: str, size: str) -> dict[str, dict]:
     cmd = [sys.executable, "-m", "benchmarks.report", "--worker", config, case, size]
+    if case == "import":
+        cmd = [sys.executable, "-c", IMPORT_CODE]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     path = os.pathsep.join(x for x in (root, os.environ.get("PYTHONPATH")) if x)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": path}
@@ -380,7 +396,10 @@ def rows(data: dict[tuple[str, str], Samples], nbytes: int) -> list[dict]:
     row("import unifparam over bare python", "-", imp, None,
         "<= 50 ms in every run, no framework", None,
         None if worst is None else worst <= 0.05 and not fw,
-        f"slowest run {_s(worst)}; frameworks imported: {', '.join(fw) or 'none'}")
+        f"slowest run {_s(worst)}; frameworks imported: {', '.join(fw) or 'none'}; "
+        f"timed in a bare interpreter, "
+        + ("bytecode cache usable" if imp.extra.get("bytecode", True)
+           else "no bytecode cache (PYTHONDONTWRITEBYTECODE): compiled from source each run"))
     return out
 
 

@@ -13,15 +13,6 @@ The backend comes from ``build(..., backend=)``, the native model's type, or the
 ``UNIFPARAM_BACKEND`` environment variable. This package never imports a framework.
 """
 
-from . import init, nn, ops
-from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
-from ._convert import default_seed, set_seed, to_numpy
-from ._layout import placements
-from ._model import Model, Param
-from ._registry import BackendInfo, get_backend
-from ._registry import registered as backends
-from ._summary import summary
-from ._verbs import build, gradients, initialize, materialize, params, tie
 from .errors import (
     AlreadyInitializedWarning,
     ArgumentError,
@@ -54,20 +45,63 @@ from .errors import (
 )
 
 __version__ = "0.1.0"
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms)
 
-_ON_FIRST_USE = {"save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
-                 "LoadReport": "checkpoint", "plot_histograms": "_display",
-                 "save_sharded": "_sharded", "load_sharded": "_sharded"}
+#: Public names defined in submodules, imported on first use so that ``import unifparam``
+#: stays near plain-Python speed: name -> module (``""``: the name is the submodule).
+_ON_FIRST_USE = {
+    "init": "", "nn": "", "ops": "",
+    "Backend": "_backend", "Converters": "_backend", "NativeLayer": "_backend",
+    "NativeParam": "_backend", "Plan": "_backend", "Storage": "_backend",
+    "default_seed": "_convert", "set_seed": "_convert", "to_numpy": "_convert",
+    "placements": "_layout", "Model": "_model", "Param": "_model",
+    "BackendInfo": "_registry", "get_backend": "_registry", "backends": "_registry",
+    "summary": "_summary",
+    "build": "_verbs", "gradients": "_verbs", "initialize": "_verbs",
+    "materialize": "_verbs", "params": "_verbs", "tie": "_verbs",
+    "save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
+    "LoadReport": "checkpoint", "plot_histograms": "_display",
+    "save_sharded": "_sharded", "load_sharded": "_sharded",
+}
+_RENAMED = {"backends": "registered"}
+
+if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
+    from . import init, nn, ops
+    from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
+    from ._convert import default_seed, set_seed, to_numpy
+    from ._display import plot_histograms
+    from ._layout import placements
+    from ._model import Model, Param
+    from ._registry import BackendInfo, get_backend
+    from ._registry import registered as backends
+    from ._sharded import load_sharded, save_sharded
+    from ._summary import summary
+    from ._verbs import build, gradients, initialize, materialize, params, tie
+    from .checkpoint import LoadReport, inspect_file, load, save
 
 
 def __getattr__(name: str) -> object:
-    """Checkpoint and plotting functions load their module on first use (fast import)."""
-    if name in _ON_FIRST_USE:
-        import importlib
-        value = getattr(importlib.import_module(f".{_ON_FIRST_USE[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'unifparam' has no attribute {name!r}")
+    """Load the module defining ``name`` on first use (``import unifparam`` stays fast).
+
+    >>> unifparam.build          # imports unifparam._verbs here, once
+    <function build at ...>
+    """
+    module = _ON_FIRST_USE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'unifparam' has no attribute {name!r}")
+    import importlib
+    if module:
+        value = getattr(importlib.import_module(f".{module}", __name__),
+                        _RENAMED.get(name, name))
+    else:
+        value = importlib.import_module(f".{name}", __name__)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_ON_FIRST_USE})
+
 
 __all__ = [
     "AlreadyInitializedWarning", "ArgumentError", "ArgumentValueError", "Backend",

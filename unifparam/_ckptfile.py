@@ -9,7 +9,9 @@ each tensor's bytes are checked against the SHA-256 digest recorded at save.
 
 Writing streams one tensor at a time into a temporary file named
 ``.<name>.unifparam-tmp-<random>`` next to the target (fsync, then an atomic rename), so a
-crash leaves either the old file or none, and the header and bytes are deterministic.
+crash leaves either the old file or none, and the header and bytes are deterministic. Each
+tensor goes out in pieces written straight from its buffer while the next piece is made
+(a transposed kernel is copied in cache-sized tiles) and hashed on a second thread.
 
     >>> ck = read("model.safetensors")          # raises CheckpointFormatError if malformed
     >>> ck.tensors["0.weight"].shape, ck.ties
@@ -155,6 +157,7 @@ class Checkpoint:
         if (self.verify if verify is None else verify) and not self._verified:
             self.check_digests()
         base = np.ndarray.__new__(np.memmap, (len(self._map),), np.uint8, buffer=self._map)
+        self.__dict__["_address"] = base.ctypes.data
         base._mmap, base.filename, base.offset, base.mode = self._map, self.path, 0, "c"
         out = {}
         for name, t in self.tensors.items():
@@ -163,6 +166,24 @@ class Checkpoint:
             arr = arr.reshape(t.shape)
             out[name] = arr if arr.flags.aligned and arr.dtype.isnative else arr.astype(t.dtype)
         return out
+
+    def release(self, array: np.ndarray) -> None:
+        """Unmap the file pages under ``array`` (a view from :meth:`arrays`) from this
+        process once its values were copied elsewhere. They stay in the page cache and fault
+        back in, from the file, if the view is read again; mapped pages count in RSS."""
+        address = self.__dict__.get("_address")
+        if address is None or not hasattr(mmap, "MADV_DONTNEED") or array.size == 0:
+            return
+        start = array.ctypes.data - address
+        if not 0 <= start <= len(self._map) - array.nbytes:
+            return  # a copy made by arrays() (unaligned or big-endian), not a view
+        page = mmap.PAGESIZE
+        lo, hi = -(-start // page) * page, (start + array.nbytes) // page * page
+        if hi > lo:  # whole pages only: a page shared with a neighbour stays
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):
+                pass
 
     def check_digests(self) -> None:
         """Check every tensor's bytes against its recorded digest (no-op without digests)."""
@@ -513,20 +534,21 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Value],
     header = _header(plan, offsets, metadata, digests)
     fd, tmp = _create_temp(path, directory)
     try:
-        with open(fd, "wb", closefd=True) as f:
-            _lock(f.fileno())
-            f.write(header)
-            with _Hasher() as hash_in_background:
+        try:
+            _lock(fd)
+            _write_all(fd, header)
+            with _Pipeline(fd) as pipe:
                 for name in order:
-                    digests[name] = _write_tensor(f, path, name, plan[name], hash_in_background)
+                    digests[name] = pipe.tensor(_chunks(path, name, *plan[name]))
             final = _header(plan, offsets, metadata, digests)
             assert len(final) == len(header)  # fixed-width digests: same layout
-            f.seek(0)
-            f.write(final)
-            f.flush()
+            os.lseek(fd, 0, os.SEEK_SET)
+            _write_all(fd, final)
             if hasattr(os, "fchmod"):
-                os.fchmod(f.fileno(), _mode(path))
-            os.fsync(f.fileno())
+                os.fchmod(fd, _mode(path))
+            os.fsync(fd)  # little is left: the pipeline started writeback chunk by chunk
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException as e:
         try:
@@ -581,18 +603,21 @@ def _header(plan: Mapping[str, tuple[str, tuple[int, ...], Any]],
     return len(raw).to_bytes(8, "little") + raw
 
 
-def _write_tensor(f: Any, path: str, name: str, entry: tuple[str, tuple[int, ...], Any],
-                  hash_in_background: Callable[..., None]) -> str:
-    """Fetch, write and hash one tensor; its value is released on return."""
-    h = hashlib.new(DIGEST)
-    for chunk in _chunks(path, name, *entry):
-        hash_in_background(h, chunk, f.write)
-    return f"{DIGEST}:{h.hexdigest()}"
+def _write_all(fd: int, data: Any) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _chunks(path: str, name: str, dtype: str, shape: tuple[int, ...], source: Value
             ) -> Iterator[memoryview]:
-    """The tensor's little-endian bytes in pieces of about CHUNK bytes (no full copy)."""
+    """The tensor's little-endian bytes in pieces of about CHUNK bytes.
+
+    A C-contiguous little-endian value is yielded as views of its own buffer (no copy).
+    Any other (a transposed kernel, a strided view, big-endian) is copied a piece at a time
+    into two alternating scratch buffers, so a yielded view stays valid until the
+    next-but-one piece is asked for (what :class:`_Pipeline` relies on).
+    """
     arr = source.fetch() if isinstance(source, Pending) else source() if callable(source) \
         else source
     arr = np.asarray(arr)
@@ -604,33 +629,105 @@ def _chunks(path: str, name: str, dtype: str, shape: tuple[int, ...], source: Va
     if arr.ndim == 0 or arr.size == 0:
         yield memoryview(np.ascontiguousarray(arr, dtype=little).reshape(-1)).cast("B")
         return
+    if arr.flags.c_contiguous and arr.dtype == little:
+        flat = memoryview(arr.reshape(-1)).cast("B")
+        step = max(CHUNK // arr.itemsize, 1) * arr.itemsize
+        for i in range(0, len(flat), step):
+            yield flat[i:i + step]
+        return
     rows = max(1, CHUNK // max(1, arr[0].nbytes))
-    for i in range(0, arr.shape[0], rows):  # a strided view is copied a block at a time
-        block = np.ascontiguousarray(arr[i:i + rows], dtype=little)
-        yield memoryview(block.reshape(-1)).cast("B")
+    scratch = [np.empty(0, little), np.empty(0, little)]
+    for k, i in enumerate(range(0, arr.shape[0], rows)):
+        src = arr[i:i + rows]
+        if scratch[k % 2].size < src.size:
+            scratch[k % 2] = np.empty(src.size, little)
+        out = scratch[k % 2][:src.size].reshape(src.shape)
+        _copy(out, src)
+        yield memoryview(out.reshape(-1)).cast("B")
 
 
-class _Hasher:
-    """Hashes a chunk on a helper thread while the caller writes it (both release the GIL)."""
+def _copy(out: np.ndarray, src: np.ndarray) -> None:
+    from ._buffers import TILE, copy_tiled
+    if src.ndim != 2 or src.strides[0] >= src.strides[1] or src.size < TILE * TILE:
+        np.copyto(out, src, casting="unsafe")  # same kind: only the byte order differs
+    else:
+        copy_tiled(out, src)  # a transposed kernel: cache-sized tiles, on every core
 
-    def __enter__(self) -> Callable[[Any, memoryview, Callable[[memoryview], Any]], None]:
+
+#: Pieces smaller than this are hashed and written inline (threads cost more than they save).
+PIPELINE_BYTES = 2**20
+
+
+class _Pipeline:
+    """Writes and hashes each piece on two helper threads while the caller makes the next.
+
+    Each piece is written (``os.write``, straight from its buffer) and hashed at the same
+    time; writeback to disk is started as each piece is written (Linux ``sync_file_range``),
+    so the final fsync has little left. At most two pieces are in flight, matching the two
+    scratch buffers of :func:`_chunks`. All three stages release the GIL.
+    """
+
+    def __init__(self, fd: int):
+        self.fd, self.offset = fd, os.lseek(fd, 0, os.SEEK_CUR)
+        self.start_writeback = _writeback_starter()
+
+    def __enter__(self) -> _Pipeline:
         from concurrent.futures import ThreadPoolExecutor
-        self.pool = ThreadPoolExecutor(1)
-
-        def run(h: Any, chunk: memoryview, write: Callable[[memoryview], Any]) -> None:
-            if len(chunk) < 2**20:
-                h.update(chunk)
-                write(chunk)
-                return
-            job = self.pool.submit(h.update, chunk)
-            try:
-                write(chunk)
-            finally:
-                job.result()
-        return run
+        self.hasher, self.writer = ThreadPoolExecutor(1), ThreadPoolExecutor(1)
+        return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.pool.shutdown(wait=True)
+        self.hasher.shutdown(wait=True, cancel_futures=True)
+        self.writer.shutdown(wait=True, cancel_futures=True)
+
+    def _write(self, piece: memoryview, offset: int) -> None:
+        _write_all(self.fd, piece)
+        self.start_writeback(self.fd, offset, len(piece))
+
+    def tensor(self, pieces: Iterator[memoryview]) -> str:
+        """Write and hash one tensor's pieces in order; its ``sha256:<hex>`` digest."""
+        h = hashlib.new(DIGEST)
+        inflight: list[Any] = []  # futures of the pieces in flight, two per piece
+        try:
+            for piece in pieces:
+                if len(piece) < PIPELINE_BYTES:
+                    _settle(inflight, len(inflight))
+                    h.update(piece)
+                    _write_all(self.fd, piece)
+                else:
+                    inflight += [self.hasher.submit(h.update, piece),
+                                 self.writer.submit(self._write, piece, self.offset)]
+                    _settle(inflight, len(inflight) - 2)  # the piece before: its buffer is
+                self.offset += len(piece)                 # the one made next
+            _settle(inflight, len(inflight))
+        except BaseException:
+            from concurrent.futures import wait
+            wait(inflight)  # no helper still reads a buffer that is being dropped
+            raise
+        return f"{DIGEST}:{h.hexdigest()}"
+
+
+def _settle(jobs: list[Any], n: int) -> None:
+    """Wait for the first ``n`` jobs (raising the first failure) and drop them."""
+    for job in jobs[:n]:
+        job.result()
+    del jobs[:n]
+
+
+def _writeback_starter() -> Callable[[int, int, int], None]:
+    """``start(fd, offset, nbytes)``: begin writing that range to disk without waiting
+    (Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``); a no-op where unavailable."""
+    try:
+        import ctypes
+        call = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (ImportError, OSError, AttributeError, TypeError):  # not Linux/glibc
+        return lambda fd, offset, nbytes: None
+    call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    call.restype = ctypes.c_int
+
+    def start(fd: int, offset: int, nbytes: int) -> None:
+        call(fd, offset, nbytes, 2)  # SYNC_FILE_RANGE_WRITE; advisory, errors ignored
+    return start
 
 
 def _create_temp(path: str, directory: str) -> tuple[int, str]:

@@ -142,9 +142,10 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     if todo:  # checked on the state before the file's ties are made: nothing changes yet
         _planned(st, ck, match, todo, pre_tie=True)
     arrays = ck.arrays()  # memory-mapped: bytes are read as they are copied into storage
+    pages = _Pages(ck)
     with _progress(sum(arrays[g.source].nbytes for g in match.groups),
                    _progress_enabled(progress, ck.size)) as advance:
-        writes = {root: _reader(arrays[g.source], rel, advance)
+        writes = {root: _reader(arrays[g.source], rel, advance, pages)
                   for g in match.groups for root, rel in g.targets.items()}
         for a, b, t in match.ties:
             apply_tie(st, a, b, t)
@@ -156,15 +157,49 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
             if root not in (plan.storages if todo else ()):
                 st.call("write", st.slots[root].ref, make())
                 st.slots[root].initialized = True
+        pages.settle()
     return match.report
 
 
-def _reader(array: Any, transposed: bool, advance: Callable[[int], None]) -> Callable[[], Any]:
+def _reader(array: Any, transposed: bool, advance: Callable[[int], None], pages: _Pages
+            ) -> Callable[[], Any]:
     def read() -> Any:
-        value = contiguous(array.T) if transposed else array
+        pages.settle()  # the tensor read before has been written by now
+        if transposed:
+            value = contiguous(array.T)
+            pages.release(array)
+        else:
+            value = pages.track(array)
         advance(value.nbytes)
         return value
     return read
+
+
+class _Pages:
+    """Unmaps each tensor's file pages once the backend has copied it: without this a load
+    into Keras or Flax peaked at twice the parameter bytes (the mapped file's pages count in
+    RSS). A tensor the backend adopted (it keeps a reference to the array, as torch does)
+    keeps its pages."""
+
+    def __init__(self, ck: Checkpoint):
+        self.ck = ck
+        self.pending: list[list[Any]] = []  # [array, its reference count once handed out]
+
+    def release(self, array: Any) -> None:
+        self.ck.release(array)
+
+    def track(self, array: Any) -> Any:
+        entry = [array, 0]
+        self.pending.append(entry)
+        entry[1] = sys.getrefcount(array)  # the same holders settle() sees, but for read()'s
+        return array                       # argument where settle() has its loop variable
+
+    def settle(self) -> None:
+        for entry in self.pending:
+            array = entry[0]
+            if sys.getrefcount(array) <= entry[1]:  # nobody took a reference: it was copied
+                self.ck.release(array)
+        self.pending.clear()
 
 
 def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre_tie: bool,
