@@ -154,7 +154,8 @@ def gpt2_adopt(size: str) -> dict[str, dict]:
 
         def make() -> Any:
             return gpt2_model(scale)
-    up.get_backend("torch")
+    from .worker import _up
+    _up("torch")  # the adapter and the verbs' modules loaded untimed, as in every up- case
     mod = make()
     nparams = sum(p.numel() for p in mod.parameters())
 

@@ -145,6 +145,11 @@ def _up(config: str) -> Any:
         unifparam.get_backend(config)  # loads the adapter and its framework, untimed
     except Exception as e:  # noqa: BLE001 - any failure means the backend is not usable
         raise NotAvailable(f"backend not available: {type(e).__name__}: {e}") from e
+    # the modules the verbs load on first use, untimed too (the import row times importing;
+    # this environment keeps no bytecode cache, so a first use compiles them from source)
+    import importlib
+    for name in ("_plan", "_verbs", "checkpoint", "init", "nn"):
+        importlib.import_module(f"unifparam.{name}")
     return unifparam
 
 

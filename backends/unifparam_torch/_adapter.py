@@ -97,7 +97,9 @@ class TorchBackend(Backend):
             tensor = getattr(module, attr)
             if not tensor.is_meta or storage.fill not in (DEFAULT, ALIAS):
                 continue
-            _store(module, attr, _like(tensor, torch.empty_like(tensor, device="cpu")))
+            # not empty_like: from meta it runs torch's Python reference, importing sympy
+            _store(module, attr, _like(tensor, torch.empty(tensor.shape, dtype=tensor.dtype,
+                                                          device="cpu")))
             if storage.fill == DEFAULT:
                 fresh.setdefault(id(module), (module, {}))[1][attr] = storage
         for module, storages in fresh.values():
