@@ -83,10 +83,11 @@ def mxnet(session: nox.Session) -> None:
 
     Runs the conformance suite and the native tests, then records what the main tests
     compare against torch (tests/test_crossbackend_mxnet.py) into .crossbackend/: the
-    cross-backend recording, the tour's text and one checkpoint per cross-backend case.
+    cross-backend recording, the tour's text, one checkpoint per cross-backend case and the
+    tutorials' outputs (matplotlib for their figures).
     Run it before `nox -s tests`; that suite also finds this venv's interpreter.
     """
-    session.install("-c", "constraints-mxnet.txt", "-e", ".[mxnet,test]")
+    session.install("-c", "constraints-mxnet.txt", "-e", ".[mxnet,test,plot]")
     session.run("unifparam", "conformance", "--backend", "mxnet", "--json",
                 "conformance-mxnet.json")
     session.run("pytest", "tests/test_mxnet_native.py", "-q", "-p", "no:cacheprovider",

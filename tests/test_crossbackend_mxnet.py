@@ -6,9 +6,10 @@ torch. Its side is recorded there, by this file run as a script::
     python tests/test_crossbackend_mxnet.py record .crossbackend
 
 which writes the cross-backend recording (``mxnet.npz``, the format of
-``unifparam.conformance.crossbackend``), the tour's text and one checkpoint per
-cross-backend case. These tests, in the main venv, compare that with torch: the
-recordings agree, the tour prints the same text, and checkpoints load both ways.
+``unifparam.conformance.crossbackend``), the tour's text, one checkpoint per cross-backend
+case and the tutorials' outputs (docs/tutorials, run by the site's runner). These tests, in
+the main venv, compare that with torch: the recordings agree, the tour prints the same
+text, checkpoints load both ways and every tutorial cell shows what it shows on torch.
 
 When the mxnet venv's interpreter is found (``.nox/mxnet/bin/python`` or
 ``UNIFPARAM_MXNET_PYTHON``) the MXNet side is recorded afresh; else the files ``nox -s
@@ -30,6 +31,7 @@ from unifparam.conformance import crossbackend
 
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / ".crossbackend"
+TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.md"))
 HOW = ("run `nox -s mxnet` first (MXNet 1.9.1 needs its own venv with numpy < 1.24), or set "
        "UNIFPARAM_MXNET_PYTHON to an interpreter with mxnet and this repository installed")
 
@@ -74,6 +76,8 @@ def record(folder: Path, python: str = sys.executable) -> None:
                       "mxnet", "--out", str(folder / "mxnet.npz")],
         "tour": ["-m", "unifparam", "tour", "--backend", "mxnet"],
         "checkpoints": ["-c", _worker(), "save", "mxnet", str(folder / "mxnet-checkpoints")],
+        "tutorials": [str(ROOT / "docs" / "_hooks" / "tutorials.py"), "run", "mxnet",
+                      *map(str, TUTORIALS)],
     }
     for what, args in steps.items():
         proc = _run(python, *args)
@@ -81,6 +85,8 @@ def record(folder: Path, python: str = sys.executable) -> None:
             raise RuntimeError(f"mxnet {what} failed:\n{proc.stderr[-5000:]}")
         if what == "tour":
             (folder / "mxnet-tour.txt").write_text(proc.stdout)
+        if what == "tutorials":
+            (folder / "mxnet-tutorials.json").write_text(proc.stdout.splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +126,32 @@ def test_mxnet_tour_prints_the_same_text_as_torch(mxnet_side):
     mxnet_text = (mxnet_side / "mxnet-tour.txt").read_text()
     assert "mxnet's own default" in mxnet_text
     assert tour_lines(mxnet_text) == tour_lines(proc.stdout)
+
+
+def _tutorials():  # the site's runner (docs/_hooks/tutorials.py), as tests/test_tutorials.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import test_tutorials
+    return test_tutorials.tutorials
+
+
+@pytest.mark.parametrize("page", TUTORIALS, ids=[p.stem for p in TUTORIALS])
+def test_mxnet_tutorials_show_what_torch_shows(mxnet_side, page):
+    """Every tutorial cell's output on MXNet equals torch's (but the frameworks' own
+    defaults). A figure must be there on both, but its PNG bytes are not compared: the
+    mxnet venv's matplotlib is older (numpy < 1.24) and draws text a few pixels apart; the
+    values plotted are those the cells print."""
+    runner = _tutorials()
+    mxnet = json.loads((mxnet_side / "mxnet-tutorials.json").read_text())[page.name]
+    torch = runner.run(TUTORIALS, "torch")[page.name]
+    assert len(mxnet) == len(torch) == len(runner.cells(page.read_text()))
+    same = {"torch": _without_png_bytes(torch), "mxnet": _without_png_bytes(mxnet)}
+    assert runner.disagreements(page, same) == []
+    assert sum(bool(out) for out in mxnet) >= len(mxnet) * 2 // 3
+
+
+def _without_png_bytes(outputs: list[list[dict]]) -> list[list[dict]]:
+    return [[{**o, "data": "(png)"} if o["kind"] == "png" else o for o in cell]
+            for cell in outputs]
 
 
 def _load(python: str, loader: str, *saved: Path) -> list[str]:
