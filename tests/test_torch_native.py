@@ -103,3 +103,18 @@ def test_buffers_are_non_trainable_params():
     assert listed["1.running_mean"] == ((3,), False, "running_mean")
     assert listed["1.weight"] == ((3,), True, "scale")
     assert "1.num_batches_tracked" not in listed
+
+
+def test_a_block_attribute_named_like_a_module_method_is_a_spec_error():
+    from unifparam import nn
+
+    class Trainer(nn.Block):
+        def __init__(self):
+            super().__init__()
+            self.train = nn.Dense(3)  # torch.nn.Module.train: the torch module cannot hold it
+
+        def forward(self, x):
+            return self.train(x)
+
+    with pytest.raises(up.SpecError, match="'train', which is a method of torch.nn.Module"):
+        up.build(Trainer(), backend="torch")

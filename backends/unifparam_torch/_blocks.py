@@ -19,6 +19,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from unifparam import nn
 from unifparam._binding import Binding, bound
+from unifparam.errors import SpecError
 
 #: what the array API standard leaves out (the rest is ``array_api_compat.torch``)
 OPS: dict[str, Callable[..., Any]] = {
@@ -51,6 +52,13 @@ class BlockModule(tnn.Module):
         super().__init__()
         self.__dict__["spec"] = spec  # plain attributes: not modules, not in state_dict
         self.__dict__["binding"] = TorchBinding(memo)
+        for key in [k for k, _ in children] + [n for n, _ in spec.own_parameters()]:
+            if hasattr(tnn.Module, key):
+                raise SpecError(
+                    f"Block {spec.kind} has an attribute {key!r}, which is a method of "
+                    f"torch.nn.Module (the torch backend names each sublayer and parameter "
+                    f"after its attribute). Rename it, e.g. self.{key}_ = ..., so the block "
+                    f"builds on every backend.")
         for key, child in children:
             self.add_module(key, child)
         for name, p in spec.own_parameters():
