@@ -30,6 +30,23 @@ def to_numpy(x: Any) -> Any:
     return np.asarray(x)
 
 
+def numpy_input(x: Any, int_dtype: str | None = None) -> Any:
+    """A model input that is not already the framework's array, as the C-ordered numpy
+    array every adapter hands its framework: floats as float32 (the parameters' dtype),
+    integers as ``int_dtype`` if given (jax's default int32).
+
+    >>> numpy_input([1.0, 2.0]).dtype, numpy_input([1, 2], "int32").dtype
+    (dtype('float32'), dtype('int32'))
+    """
+    import numpy as np
+    arr = np.asarray(x)
+    if arr.dtype.kind == "f":
+        arr = arr.astype(np.float32, copy=False)
+    elif int_dtype is not None and arr.dtype.kind in "iu":
+        arr = arr.astype(int_dtype, copy=False)
+    return np.asarray(arr, order="C")
+
+
 def set_seed(seed: int | None) -> None:
     """The seed every initialization uses when none is given (None: fresh randomness).
 

@@ -23,6 +23,7 @@ from flax import linen, traverse_util
 from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
+from unifparam._convert import numpy_input
 from unifparam._shards import canonical_shards, native_order, native_shard_maker
 from unifparam.errors import InputShapeError, UnknownNameError, UnsupportedError
 
@@ -82,7 +83,7 @@ class FlaxBackend(Backend):
               input_shapes: Sequence[Any]) -> FlaxState:
         """Adopted modules: abstract leaves from ``jax.eval_shape(module.init, ...)``."""
         if inputs is not None:
-            example = tuple(jax.ShapeDtypeStruct(np.shape(x), _as_array(x).dtype)
+            example = tuple(jax.ShapeDtypeStruct(np.shape(x), as_array(x).dtype)
                             for x in inputs)
         else:
             example = tuple(jax.ShapeDtypeStruct(tuple(s), jnp.float32) for s in input_shapes)
@@ -189,7 +190,7 @@ class FlaxBackend(Backend):
     def run(self, native: FlaxState, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, FlaxState]:
         """The output, and the state with updated ``batch_stats`` when ``training``."""
-        xs = [_as_array(x) for x in inputs]
+        xs = [as_array(x) for x in inputs]
         if not training:
             return _apply(native, native.leaves, xs, False), native
         out, updates = _apply(native, native.leaves, xs, True)
@@ -198,7 +199,7 @@ class FlaxBackend(Backend):
 
     def gradients(self, native: FlaxState, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Leaf]) -> dict[str, Any]:
-        xs = [_as_array(x) for x in inputs]
+        xs = [as_array(x) for x in inputs]
         wrt = {p: v for p, v in native.leaves.items() if p[0] == "params"}
         fixed = {p: v for p, v in native.leaves.items() if p[0] != "params"}
 
@@ -338,15 +339,9 @@ def mode_kwargs(module: linen.Module, training: bool) -> dict[str, bool]:
             if arg in accepted}
 
 
-def _as_array(x: Any) -> Any:
-    if isinstance(x, jax.Array):
-        return x
-    arr = np.asarray(x)
-    if arr.dtype.kind == "f":
-        arr = arr.astype(np.float32, copy=False)
-    elif arr.dtype.kind in "iu":
-        arr = arr.astype(np.int32, copy=False)
-    return jnp.asarray(arr)
+def as_array(x: Any) -> Any:
+    """A model input as a jax array (floats float32, integers int32)."""
+    return x if isinstance(x, jax.Array) else jnp.asarray(numpy_input(x, "int32"))
 
 
 def _subtree(tree: Any, prefix: Path) -> Any:

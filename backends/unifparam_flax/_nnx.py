@@ -33,6 +33,7 @@ from unifparam._buffers import to_layout
 from unifparam.errors import UnknownNameError, UnsupportedError
 
 from . import _nnx_layers as layers
+from ._adapter import as_array
 from ._nnx_adopt import (
     Ref,
     canonical_shape,
@@ -201,14 +202,14 @@ class NNXBackend(Backend):
     # ---- run ------------------------------------------------------------------------
     def run(self, native: NNXModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, NNXModel]:
-        xs = [_as_array(x) for x in inputs]
+        xs = [as_array(x) for x in inputs]
         _sync(native.module, native.views)
         with _Mode(native, training):
             return _call(native, native.module, xs, training), native
 
     def gradients(self, native: NNXModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
-        xs = [_as_array(x) for x in inputs]
+        xs = [as_array(x) for x in inputs]
         with _Mode(native, False):
             graphdef, params, rest = nnx.split(native.module, nnx.Param, ...)
 
@@ -335,14 +336,3 @@ class _Mode:
     def __exit__(self, *exc: Any) -> None:
         for module, flag, value in self.saved:
             setattr(module, flag, value)
-
-
-def _as_array(x: Any) -> Any:
-    if isinstance(x, jax.Array):
-        return x
-    arr = np.asarray(x)
-    if arr.dtype.kind == "f":
-        arr = arr.astype(np.float32, copy=False)
-    elif arr.dtype.kind in "iu":
-        arr = arr.astype(np.int32, copy=False)
-    return jnp.asarray(arr)

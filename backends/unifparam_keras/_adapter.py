@@ -24,6 +24,7 @@ import numpy as np
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
+from unifparam._convert import numpy_input
 from unifparam._shards import canonical_shards, native_order, native_shard_maker
 from unifparam.errors import (
     BackendConflictError,
@@ -359,10 +360,7 @@ def _dtype(dtype: Any) -> str:
 
 def _as_tensor(x: Any) -> Any:
     if isinstance(x, np.ndarray) or isinstance(x, (list, tuple, float, int)):
-        arr = np.asarray(x)
-        if arr.dtype.kind == "f":
-            arr = arr.astype(np.float32, copy=False)
-        return ops.convert_to_tensor(arr)
+        return ops.convert_to_tensor(numpy_input(x))
     return x
 
 

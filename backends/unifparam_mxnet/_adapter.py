@@ -19,6 +19,7 @@ from mxnet.gluon import Block, HybridBlock, Parameter
 
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED, default_loss
+from unifparam._convert import numpy_input
 from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, known_shape, native_param
@@ -295,7 +296,5 @@ def _shape_only(block: HybridBlock) -> Callable[..., Any]:
 def _as_nd(x: Any) -> nd.NDArray:
     if isinstance(x, nd.NDArray):
         return x
-    arr = np.asarray(x)
-    if arr.dtype.kind == "f":
-        arr = arr.astype(np.float32, copy=False)
+    arr = numpy_input(x)
     return nd.array(arr, dtype=arr.dtype, ctx=CPU)

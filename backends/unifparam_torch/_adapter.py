@@ -19,6 +19,7 @@ from torch.nn.utils import parametrize
 
 from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, default_loss
+from unifparam._convert import numpy_input
 from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, native_param
@@ -349,12 +350,7 @@ def _uninitialized_to_meta(module: tnn.Module) -> None:
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x
-    arr = np.asarray(x)
-    if arr.dtype.kind == "f":
-        arr = arr.astype(np.float32, copy=False)
-    return torch.from_numpy(np.asarray(arr, order="C"))
+    return x if isinstance(x, torch.Tensor) else torch.from_numpy(numpy_input(x))
 
 
 class _Mode:
