@@ -48,8 +48,6 @@ def param_html(p: Param) -> str:
 
 def model_html(model: Model) -> str:
     """One row per layer (indented by depth): what it is and its parameters with shapes."""
-    from ._model import Param
-
     rows = []
 
     def visit(layer: Model, depth: int) -> None:
@@ -59,8 +57,8 @@ def model_html(model: Model) -> str:
             text = f"{node.kind}({len(kids)} layers)"
         else:
             text = repr(layer)
-        own = ", ".join(f"{local} {fmt_shape(Param(layer._st, name).shape)}"
-                        for local, name in node.params.items())
+        own = ", ".join(f"{local} {fmt_shape(getattr(layer, local).shape)}"
+                        for local in node.params)
         key = node.path.rsplit(".", 1)[-1] if node.path else "(model)"
         rows.append(("\u00a0\u00a0" * depth + key, text, own))
         for kid in kids:
@@ -94,15 +92,14 @@ def plot_histograms(model: Model, bins: int = 30, *, include_bias: bool = True) 
         raise UnsupportedError("plot_histograms needs matplotlib: "
                                "pip install 'unifparam[plot]'.") from e
     from ._lazy import np
-    from ._verbs import params
 
     layers: list[tuple[str, Any]] = []
 
     def visit(layer: Model) -> None:
         kids = list(layer)
         if not kids:
-            own = [p for local, p in params(layer).items() if "." not in local
-                   and (include_bias or p.role != "bias")]
+            own = [getattr(layer, local) for local in layer._node.params]
+            own = [p for p in own if include_bias or p.role != "bias"]
             if own:
                 title = layer.path or "(model)"
                 registered = next((p.init for p in own if p.role == "weight"), None)
