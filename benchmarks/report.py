@@ -51,22 +51,15 @@ def numpy_split(nparams: int) -> dict[str, dict]:
     (``aligned_empty``: MAP_POPULATE); ``generate``: two threads, each its own PCG64 filling
     its half of the already-populated buffer (reused pages); ``fresh``: the two in a row.
     """
-    import threading
 
     import numpy as np
 
     from unifparam._buffers import aligned_empty
 
+    from .worker import fill_on_two_cores
+
     def generate(buf: Any) -> Any:
-        halves = np.array_split(buf, 2)
-        gens = [np.random.Generator(np.random.PCG64(i)) for i in range(2)]
-        ts = [threading.Thread(target=g.random, kwargs={"dtype": np.float32, "out": h})
-              for g, h in zip(gens, halves)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join()
-        return buf
+        return fill_on_two_cores(buf, np.random.PCG64)
 
     pop_s, pop_rss, buf = _timed(lambda: aligned_empty(nparams, np.float32))
     gen_s, _, _ = _timed(lambda: generate(buf))

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -98,7 +99,6 @@ class MemoryGuard:
     abstract cases must never allocate a 7B or 70B model on a shared machine."""
 
     def __init__(self, limit: int, done: list[dict], current: dict):
-        import threading
         self.limit, self.done, self.current = limit, done, current
         self.base = _status("VmRSS")
         self.stop = threading.Event()
@@ -279,26 +279,25 @@ def flax_jobs(case: str, m: Any) -> list[tuple[str, Thunk]]:
 def numpy_jobs(case: str, m: Any) -> list[tuple[str, Thunk]]:
     """numpy's own speed: the same number of float32 values into one preallocated buffer,
     two threads (both cores), each filling its half with its own generator."""
-    import threading
-
     import numpy as np
     _, family, bits = case.split("-")
     buf = np.empty(m.params, np.float32)  # allocated, not touched: first touch is timed
-    halves = np.array_split(buf, 2)
     bitgen = {"philox": np.random.Philox, "pcg64": np.random.PCG64}[bits]
+    draw = "random" if family == "uniform" else "standard_normal"
+    return [(case, lambda: fill_on_two_cores(buf, bitgen, draw))]
 
-    def fill() -> Any:
-        gens = [np.random.Generator(bitgen(i)) for i in range(2)]
-        draw = ("random" if family == "uniform" else "standard_normal")
-        threads = [threading.Thread(target=getattr(g, draw),
-                                    kwargs={"dtype": np.float32, "out": h})
-                   for g, h in zip(gens, halves)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return buf
-    return [(case, fill)]
+
+def fill_on_two_cores(buf: Any, bitgen: Any, draw: str = "random") -> Any:
+    """numpy's bound: ``buf`` filled by two threads, one generator ``bitgen(i)`` per half."""
+    import numpy as np
+    gens = [np.random.Generator(bitgen(i)) for i in range(2)]
+    threads = [threading.Thread(target=getattr(g, draw), kwargs={"dtype": np.float32, "out": h})
+               for g, h in zip(gens, np.array_split(buf, 2))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return buf
 
 
 def native_jobs(config: str, case: str, m: Any, tmp: str) -> list[tuple[str, Thunk]]:
