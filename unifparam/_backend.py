@@ -274,9 +274,10 @@ class Backend(abc.ABC):
         raise NotImplementedError
 
     def to_numpy(self, value: Any) -> Any:
-        """A native array as numpy (detached, on the host)."""
-        import numpy as np
-        return np.asarray(value)
+        """A native array as numpy (detached, on the host; a torch DTensor gathered):
+        :func:`unifparam.to_numpy`, which knows torch, MXNet, TensorFlow and jax arrays."""
+        from ._convert import to_numpy
+        return to_numpy(value)
 
 
 # ---- the default objective of gradients ---------------------------------------------------

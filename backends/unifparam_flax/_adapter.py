@@ -217,9 +217,6 @@ class FlaxBackend(Backend):
             out[name] = np.asarray(to_canonical(ref.layout, g), order="C")  # 0-d stays 0-d
         return out
 
-    def to_numpy(self, value: Any) -> np.ndarray:
-        return np.asarray(value)
-
 
 # ---- helpers ------------------------------------------------------------------------------
 def _spec_layers(spec: nn.Layer, module: linen.Module) -> dict[str, LayerInfo]:

@@ -229,9 +229,6 @@ class NNXBackend(Backend):
             out[name] = np.asarray(g if perm is None else g.transpose(perm), order="C")  # 0-d kept
         return out
 
-    def to_numpy(self, value: Any) -> np.ndarray:
-        return np.asarray(value)
-
 
 # ---- helpers ------------------------------------------------------------------------------
 _INIT_ATTR = {"kernel": "kernel_init", "bias": "bias_init", "embedding": "embedding_init",

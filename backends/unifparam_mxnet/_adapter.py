@@ -168,11 +168,6 @@ class MXNetBackend(Backend):
         return {n: (np.zeros(p.shape, np.float32) if p.grad_req == "null"
                     else p.grad(CPU).asnumpy()) for n, p in params.items()}
 
-    def to_numpy(self, value: Any) -> np.ndarray:
-        if isinstance(value, nd.NDArray):
-            return value.asnumpy()
-        return np.asarray(value)
-
 
 def _param(ref: Ref) -> Parameter:
     return ref[0]._reg_params[ref[1]]

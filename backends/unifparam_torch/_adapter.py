@@ -250,13 +250,6 @@ class TorchBackend(Backend):
         return {n: (np.zeros(tuple(t.shape), np.float32) if g is None else self.to_numpy(g))
                 for n, t, g in zip(refs, tensors, grads)}
 
-    def to_numpy(self, value: Any) -> np.ndarray:
-        if _is_dtensor(value):  # a collective: every rank gets the whole value
-            value = value.full_tensor()
-        if isinstance(value, torch.Tensor):
-            return value.detach().cpu().numpy()
-        return np.asarray(value)
-
 
 def _is_dtensor(tensor: Any) -> bool:
     return type(tensor).__name__ == "DTensor" or type(getattr(tensor, "data", None)).__name__ \
@@ -266,8 +259,10 @@ def _is_dtensor(tensor: Any) -> bool:
 def _replicated_inputs(native: tnn.Module) -> Any:
     """With sharded (DTensor) parameters, plain inputs and buffers count as replicated on
     the mesh, so ``net(x)`` runs as on one device (its output is a DTensor)."""
-    if not any(_is_dtensor(p) for p in native.parameters()):
-        return contextlib.nullcontext()
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()) or not any(
+            _is_dtensor(p) for p in native.parameters()):
+        return contextlib.nullcontext()  # the usual case, decided without a parameter walk
     from torch.distributed.tensor.experimental import implicit_replication
     return implicit_replication()
 
