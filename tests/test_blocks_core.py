@@ -7,6 +7,7 @@ import pytest
 
 import unifparam as up
 from unifparam import nn, ops
+from unifparam._trace import trace
 from unifparam.conformance._helpers import FancyMLP, MyDense, TwoInputs
 
 
@@ -21,17 +22,17 @@ def test_ops_run_on_numpy_outside_a_forward():
 
 
 def test_trace_gives_every_layer_and_block_parameter_shape():
-    traced = nn.trace(TwoInputs(), (3, 4), (3, 6))
+    traced = trace(TwoInputs(), (3, 4), (3, 6))
     assert traced["left"] == ((3, 4), {"weight": (8, 4), "bias": (8,)})
     assert traced["right"][1]["weight"] == (8, 6)
     assert traced["body.0"][0] == (3, 8)
-    assert nn.trace(MyDense(2), (5, 7))[""][1] == {"weight": (2, 7), "bias": (2,)}
+    assert trace(MyDense(2), (5, 7))[""][1] == {"weight": (2, 7), "bias": (2,)}
 
 
 def test_abstract_trace_of_a_value_dependent_forward_asks_for_an_example():
     with pytest.raises(up.DataDependentError, match="example input"):
-        nn.trace(FancyMLP(), (2, 20))
-    ok = nn.trace(FancyMLP(), (2, 20), examples=(np.ones((2, 20), np.float32),))
+        trace(FancyMLP(), (2, 20))
+    ok = trace(FancyMLP(), (2, 20), examples=(np.ones((2, 20), np.float32),))
     assert ok["linear"][1]["weight"] == (20, 20)
 
 
@@ -48,7 +49,7 @@ def test_a_loop_that_never_ends_on_zeros_is_stopped():
             return x
 
     with pytest.raises(up.DataDependentError, match="loop"):
-        nn.trace(Forever(), (1, 3), examples=(np.ones((1, 3)),))
+        trace(Forever(), (1, 3), examples=(np.ones((1, 3)),))
 
 
 def test_a_layer_made_inside_forward_is_refused():
@@ -57,7 +58,7 @@ def test_a_layer_made_inside_forward_is_refused():
             return nn.Dense(2)(x)
 
     with pytest.raises(up.SpecError, match="attribute"):
-        nn.trace(Bad(), (1, 3))
+        trace(Bad(), (1, 3))
 
 
 def test_a_shared_layer_fed_two_sizes_is_an_input_shape_error():
@@ -70,7 +71,7 @@ def test_a_shared_layer_fed_two_sizes_is_an_input_shape_error():
             return self.d(a) + self.d(b)
 
     with pytest.raises(up.InputShapeError, match="'d'.*more than once"):
-        nn.trace(Two(), (1, 3), (1, 4))
+        trace(Two(), (1, 3), (1, 4))
 
 
 def test_parameter_sizes_only_fill_unknowns():
@@ -105,7 +106,7 @@ def test_list_attributes_become_sequential():
             return self.blocks(x)
 
     assert isinstance(Stack().blocks, nn.Sequential)
-    assert list(nn.trace(Stack(), (1, 4))) == ["", "blocks", "blocks.0", "blocks.1"]
+    assert list(trace(Stack(), (1, 4))) == ["", "blocks", "blocks.0", "blocks.1"]
 
 
 def test_named_sequential():

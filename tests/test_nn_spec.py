@@ -3,12 +3,13 @@
 import pytest
 
 from unifparam import InputShapeError, SpecError, nn
+from unifparam._trace import trace
 
 
 def test_trace_conv_flatten_dense():
     spec = nn.Sequential(nn.Conv2D(4, 3, padding=1), nn.Conv2D(6, 3, stride=2), nn.Flatten(),
                          nn.Dense(5))
-    traced = nn.trace(spec, (2, 3, 8, 8))
+    traced = trace(spec, (2, 3, 8, 8))
     assert traced["0"] == ((2, 3, 8, 8), {"weight": (4, 3, 3, 3), "bias": (4,)})
     assert traced["1"][1]["weight"] == (6, 4, 3, 3)
     assert traced["3"] == ((2, 6 * 3 * 3), {"weight": (5, 54), "bias": (5,)})
@@ -16,7 +17,7 @@ def test_trace_conv_flatten_dense():
 
 def test_trace_norms_and_embedding():
     spec = nn.Sequential(nn.Embedding(10, 4), nn.LayerNorm(), nn.Flatten(), nn.BatchNorm())
-    traced = nn.trace(spec, (2, 3))
+    traced = trace(spec, (2, 3))
     assert traced["1"][1] == {"weight": (4,), "bias": (4,)}
     assert traced["3"][0] == (2, 12)
     assert set(traced["3"][1]) == {"weight", "bias", "running_mean", "running_var"}
@@ -31,9 +32,9 @@ def test_declared_shapes_leave_unknown_sizes_out():
 
 def test_given_sizes_are_checked():
     with pytest.raises(InputShapeError, match="in_channels=3.*5 channels"):
-        nn.trace(nn.Sequential(nn.Conv2D(4, 3, in_channels=3)), (1, 5, 8, 8))
+        trace(nn.Sequential(nn.Conv2D(4, 3, in_channels=3)), (1, 5, 8, 8))
     with pytest.raises(InputShapeError, match="smaller than the kernel"):
-        nn.trace(nn.Sequential(nn.Conv2D(4, 5)), (1, 1, 3, 3))
+        trace(nn.Sequential(nn.Conv2D(4, 5)), (1, 1, 3, 3))
 
 
 def test_printed_structure():

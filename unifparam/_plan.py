@@ -26,6 +26,7 @@ from ._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, WRITE, P
 from ._convert import default_seed
 from ._lazy import np
 from ._state import ModelState, Node, Registration, Slot, complete, flip, unify
+from ._trace import trace as trace_shapes
 from .errors import (
     ArgumentError,
     InitializerError,
@@ -50,7 +51,7 @@ def trace(st: ModelState, shapes: Sequence[Shape], inputs: Sequence[Any] = ()
     """
     if not shapes:
         raise InputShapeError("The model needs an input: net(X).")
-    traced = nn.trace(st.spec, *shapes, examples=tuple(inputs) or None)  # type: ignore
+    traced = trace_shapes(st.spec, *shapes, examples=tuple(inputs) or None)  # type: ignore
     layer_inputs: dict[str, Shape] = {}
     param_shapes: dict[str, Shape] = {}
     for path, (in_shape, pshapes) in traced.items():

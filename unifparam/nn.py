@@ -690,36 +690,3 @@ def first_uses(spec: Layer, path: str = "") -> Iterator[tuple[str, Layer]]:
             yield from visit(child, join(where, key))
 
     yield from visit(spec, path)
-
-
-def trace(spec: Layer, x: Shape, *more: Shape, examples: tuple[Any, ...] | None = None
-          ) -> dict[str, tuple[Shape, dict[str, Shape]]]:
-    """Every layer's input shape and parameter shapes for model inputs of shape ``x``, ...
-
-    Keys are canonical layer paths (``"0.1"``; ``""`` for the root). Raises
-    :class:`InputShapeError` naming the first layer the input does not fit. Models with
-    blocks run their forwards on numpy (``examples``: the real inputs, if known).
-
-    >>> trace(Sequential(Dense(4)), (2, 3))["0"]
-    ((2, 3), {'weight': (4, 3), 'bias': (4,)})
-    """
-    if any(isinstance(layer, Block) for _, layer in first_uses(spec)):
-        from ._blocktrace import trace_blocks
-        return trace_blocks(spec, (tuple(x), *map(tuple, more)), examples)
-    if more:
-        raise InputShapeError(f"This model takes one input; got {1 + len(more)}.")
-    out: dict[str, tuple[Shape, dict[str, Shape]]] = {}
-
-    def visit(layer: Layer, shape: Shape, path: str) -> Shape:
-        kids = layer.children()
-        if not kids:
-            params, y = layer.infer(shape, path)
-            out.setdefault(path, (shape, params))
-            return y
-        out.setdefault(path, (shape, {}))
-        for key, child in kids:
-            shape = visit(child, shape, f"{path}.{key}" if path else key)
-        return shape
-
-    visit(spec, tuple(x), "")
-    return out

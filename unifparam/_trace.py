@@ -1,4 +1,5 @@
-"""Shapes of models with blocks, without a framework: their forwards run on numpy.
+"""Every layer's input and parameter shapes for given input shapes, without a framework
+(:func:`trace`). Models with blocks run their forwards on numpy:
 
 Spec layers run as their shape functions (``Layer.infer``) and return zeros of their output
 shape; block parameters read as zeros of their shape (after the block's ``build``). Given
@@ -137,7 +138,7 @@ def _numpy_ops() -> dict[str, Callable[..., Any]]:
 
 def trace_blocks(spec: nn.Layer, shapes: Sequence[Shape], examples: Sequence[Any] | None
                  ) -> Traced:
-    """Every called layer's input shape(s) and parameter shapes (see ``nn.trace``)."""
+    """Every called layer's input shape(s) and parameter shapes (see :func:`trace`)."""
     try:
         return _run(spec, [np.zeros(s, np.float32) for s in shapes], _Abstract)  # type: ignore
     except DataDependentError:
@@ -153,3 +154,35 @@ def _run(spec: nn.Layer, inputs: list[np.ndarray], kind: type[np.ndarray]) -> Tr
     with bound(binding), np.errstate(all="ignore"):
         binding.call_layer(spec, tuple(inputs))
     return binding.out
+
+
+def trace(spec: nn.Layer, x: Shape, *more: Shape, examples: tuple[Any, ...] | None = None
+          ) -> dict[str, tuple[Shape, dict[str, Shape]]]:
+    """Every layer's input shape and parameter shapes for model inputs of shape ``x``, ...
+
+    Keys are canonical layer paths (``"0.1"``; ``""`` for the root). Raises
+    :class:`InputShapeError` naming the first layer the input does not fit. Models with
+    blocks run their forwards on numpy (``examples``: the real inputs, if known).
+
+    >>> trace(nn.Sequential(nn.Dense(4)), (2, 3))["0"]
+    ((2, 3), {'weight': (4, 3), 'bias': (4,)})
+    """
+    if any(isinstance(layer, nn.Block) for _, layer in nn.first_uses(spec)):
+        return trace_blocks(spec, (tuple(x), *map(tuple, more)), examples)
+    if more:
+        raise InputShapeError(f"This model takes one input; got {1 + len(more)}.")
+    out: dict[str, tuple[Shape, dict[str, Shape]]] = {}
+
+    def visit(layer: nn.Layer, shape: Shape, path: str) -> Shape:
+        kids = layer.children()
+        if not kids:
+            params, y = layer.infer(shape, path)
+            out.setdefault(path, (shape, params))
+            return y
+        out.setdefault(path, (shape, {}))
+        for key, child in kids:
+            shape = visit(child, shape, f"{path}.{key}" if path else key)
+        return shape
+
+    visit(spec, tuple(x), "")
+    return out
