@@ -147,6 +147,24 @@ class Converters:
             return fn
         return decorate
 
+    def build(self, spec: nn.Layer, memo: dict[int, Any] | None = None, *context: Any) -> Any:
+        """The native layer of ``spec``, converted once: the same spec object (a layer used
+        twice) always gives the same native layer. Converters call it for their children
+        with the ``memo`` they were given.
+
+        >>> convert = Converters("mine")
+        >>> @convert.register(nn.Dense)
+        ... def dense(spec, memo):
+        ...     return object()
+        >>> shared, memo = nn.Dense(3), {}
+        >>> convert.build(shared, memo) is convert.build(shared, memo)
+        True
+        """
+        memo = {} if memo is None else memo
+        if id(spec) not in memo:
+            memo[id(spec)] = self(spec, memo, *context)
+        return memo[id(spec)]
+
     def __call__(self, spec: nn.Layer, *context: Any) -> Any:
         for cls in type(spec).__mro__:
             if cls in self.table:

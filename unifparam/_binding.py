@@ -32,6 +32,20 @@ class Binding:
     #: op name (``"matmul"``) -> function taking and returning native arrays
     ops: Mapping[str, Callable[..., Any]] = {}
 
+    @classmethod
+    def activation(cls, name: str | None) -> Callable[[Any], Any]:
+        """The native function of a spec activation (``nn.Dense(activation=...)``): the
+        binding's op of that name; None or ``"identity"`` is the identity.
+
+        >>> class Numpyish(Binding):
+        ...     ops = {"relu": lambda x: max(x, 0)}
+        >>> Numpyish.activation("relu")(-2), Numpyish.activation(None)(-2)
+        (0, -2)
+        """
+        if name in (None, "identity"):
+            return _identity
+        return cls.ops[name] if name in cls.ops else getattr(cls.namespace, name)
+
     def call_layer(self, layer: Any, args: tuple[Any, ...]) -> Any:
         """Run spec ``layer`` on native ``args`` as this backend's layer."""
         raise NotImplementedError
@@ -39,6 +53,10 @@ class Binding:
     def param(self, block: Any, name: str) -> Any:
         """Block ``block``'s parameter ``name`` as a native array."""
         raise NotImplementedError
+
+
+def _identity(x: Any) -> Any:
+    return x
 
 
 _current: ContextVar[Binding | None] = ContextVar("unifparam_binding", default=None)
