@@ -7,7 +7,7 @@ lazy module turns into its eager class or a tensor is replaced (meta -> to_empty
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -72,7 +72,7 @@ class TorchBackend(Backend):
             args = [_as_tensor(x).to("meta") for x in inputs]
         else:
             args = [torch.empty(tuple(s), device="meta") for s in input_shapes]
-        with _eval(native), torch.no_grad():
+        with _Mode(native, False), torch.no_grad():
             torch.func.functional_call(native, metas, tuple(args), strict=False)
         return native
 
@@ -85,24 +85,22 @@ class TorchBackend(Backend):
             if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
                 _uninitialized_to_meta(module)
                 module._infer_parameters(module, (torch.empty(tuple(shape), device="meta"),))
-        for storage in plan.storages.values():  # a block's own parameters of unknown size
-            module, attr = storage.ref
-            tensor = getattr(module, attr)
-            if isinstance(tensor, UninitializedTensorMixin):
-                _store(module, attr, _like(tensor, torch.empty(storage.shape, device="meta")))
-        if plan.abstract:
-            return native
         fresh: dict[int, tuple[tnn.Module, dict[str, Storage]]] = {}
         for storage in plan.storages.values():
             module, attr = storage.ref
             tensor = getattr(module, attr)
-            if not tensor.is_meta or storage.fill not in (DEFAULT, ALIAS):
+            if isinstance(tensor, UninitializedTensorMixin):  # a block's own, of unknown size
+                tensor = _like(tensor, torch.empty(storage.shape, device="meta"))
+                _store(module, attr, tensor)
+            if plan.abstract or not tensor.is_meta or storage.fill not in (DEFAULT, ALIAS):
                 continue
             # not empty_like: from meta it runs torch's Python reference, importing sympy
             _store(module, attr, _like(tensor, torch.empty(tensor.shape, dtype=tensor.dtype,
                                                           device="cpu")))
             if storage.fill == DEFAULT:
                 fresh.setdefault(id(module), (module, {}))[1][attr] = storage
+        if plan.abstract:
+            return native
         for module, storages in fresh.values():
             _fill_defaults(module, storages)
         if plan.mesh is not None:  # framework defaults: made whole, then scattered from rank 0
@@ -121,21 +119,13 @@ class TorchBackend(Backend):
         """This rank's block of a DTensor (none if it is not the first replica); a plain
         tensor is written by rank 0 alone."""
         import torch.distributed as dist
-        from torch.distributed.tensor import Shard
         tensor = getattr(ref[0], ref[1]).detach()
         if not _is_dtensor(tensor):
             if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
                 return []
             return super().owned_blocks(native, ref)
-        mesh, coord = tensor.device_mesh, tensor.device_mesh.get_coordinate()
-        index = [slice(0, n) for n in tensor.shape]
-        for i, placement in enumerate(tensor.placements):
-            if isinstance(placement, Shard):
-                step = tensor.shape[placement.dim] // mesh.size(i)
-                index[placement.dim] = slice(coord[i] * step, (coord[i] + 1) * step)
-            elif coord[i] != 0:
-                return []  # another rank holds the first replica
-        return [(tuple(index), tensor.to_local().cpu().numpy())]
+        index, first = _local_block(tuple(tensor.shape), tensor.placements, tensor.device_mesh)
+        return [(index, tensor.to_local().cpu().numpy())] if first else []
 
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
         from torch.distributed.device_mesh import DeviceMesh
@@ -151,19 +141,10 @@ class TorchBackend(Backend):
         from torch.distributed.tensor import DTensor
         module, attr = storage.ref
         tensor = getattr(module, attr)
-        names = list(mesh.mesh_dim_names)
-        coord = mesh.get_coordinate()
-        index = []
-        for d, n in enumerate(storage.shape):
-            axis = storage.shard[d] if storage.shard else None
-            if axis is None:
-                index.append(slice(0, n))
-                continue
-            i = names.index(axis)
-            step = n // mesh.size(i)
-            index.append(slice(coord[i] * step, (coord[i] + 1) * step))
-        local = torch.from_numpy(np.ascontiguousarray(block(tuple(index)))).to(tensor.dtype)
-        dt = DTensor.from_local(local, mesh, _placements(mesh, storage.shard), run_check=False,
+        placements = _placements(mesh, storage.shard)
+        index, _ = _local_block(storage.shape, placements, mesh)
+        local = torch.from_numpy(np.ascontiguousarray(block(index))).to(tensor.dtype)
+        dt = DTensor.from_local(local, mesh, placements, run_check=False,
                                 shape=torch.Size(storage.shape),
                                 stride=torch.empty(storage.shape, device="meta").stride())
         _store(module, attr, _like(tensor, dt))
@@ -201,15 +182,8 @@ class TorchBackend(Backend):
         for module, attr in refs:
             by_module.setdefault(id(module), (module, set()))[1].add(attr)
         for module, attrs in by_module.values():
-            if not hasattr(module, "reset_parameters"):
-                continue  # no framework default known: values stay as they are
-            others = {k: t.detach().clone() for k, t in
-                      [*module._parameters.items(), *module._buffers.items()]
-                      if t is not None and k not in attrs}
-            module.reset_parameters()
-            with torch.no_grad():
-                for k, t in others.items():
-                    getattr(module, k).copy_(t)
+            if hasattr(module, "reset_parameters"):  # else no framework default: values stay
+                _reset_only(module, attrs)
         return native
 
     def alias(self, native: tnn.Module, src: Ref, dst: Ref, transpose: bool) -> tnn.Module:
@@ -274,6 +248,21 @@ def _placements(mesh: Any, shard: tuple[str | None, ...] | None) -> list[Any]:
     return [Shard(shard.index(n)) if n in shard else Replicate() for n in mesh.mesh_dim_names]
 
 
+def _local_block(shape: tuple[int, ...], placements: Sequence[Any], mesh: Any
+                 ) -> tuple[tuple[slice, ...], bool]:
+    """This rank's block of a tensor placed by ``placements``, and whether this rank holds
+    its first replica (coordinate 0 on every mesh dimension it is replicated over)."""
+    from torch.distributed.tensor import Shard
+    coord = mesh.get_coordinate()
+    index = [slice(0, n) for n in shape]
+    for i, placement in enumerate(placements):
+        if isinstance(placement, Shard):
+            step = shape[placement.dim] // mesh.size(i)
+            index[placement.dim] = slice(coord[i] * step, (coord[i] + 1) * step)
+    first = all(isinstance(p, Shard) or coord[i] == 0 for i, p in enumerate(placements))
+    return tuple(index), first
+
+
 def _like(template: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     """``data`` as the same kind of tensor as ``template`` (Parameter or buffer)."""
     if isinstance(template, tnn.Parameter):
@@ -295,27 +284,28 @@ def _fill_defaults(module: tnn.Module, storages: Mapping[str, Storage]) -> None:
                     and not b.is_floating_point():
                 module._buffers[k] = torch.zeros_like(b, device="cpu")
     if hasattr(module, "reset_parameters"):
-        keep = {k: t.detach().clone() for k, t in
-                [*module._parameters.items(), *module._buffers.items()]
-                if t is not None and k not in storages and not t.is_meta}
-        module.reset_parameters()  # meta tensors left in it are no-ops
-        with torch.no_grad():
-            for k, t in keep.items():
-                getattr(module, k).copy_(t)
+        _reset_only(module, storages)  # meta tensors left in it are no-ops
         return
     stats = ("running_mean", "running_var")
     if hasattr(module, "reset_running_stats") and any(k in stats for k in storages):
         module.reset_running_stats()
     for attr, storage in storages.items():
         if attr not in stats or not hasattr(module, "reset_running_stats"):
+            if storage.fallback is None:  # a plan made by hand: the core always gives one
+                raise ValueError(f"No default initializer for '{storage.name}' and no fallback.")
             with torch.no_grad():
-                getattr(module, attr).copy_(torch.from_numpy(_np_fallback(storage)))
+                getattr(module, attr).copy_(torch.from_numpy(np.asarray(storage.fallback())))
 
 
-def _np_fallback(storage: Storage) -> np.ndarray:
-    if storage.fallback is None:  # a plan made by hand: the core always gives one
-        raise ValueError(f"No default initializer for '{storage.name}' and no fallback.")
-    return np.asarray(storage.fallback(), order="C")
+def _reset_only(module: tnn.Module, attrs: Collection[str]) -> None:
+    """``module.reset_parameters()`` for ``attrs`` alone: its other tensors keep their values."""
+    keep = {k: t.detach().clone() for k, t in [*module._parameters.items(),
+                                                *module._buffers.items()]
+            if t is not None and k not in attrs and not t.is_meta}
+    module.reset_parameters()
+    with torch.no_grad():
+        for k, t in keep.items():
+            getattr(module, k).copy_(t)
 
 
 def _check_no_meta_buffers(native: tnn.Module) -> None:
@@ -362,7 +352,3 @@ class _Mode:
     def __exit__(self, *exc: Any) -> None:
         for m, flag in self.saved:
             m.training = flag
-
-
-def _eval(module: tnn.Module) -> _Mode:
-    return _Mode(module, False)

@@ -7,10 +7,10 @@ spec-built model are the canonical ones (``0.weight``).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn as tnn
 from torch.nn.modules.batchnorm import _BatchNorm, _LazyNormBase
 from torch.nn.modules.lazy import LazyModuleMixin
@@ -18,10 +18,7 @@ from torch.nn.parameter import UninitializedParameter
 
 from unifparam import Converters, nn
 
-_ACTIVATIONS = {
-    None: lambda x: x, "relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
-    "gelu": F.gelu, "softmax": lambda x: F.softmax(x, dim=-1),
-}
+from ._blocks import BlockModule, TorchBinding
 
 
 class _Activated:
@@ -30,7 +27,7 @@ class _Activated:
     activation: str | None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ACTIVATIONS[self.activation](super().forward(x))  # type: ignore[misc]
+        return TorchBinding.activation(self.activation)(super().forward(x))  # type: ignore[misc]
 
     def extra_repr(self) -> str:
         act = f", activation={self.activation}" if self.activation else ""
@@ -40,9 +37,9 @@ class _Activated:
 class Dense(_Activated, tnn.Linear):
     """``nn.Linear`` with an optional activation."""
 
-    def __init__(self, in_features: int, units: int, bias: bool, activation: str | None):
-        super().__init__(in_features, units, bias=bias)
-        self.activation = activation
+    def __init__(self, spec: nn.Dense, in_features: int):
+        super().__init__(in_features, spec.units, bias=spec.use_bias)
+        self.activation = spec.activation
 
 
 class LazyDense(_Activated, tnn.LazyLinear):
@@ -50,9 +47,9 @@ class LazyDense(_Activated, tnn.LazyLinear):
 
     cls_to_become = Dense
 
-    def __init__(self, units: int, bias: bool, activation: str | None):
-        super().__init__(units, bias=bias)
-        self.activation = activation
+    def __init__(self, spec: nn.Dense):
+        super().__init__(spec.units, bias=spec.use_bias)
+        self.activation = spec.activation
 
 
 class Conv2D(_Activated, tnn.Conv2d):
@@ -113,21 +110,15 @@ class Activation(tnn.Module):
         self.name = name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _ACTIVATIONS[self.name](x)
+        return TorchBinding.activation(self.name)(x)
 
     def extra_repr(self) -> str:
         return str(self.name)
 
 
+#: spec layer -> torch module; a size left out (None) makes the lazy module
 convert = Converters("torch")
-
-
-def to_torch(spec: nn.Layer, memo: dict[int, tnn.Module] | None = None) -> tnn.Module:
-    """The torch module for ``spec``; the same spec object always maps to the same module."""
-    memo = {} if memo is None else memo
-    if id(spec) not in memo:
-        memo[id(spec)] = convert(spec, memo)
-    return memo[id(spec)]
+to_torch = convert.build
 
 
 @convert.register(nn.Sequential)
@@ -137,50 +128,23 @@ def _sequential(spec: nn.Sequential, memo: dict[int, tnn.Module]) -> tnn.Module:
 
 @convert.register(nn.Block)
 def _block(spec: nn.Block, memo: dict[int, tnn.Module]) -> tnn.Module:
-    from ._blocks import BlockModule
     return BlockModule(spec, [(k, to_torch(c, memo)) for k, c in spec.children()], memo)
 
 
-@convert.register(nn.Dense)
-def _dense(spec: nn.Dense, memo: Any) -> tnn.Module:
-    if spec.in_features is None:
-        return LazyDense(spec.units, spec.use_bias, spec.activation)
-    return Dense(spec.in_features, spec.units, spec.use_bias, spec.activation)
+def _sized(lazy: type, eager: type, size: str) -> Callable[[Any, Any], tnn.Module]:
+    """The converter making ``eager(spec, size)``, or ``lazy(spec)`` while the size is None."""
+    return lambda spec, memo: lazy(spec) if getattr(spec, size) is None else \
+        eager(spec, getattr(spec, size))
 
 
-@convert.register(nn.Conv2D)
-def _conv2d(spec: nn.Conv2D, memo: Any) -> tnn.Module:
-    return LazyConv2D(spec) if spec.in_channels is None else Conv2D(spec, spec.in_channels)
-
-
-@convert.register(nn.BatchNorm)
-def _batchnorm(spec: nn.BatchNorm, memo: Any) -> tnn.Module:
-    kw: dict[str, Any] = {"eps": spec.eps, "momentum": spec.momentum}
-    return LazyBatchNorm(**kw) if spec.in_features is None else BatchNorm(spec.in_features, **kw)
-
-
-@convert.register(nn.LayerNorm)
-def _layernorm(spec: nn.LayerNorm, memo: Any) -> tnn.Module:
-    if spec.in_features is None:
-        return LazyLayerNorm(spec.eps)
-    return tnn.LayerNorm(spec.in_features, eps=spec.eps)
-
-
-@convert.register(nn.Embedding)
-def _embedding(spec: nn.Embedding, memo: Any) -> tnn.Module:
-    return tnn.Embedding(spec.num_embeddings, spec.features)
-
-
-@convert.register(nn.Flatten)
-def _flatten(spec: nn.Flatten, memo: Any) -> tnn.Module:
-    return tnn.Flatten()
-
-
-@convert.register(nn.Dropout)
-def _dropout(spec: nn.Dropout, memo: Any) -> tnn.Module:
-    return tnn.Dropout(spec.rate)
-
-
-@convert.register(nn.Activation)
-def _activation(spec: nn.Activation, memo: Any) -> tnn.Module:
-    return Activation(None if spec.name == "identity" else spec.name)
+convert.register(nn.Dense)(_sized(LazyDense, Dense, "in_features"))
+convert.register(nn.Conv2D)(_sized(LazyConv2D, Conv2D, "in_channels"))
+convert.register(nn.BatchNorm)(_sized(
+    lambda s: LazyBatchNorm(eps=s.eps, momentum=s.momentum),
+    lambda s, n: BatchNorm(n, eps=s.eps, momentum=s.momentum), "in_features"))
+convert.register(nn.LayerNorm)(_sized(lambda s: LazyLayerNorm(s.eps),
+                                      lambda s, n: tnn.LayerNorm(n, eps=s.eps), "in_features"))
+convert.register(nn.Embedding)(lambda s, memo: tnn.Embedding(s.num_embeddings, s.features))
+convert.register(nn.Flatten)(lambda s, memo: tnn.Flatten())
+convert.register(nn.Dropout)(lambda s, memo: tnn.Dropout(s.rate))
+convert.register(nn.Activation)(lambda s, memo: Activation(s.name))
