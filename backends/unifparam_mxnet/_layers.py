@@ -18,7 +18,7 @@ from mxnet.gluon import HybridBlock
 from mxnet.gluon import nn as gnn
 from mxnet.ndarray import NDArray
 
-from unifparam import nn
+from unifparam import Converters, nn
 
 #: canonical local name -> Gluon attribute, per Gluon layer type with other names
 NATIVE_ATTR = {"weight": "gamma", "bias": "beta"}
@@ -113,43 +113,38 @@ class Activation(HybridBlock):
         return f"Activation({self.act_name or 'identity'})"
 
 
-def to_gluon(spec: nn.Layer, memo: dict[int, HybridBlock] | None = None) -> HybridBlock:
-    """The Gluon block for ``spec``; the same spec object always maps to the same block."""
-    memo = {} if memo is None else memo
-    if id(spec) not in memo:
-        memo[id(spec)] = _convert(spec, memo)
-    return memo[id(spec)]
+#: spec layer -> Gluon block; a size left out stays 0 (Gluon's deferred initialization)
+convert = Converters("mxnet")
+to_gluon = convert.build
 
 
-def _convert(spec: nn.Layer, memo: dict[int, HybridBlock]) -> HybridBlock:
-    if isinstance(spec, nn.Sequential):
-        kids = [(key, to_gluon(child, memo)) for key, child in spec.children()]
-        # a custom block inside is a plain Block: then the container is a plain Sequential
-        hybrid = all(isinstance(k, HybridBlock) for _, k in kids)
-        seq = gnn.HybridSequential() if hybrid else gnn.Sequential()
-        for key, kid in kids:  # named children keep their names (B3)
-            seq.register_child(kid, key)
-        return seq
-    if isinstance(spec, nn.Block):
-        from ._blocks import BlockWrapper
-        return BlockWrapper(spec, [(k, to_gluon(c, memo)) for k, c in spec.children()], memo)
-    if isinstance(spec, nn.Dense):
-        return Dense(spec)
-    if isinstance(spec, nn.Conv2D):
-        return Conv2D(spec)
-    if isinstance(spec, nn.BatchNorm):
-        return BatchNorm(spec)
-    if isinstance(spec, nn.LayerNorm):
-        return gnn.LayerNorm(axis=-1, epsilon=spec.eps, in_channels=spec.in_features or 0)
-    if isinstance(spec, nn.Embedding):
-        return gnn.Embedding(spec.num_embeddings, spec.features)
-    if isinstance(spec, nn.Flatten):
-        return gnn.Flatten()
-    if isinstance(spec, nn.Dropout):
-        return gnn.Dropout(spec.rate)
-    if isinstance(spec, nn.Activation):
-        return Activation(None if spec.name == "identity" else spec.name)
-    raise TypeError(f"The mxnet backend has no conversion for {type(spec).__name__}.")
+@convert.register(nn.Sequential)
+def _sequential(spec: nn.Sequential, memo: dict[int, Any]) -> Any:
+    kids = [(key, to_gluon(child, memo)) for key, child in spec.children()]
+    # a custom block inside is a plain Block: then the container is a plain Sequential
+    seq = gnn.HybridSequential() if all(isinstance(k, HybridBlock) for _, k in kids) \
+        else gnn.Sequential()
+    for key, kid in kids:  # named children keep their names (B3)
+        seq.register_child(kid, key)
+    return seq
+
+
+@convert.register(nn.Block)
+def _block(spec: nn.Block, memo: dict[int, Any]) -> Any:
+    from ._blocks import BlockWrapper
+    return BlockWrapper(spec, [(k, to_gluon(c, memo)) for k, c in spec.children()], memo)
+
+
+convert.register(nn.Dense)(lambda s, memo: Dense(s))
+convert.register(nn.Conv2D)(lambda s, memo: Conv2D(s))
+convert.register(nn.BatchNorm)(lambda s, memo: BatchNorm(s))
+convert.register(nn.LayerNorm)(lambda s, memo: gnn.LayerNorm(
+    axis=-1, epsilon=s.eps, in_channels=s.in_features or 0))
+convert.register(nn.Embedding)(lambda s, memo: gnn.Embedding(s.num_embeddings, s.features))
+convert.register(nn.Flatten)(lambda s, memo: gnn.Flatten())
+convert.register(nn.Dropout)(lambda s, memo: gnn.Dropout(s.rate))
+convert.register(nn.Activation)(
+    lambda s, memo: Activation(None if s.name == "identity" else s.name))
 
 
 def native_attr(block: HybridBlock, local: str) -> str:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import unifparam as up
-from unifparam import init
+from unifparam import init, nn
 
 from ._helpers import inputs, mlp
 
@@ -74,3 +74,15 @@ def test_select_matching_nothing(build):
     net = build(mlp())
     with pytest.raises(up.UnknownNameError, match="matches no parameter"):
         up.initialize(net, init.Zeros(), select="*.gamma")
+
+
+class _Unheard(nn.Layer):
+    """A spec layer kind no adapter registers a converter for."""
+
+    kind = "Unheard"
+    fields = ()
+
+
+def test_a_spec_layer_the_adapter_cannot_build(build):
+    with pytest.raises(up.UnsupportedError, match=r"cannot build a _Unheard layer.*Dense"):
+        build(nn.Sequential(nn.Dense(4), _Unheard()))
