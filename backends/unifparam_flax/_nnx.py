@@ -15,10 +15,11 @@ paths map to attribute paths once, at build (``NNXModel.paths``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,16 +35,8 @@ from unifparam.errors import UnknownNameError, UnsupportedError
 
 from . import _nnx_layers as layers
 from ._adapter import as_array
-from ._nnx_adopt import (
-    Ref,
-    canonical_shape,
-    describe,
-    is_parameter,
-    module_at,
-    native_perm,
-    transposed,
-    variable,
-)
+from ._layers import SPEC_PARAMS, permute
+from ._nnx_adopt import Ref, describe, is_parameter, module_at, transposed, variable
 from ._nnx_blocks import declare
 
 
@@ -69,15 +62,15 @@ class NNXBackend(Backend):
 
     # ---- describe -------------------------------------------------------------------
     def build(self, spec: nn.Layer) -> tuple[NNXModel, dict[str, NativeParam]]:
-        module = layers.to_nnx(spec)
+        module = layers.convert.build(spec)
         holder = NNXModel(module, spec, dict(_all_uses(spec)), layers.paths_of(spec, module))
         natives: dict[str, NativeParam] = {}
         for path, layer in nn.first_uses(spec):
-            where = layers.SPEC_PARAMS.get(layer.kind, {})
+            where = SPEC_PARAMS.get(layer.kind, {})  # linen's leaf names are NNX's attributes
             for decl in layer.param_decls():
                 # a block's own parameters: attributes of its name, canonical layout
                 attr, layout = (decl.name, "plain") if isinstance(layer, nn.Block) else \
-                    where[decl.name]
+                    where[decl.name][1:]
                 name = nn.join(path, decl.name)
                 keys = holder.keys(path)
                 natives[name] = NativeParam(
@@ -138,18 +131,17 @@ class NNXBackend(Backend):
         if var is None:
             return None, DEFERRED
         value = var.get_value()
-        shape = canonical_shape(native.module, ref, tuple(value.shape))
+        shape = permute(tuple(value.shape), transposed(native.module, ref, len(value.shape)))
         return shape, (ABSTRACT if isinstance(value, jax.ShapeDtypeStruct) else MATERIALIZED)
 
     def read(self, native: NNXModel, ref: Ref) -> np.ndarray:
         value = np.asarray(variable(native.module, ref).get_value())  # type: ignore[union-attr]
-        perm = transposed(native.module, ref, value.ndim)
-        return value if perm is None else value.transpose(perm)
+        return permute(value, transposed(native.module, ref, value.ndim))
 
     def write(self, native: NNXModel, ref: Ref, value: np.ndarray) -> NNXModel:
         var = variable(native.module, ref)
         old = var.get_value()  # type: ignore[union-attr]
-        buffer = to_layout(value, native_perm(native.module, ref, value.ndim), old.dtype)
+        buffer = to_layout(value, transposed(native.module, ref, value.ndim, True), old.dtype)
         var.set_value(jax.device_put(buffer))  # type: ignore[union-attr]
         if ref in native.views.values():
             _sync(native.module, native.views)
@@ -204,13 +196,13 @@ class NNXBackend(Backend):
             ) -> tuple[Any, NNXModel]:
         xs = [as_array(x) for x in inputs]
         _sync(native.module, native.views)
-        with _Mode(native, training):
+        with _mode(native, training):
             return _call(native, native.module, xs, training), native
 
     def gradients(self, native: NNXModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
         xs = [as_array(x) for x in inputs]
-        with _Mode(native, False):
+        with _mode(native, False):
             graphdef, params, rest = nnx.split(native.module, nnx.Param, ...)
 
             def objective(p: Any) -> Any:
@@ -225,16 +217,11 @@ class NNXBackend(Backend):
         out = {}
         for name, ref in refs.items():
             g = np.asarray(variable(grads, ref).get_value())  # type: ignore[union-attr]
-            perm = transposed(grads, ref, g.ndim)
-            out[name] = np.asarray(g if perm is None else g.transpose(perm), order="C")  # 0-d kept
+            out[name] = np.asarray(permute(g, transposed(grads, ref, g.ndim)), order="C")  # 0-d
         return out
 
 
 # ---- helpers ------------------------------------------------------------------------------
-_INIT_ATTR = {"kernel": "kernel_init", "bias": "bias_init", "embedding": "embedding_init",
-              "scale": "scale_init"}
-
-
 def default_value(module: Any, attr: str, key: Any, shape: tuple[int, ...], dtype: Any,
                   keep: Any = None) -> Any:
     """Flax's own default value for ``module.<attr>``: the default of the ``<attr>_init``
@@ -243,7 +230,7 @@ def default_value(module: Any, attr: str, key: Any, shape: tuple[int, ...], dtyp
     Unknown: ``keep`` (reset), else zeros."""
     if isinstance(module, nnx.BatchNorm) and attr in ("mean", "var"):
         return (jnp.zeros if attr == "mean" else jnp.ones)(shape, dtype)
-    init = _class_default(type(module), _INIT_ATTR.get(attr, f"{attr}_init"))
+    init = _class_default(type(module), f"{attr}_init")
     if callable(init):
         return jnp.asarray(init(key, shape, dtype))
     return keep if keep is not None else jnp.zeros(shape, dtype)
@@ -308,28 +295,21 @@ def _call(native: NNXModel, module: Any, xs: Sequence[Any], training: bool) -> A
     return module(*xs)
 
 
-class _Mode:
-    """Context: an adopted module in train or eval mode (``deterministic`` and
+@contextlib.contextmanager
+def _mode(native: NNXModel, training: bool) -> Iterator[None]:
+    """An adopted module in train or eval mode (``deterministic`` and
     ``use_running_average`` of every submodule), restored afterwards."""
-
-    FLAGS = ("deterministic", "use_running_average")
-
-    def __init__(self, native: NNXModel, training: bool):
-        self.native, self.training = native, training
-        self.saved: list[tuple[Any, str, Any]] = []
-
-    def __enter__(self) -> None:
-        if self.native.spec is not None:
-            return
-        for _, module in nnx.iter_modules(self.native.module):
-            for flag in self.FLAGS:
-                if hasattr(module, flag):
-                    self.saved.append((module, flag, getattr(module, flag)))
-        if self.training:
-            self.native.module.train()
+    saved: list[tuple[Any, str, Any]] = []
+    if native.spec is None:  # spec models take ``training`` as an argument instead
+        saved = [(module, flag, getattr(module, flag))
+                 for _, module in nnx.iter_modules(native.module)
+                 for flag in ("deterministic", "use_running_average") if hasattr(module, flag)]
+        if training:
+            native.module.train()
         else:
-            self.native.module.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        for module, flag, value in self.saved:
+            native.module.eval()
+    try:
+        yield
+    finally:
+        for module, flag, value in saved:
             setattr(module, flag, value)

@@ -27,8 +27,9 @@ from typing import Any
 import jax
 from flax import nnx
 
-from unifparam import NativeLayer, NativeParam
-from unifparam._buffers import kernel_perm
+from unifparam import NativeLayer, NativeParam, nn
+
+from ._layers import layout_perm, relayout
 
 Keys = tuple[str, ...]
 
@@ -85,30 +86,13 @@ def variable(root: Any, ref: Ref) -> nnx.Variable | None:
     return value if isinstance(value, nnx.Variable) else None
 
 
-def transposed(root: Any, ref: Ref, ndim: int) -> tuple[int, ...] | None:
-    """Axes permutation from the stored variable to the canonical layout (None: none)."""
-    flip = ref.attr in getattr(module_at(root, ref.keys), "flipped", ())
-    if ref.layout == "conv" and ndim >= 3:
-        return kernel_perm(ndim, to_native=False)
-    if ndim == 2 and (ref.layout == "dense") != flip:
-        return (1, 0)
-    return None
-
-
-def native_perm(root: Any, ref: Ref, ndim: int) -> tuple[int, ...] | None:
-    """Axes permutation from the canonical layout to the stored variable."""
-    perm = transposed(root, ref, ndim)
-    if perm is None:
-        return None
-    inverse = [0] * ndim
-    for i, p in enumerate(perm):
-        inverse[p] = i
-    return tuple(inverse)
-
-
-def canonical_shape(root: Any, ref: Ref, shape: tuple[int, ...]) -> tuple[int, ...]:
-    perm = transposed(root, ref, len(shape))
-    return tuple(shape) if perm is None else tuple(shape[i] for i in perm)
+def transposed(root: Any, ref: Ref, ndim: int, to_native: bool = False
+               ) -> tuple[int, ...] | None:
+    """Axes permutation from the stored variable to the canonical layout, or back (None:
+    none). A ``flipped`` 2-D variable is stored transposed from its layout."""
+    if ndim == 2 and ref.attr in getattr(module_at(root, ref.keys), "flipped", ()):
+        return None if ref.layout == "dense" else (1, 0)
+    return layout_perm(ref.layout, ndim, to_native)
 
 
 # ---- describing an adopted module ------------------------------------------------------
@@ -176,17 +160,12 @@ def _text(module: Any, kind: str) -> str:
     return f"{kind}()"
 
 
-def native_param(module: Any, keys: Keys, attr: str, var: nnx.Variable,
-                 name: str, local: str, role: str, axes: Any, layout: str) -> NativeParam:
-    ref = Ref(keys, attr, layout)
+def native_param(keys: Keys, attr: str, var: nnx.Variable, name: str, role: str, axes: Any,
+                 layout: str) -> NativeParam:
     value = var.get_value()
-    shape = tuple(value.shape)
-    perm = kernel_perm(len(shape), False) if layout == "conv" else (
-        (1, 0) if layout == "dense" else None)
-    if perm is not None:
-        shape = tuple(shape[i] for i in perm)
     dtype = str(jax.numpy.dtype(value.dtype))
-    return NativeParam(name=name, ref=ref, shape=shape, role=role, axes=axes,
+    return NativeParam(name=name, ref=Ref(keys, attr, layout),
+                       shape=relayout(layout, tuple(value.shape)), role=role, axes=axes,
                        trainable=isinstance(var, nnx.Param), dtype=dtype,
                        native_name=".".join((*keys, attr)), storage=id(var))
 
@@ -205,20 +184,15 @@ def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
                 local, role, axes, layout = canonical(obj, key, value.get_value().ndim)
                 if local in layer.params:  # two native names map to one: keep the native one
                     local, layout = key, "plain"
-                name = f"{path}.{local}" if path else local
-                layer.params[local] = native_param(obj, keys, key, value, name, local, role,
+                layer.params[local] = native_param(keys, key, value, nn.join(path, local), role,
                                                    axes, layout)
             elif _is_layer(value):
                 if getattr(obj, "positional_children", False) and key == "layers":
                     for item, child in members(value):  # unifparam's own Sequential
                         layer.children.append(
-                            (item, visit(child, (*keys, key, item), _join(path, item))))
+                            (item, visit(child, (*keys, key, item), nn.join(path, item))))
                     continue
-                layer.children.append((key, visit(value, (*keys, key), _join(path, key))))
+                layer.children.append((key, visit(value, (*keys, key), nn.join(path, key))))
         return layer
 
     return visit(module, (), ""), paths
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
