@@ -192,10 +192,7 @@ class FlaxBackend(Backend):
         fixed = {p: v for p, v in native.leaves.items() if p[0] != "params"}
 
         def objective(trainable: dict[Path, Any]) -> Any:
-            out = _apply(native, {**fixed, **trainable}, xs, False)
-            if loss is not None:
-                return loss(out)
-            return default_loss(out, jnp.sum, lambda x: jnp.issubdtype(x.dtype, jnp.floating))
+            return loss_of(_apply(native, {**fixed, **trainable}, xs, False), loss)
 
         grads = jax.grad(objective)(wrt)
         out = {}
@@ -251,7 +248,8 @@ def _allocate(st: FlaxState, skip: frozenset[Path],
     the array from its buffer, so their memory is allocated once. A leaf whose initializer
     only ``module.init`` knows, with no example input to run it, gets the plan's fallback.
     """
-    todo = [p for p, v in st.leaves.items() if isinstance(v, jax.ShapeDtypeStruct)]
+    todo = [p for p, v in st.leaves.items()
+            if isinstance(v, jax.ShapeDtypeStruct) and p not in skip]
     if not todo:
         return st
     key = jax.random.PRNGKey(secrets.randbits(31))
@@ -260,8 +258,6 @@ def _allocate(st: FlaxState, skip: frozenset[Path],
     for i, path in enumerate(todo):
         spec = st.leaves[path]
         fn = default_init(st.owners.get(path[1:-1]), path[0], path[-1])
-        if path in skip:
-            continue
         if fn is None:
             unknown.append(path)
         elif getattr(spec, "sharding", None) is not None:  # each device makes its shard
@@ -333,3 +329,10 @@ def mode_kwargs(module: linen.Module, training: bool) -> dict[str, bool]:
 def as_array(x: Any) -> Any:
     """A model input as a jax array (floats float32, integers int32)."""
     return x if isinstance(x, jax.Array) else jnp.asarray(numpy_input(x, "int32"))
+
+
+def loss_of(out: Any, loss: Callable[[Any], Any] | None) -> Any:
+    """``loss(out)``, or the core's default loss (the sum of the floating outputs)."""
+    if loss is not None:
+        return loss(out)
+    return default_loss(out, jnp.sum, lambda x: jnp.issubdtype(x.dtype, jnp.floating))

@@ -174,11 +174,8 @@ def _predicted(m: Any) -> list[tuple[str, str, tuple[Any, ...], str]]:
         ks = () if ks is None else ((ks,) if isinstance(ks, int) else tuple(ks))
         out = [("params", "kernel", (*ks, None, m.features), f32)]
         return out + ([("params", "bias", (m.features,), f32)] if m.use_bias else [])
-    out = []
-    if m.use_scale:
-        out.append(("params", "scale", (None,), f32))
-    if m.use_bias:
-        out.append(("params", "bias", (None,), f32))
+    out = [("params", leaf, (None,), f32) for leaf in ("scale", "bias")
+           if getattr(m, f"use_{leaf}")]  # a norm's use_scale, use_bias
     if isinstance(m, linen.BatchNorm):
         out += [("batch_stats", "mean", (None,), f32), ("batch_stats", "var", (None,), f32)]
     return out

@@ -97,8 +97,7 @@ def tied_value(leaves: Mapping[Path, Any], ties: Mapping[Path, tuple[Leaf, Leaf,
 def expand(leaves: Mapping[Path, Any], ties: Mapping[Path, tuple[Leaf, Leaf, bool]]
            ) -> dict[str, Any]:
     """Nested variables with every tied use inserted from its root (differentiable)."""
-    flat = dict(leaves)
-    flat.update({p: tied_value(leaves, ties, p) for p in ties})
+    flat = {**leaves, **{p: tied_value(leaves, ties, p) for p in ties}}
     return traverse_util.unflatten_dict(flat) if flat else {}
 
 
@@ -112,8 +111,7 @@ def tied_module(st: FlaxState) -> linen.Module:
     ties = dict(st.ties)
 
     def expand_in(variables: Any) -> Any:
-        flat = traverse_util.flatten_dict(variables)
-        return expand(flat, ties)
+        return expand(traverse_util.flatten_dict(variables), ties)
 
     cls = linen.map_variables(type(st.module), True, trans_in_fn=expand_in, init=False)
     kwargs = {f.name: getattr(st.module, f.name) for f in dataclasses.fields(st.module)
