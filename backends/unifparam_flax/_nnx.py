@@ -29,14 +29,14 @@ import numpy as np
 from flax import nnx
 
 from unifparam import Backend, NativeLayer, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED, default_loss
+from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
 from unifparam._buffers import to_layout
 from unifparam.errors import UnknownNameError, UnsupportedError
 
 from . import _nnx_layers as layers
-from ._adapter import as_array
+from ._adapter import as_array, loss_of
 from ._layers import SPEC_PARAMS, permute
-from ._nnx_adopt import Ref, describe, is_parameter, module_at, transposed, variable
+from ._nnx_adopt import Ref, describe, is_parameter, module_at, put, transposed, variable
 from ._nnx_blocks import declare
 
 
@@ -50,9 +50,6 @@ class NNXModel:
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path -> attribute keys
     views: dict[Ref, Ref] = field(default_factory=dict)  # flipped ties of native layers
 
-    def keys(self, path: str) -> tuple[str, ...]:
-        return self.paths[path]
-
 
 class NNXBackend(Backend):
     """Flax NNX adapter: spec layers become ``nnx`` modules; native models are adopted as is."""
@@ -63,7 +60,8 @@ class NNXBackend(Backend):
     # ---- describe -------------------------------------------------------------------
     def build(self, spec: nn.Layer) -> tuple[NNXModel, dict[str, NativeParam]]:
         module = layers.convert.build(spec)
-        holder = NNXModel(module, spec, dict(_all_uses(spec)), layers.paths_of(spec, module))
+        paths, specs = layers.paths_of(spec, module)
+        holder = NNXModel(module, spec, specs, paths)
         natives: dict[str, NativeParam] = {}
         for path, layer in nn.first_uses(spec):
             where = SPEC_PARAMS.get(layer.kind, {})  # linen's leaf names are NNX's attributes
@@ -72,7 +70,7 @@ class NNXBackend(Backend):
                 attr, layout = (decl.name, "plain") if isinstance(layer, nn.Block) else \
                     where[decl.name][1:]
                 name = nn.join(path, decl.name)
-                keys = holder.keys(path)
+                keys = holder.paths[path]
                 natives[name] = NativeParam(
                     name=name, ref=Ref(keys, attr, layout), shape=decl.shape, role=decl.role,
                     axes=decl.axes, trainable=decl.trainable,
@@ -99,12 +97,13 @@ class NNXBackend(Backend):
         fallback). ``WRITE`` storages stay abstract: ``write`` gives them the core's buffer."""
         for path, shape in plan.layer_inputs.items():
             spec = native.specs.get(path)
-            if spec is None or not isinstance(module_at(native.module, native.keys(path)),
+            if spec is None or not isinstance(module_at(native.module, native.paths[path]),
                                               layers.Pending):
                 continue
             new = nnx.eval_shape(lambda s=spec, x=shape: layers.make(s, tuple(x), nnx.Rngs(0)))
-            uses = [native.keys(p) for p, s in native.specs.items() if s is spec]
-            native.module = layers.replace(native.module, uses, new)
+            for use, layer in native.specs.items():
+                if layer is spec:  # every use of a shared layer
+                    native.module = put(native.module, native.paths[use], new)
         own = {name for name, storage in plan.storages.items()
                if declare(native.module, storage)}
         if plan.abstract:
@@ -120,9 +119,7 @@ class NNXBackend(Backend):
                     np.zeros(value.shape, value.dtype)
                 var.set_value(jnp.asarray(fresh, value.dtype))
                 continue
-            owner = module_at(native.module, storage.ref.keys)
-            var.set_value(default_value(owner, storage.ref.attr, jax.random.fold_in(key, i),
-                                        tuple(value.shape), value.dtype))
+            var.set_value(default_value(native.module, storage.ref, jax.random.fold_in(key, i)))
         _fill_state(native.module)
         return native
 
@@ -173,12 +170,8 @@ class NNXBackend(Backend):
     def reset(self, native: NNXModel, refs: Sequence[Ref]) -> NNXModel:
         key = jax.random.key(secrets.randbits(31))
         for i, ref in enumerate(refs):
-            var = variable(native.module, ref)
-            owner = module_at(native.module, ref.keys)
-            value = var.get_value()  # type: ignore[union-attr]
-            fresh = default_value(owner, ref.attr, jax.random.fold_in(key, i),
-                                  tuple(value.shape), value.dtype, keep=value)
-            var.set_value(fresh)  # type: ignore[union-attr]
+            fresh = default_value(native.module, ref, jax.random.fold_in(key, i), keep=True)
+            variable(native.module, ref).set_value(fresh)  # type: ignore[union-attr]
         return native
 
     def native_object(self, native: NNXModel, ref: Ref) -> Any:
@@ -189,7 +182,7 @@ class NNXBackend(Backend):
             return native.module
         if path not in native.paths:
             raise UnknownNameError(f"No layer {path!r} in this NNX model.")
-        return module_at(native.module, native.keys(path))
+        return module_at(native.module, native.paths[path])
 
     # ---- run ------------------------------------------------------------------------
     def run(self, native: NNXModel, inputs: Sequence[Any], training: bool
@@ -208,10 +201,7 @@ class NNXBackend(Backend):
             def objective(p: Any) -> Any:
                 module = nnx.merge(graphdef, p, rest)
                 _sync(module, native.views)  # views follow their source inside the trace
-                out = _call(native, module, xs, False)
-                if loss is not None:
-                    return loss(out)
-                return default_loss(out, jnp.sum, lambda x: jnp.issubdtype(x.dtype, jnp.floating))
+                return loss_of(_call(native, module, xs, False), loss)
 
             grads = nnx.merge(graphdef, jax.grad(objective)(params), rest)
         out = {}
@@ -222,18 +212,20 @@ class NNXBackend(Backend):
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def default_value(module: Any, attr: str, key: Any, shape: tuple[int, ...], dtype: Any,
-                  keep: Any = None) -> Any:
-    """Flax's own default value for ``module.<attr>``: the default of the ``<attr>_init``
-    argument of its class's constructor (NNX modules do not keep the initializer they were
-    given, so a custom one is not known), a batch norm's zero mean and unit variance.
-    Unknown: ``keep`` (reset), else zeros."""
-    if isinstance(module, nnx.BatchNorm) and attr in ("mean", "var"):
-        return (jnp.zeros if attr == "mean" else jnp.ones)(shape, dtype)
-    init = _class_default(type(module), f"{attr}_init")
+def default_value(root: Any, ref: Ref, key: Any, keep: bool = False) -> Any:
+    """Flax's own default value for the variable ``ref`` names: the default of the
+    ``<attr>_init`` argument of its module's class's constructor (NNX modules do not keep the
+    initializer they were given, so a custom one is not known), a batch norm's zero mean and
+    unit variance. Unknown: the current value if ``keep`` (reset), else zeros."""
+    module = module_at(root, ref.keys)
+    value = variable(root, ref).get_value()  # type: ignore[union-attr]
+    shape, dtype = tuple(value.shape), value.dtype
+    if isinstance(module, nnx.BatchNorm) and ref.attr in ("mean", "var"):
+        return (jnp.zeros if ref.attr == "mean" else jnp.ones)(shape, dtype)
+    init = _class_default(type(module), f"{ref.attr}_init")
     if callable(init):
         return jnp.asarray(init(key, shape, dtype))
-    return keep if keep is not None else jnp.zeros(shape, dtype)
+    return value if keep else jnp.zeros(shape, dtype)
 
 
 @functools.cache
@@ -279,14 +271,6 @@ def _fill_state(module: Any) -> None:
 
 def _abstract(var: nnx.Variable) -> bool:
     return isinstance(var.get_value(), jax.ShapeDtypeStruct)
-
-
-def _all_uses(spec: nn.Layer, path: str = "") -> list[tuple[str, nn.Layer]]:
-    """Every (canonical path, spec layer), second uses of a shared layer included."""
-    out = [(path, spec)]
-    for key, sub in spec.children():
-        out += _all_uses(sub, nn.join(path, key))
-    return out
 
 
 def _call(native: NNXModel, module: Any, xs: Sequence[Any], training: bool) -> Any:

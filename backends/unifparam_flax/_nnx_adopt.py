@@ -96,7 +96,6 @@ def transposed(root: Any, ref: Ref, ndim: int, to_native: bool = False
 
 
 # ---- describing an adopted module ------------------------------------------------------
-_SKIP = (nnx.Rngs, nnx.RngStream)
 
 
 def members(obj: Any) -> Iterator[tuple[str, Any]]:
@@ -110,7 +109,7 @@ def members(obj: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _is_layer(value: Any) -> bool:
-    if isinstance(value, _SKIP):
+    if isinstance(value, (nnx.Rngs, nnx.RngStream)):
         return False
     if isinstance(value, nnx.Module):
         return True
@@ -160,16 +159,6 @@ def _text(module: Any, kind: str) -> str:
     return f"{kind}()"
 
 
-def native_param(keys: Keys, attr: str, var: nnx.Variable, name: str, role: str, axes: Any,
-                 layout: str) -> NativeParam:
-    value = var.get_value()
-    dtype = str(jax.numpy.dtype(value.dtype))
-    return NativeParam(name=name, ref=Ref(keys, attr, layout),
-                       shape=relayout(layout, tuple(value.shape)), role=role, axes=axes,
-                       trainable=isinstance(var, nnx.Param), dtype=dtype,
-                       native_name=".".join((*keys, attr)), storage=id(var))
-
-
 def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
     """The canonical tree of ``module`` (every use of a shared submodule is visited), and the
     attribute path of every canonical layer path."""
@@ -181,11 +170,15 @@ def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
         layer = NativeLayer(path, kind, _text(obj, kind))
         for key, value in members(obj):
             if is_parameter(value):
-                local, role, axes, layout = canonical(obj, key, value.get_value().ndim)
+                array = value.get_value()
+                local, role, axes, layout = canonical(obj, key, array.ndim)
                 if local in layer.params:  # two native names map to one: keep the native one
                     local, layout = key, "plain"
-                layer.params[local] = native_param(keys, key, value, nn.join(path, local), role,
-                                                   axes, layout)
+                layer.params[local] = NativeParam(
+                    name=nn.join(path, local), ref=Ref(keys, key, layout),
+                    shape=relayout(layout, tuple(array.shape)), role=role, axes=axes,
+                    trainable=isinstance(value, nnx.Param), dtype=str(jax.numpy.dtype(array.dtype)),
+                    native_name=".".join((*keys, key)), storage=id(value))
             elif _is_layer(value):
                 if getattr(obj, "positional_children", False) and key == "layers":
                     for item, child in members(value):  # unifparam's own Sequential

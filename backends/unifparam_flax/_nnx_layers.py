@@ -26,7 +26,7 @@ from flax import nnx
 from unifparam import Converters, nn
 from unifparam.errors import DeferredParameterError
 
-from ._nnx_adopt import Keys, module_at, put
+from ._nnx_adopt import Keys, module_at
 from ._nnx_blocks import BlockModule, NNXBinding
 
 
@@ -75,10 +75,9 @@ class Pending(nnx.Module):
 class Dense(Flippable, nnx.Linear):
     """``nnx.Linear`` with an optional activation; kernel ``(in, out)``."""
 
-    def __init__(self, in_features: int, units: int, *, use_bias: bool,
-                 activation: str | None, rngs: nnx.Rngs):
-        super().__init__(in_features, units, use_bias=use_bias, rngs=rngs)
-        self.activation = activation
+    def __init__(self, spec: nn.Dense, in_features: int, rngs: nnx.Rngs):
+        super().__init__(in_features, spec.units, use_bias=spec.use_bias, rngs=rngs)
+        self.activation = spec.activation
 
     def __call__(self, x: Any, training: bool = False) -> Any:
         y = jnp.dot(x, self._get("kernel"))
@@ -164,17 +163,9 @@ class Activation(nnx.Module):
         return NNXBinding.activation(self.fn)(x)
 
 
-def input_size(spec: nn.Layer, shape: tuple[int, ...]) -> int:
-    """The input size an NNX layer for ``spec`` is built with, from its input shape."""
-    if isinstance(spec, nn.Conv2D | nn.BatchNorm):
-        return int(shape[1])
-    return int(shape[-1])
-
-
 #: spec leaf layer class -> its NNX module, from the spec, its input size and rngs
 LEAVES: dict[type[nn.Layer], Callable[..., nnx.Module]] = {
-    nn.Dense: lambda s, n, rngs: Dense(n, s.units, use_bias=s.use_bias,
-                                       activation=s.activation, rngs=rngs),
+    nn.Dense: lambda s, n, rngs: Dense(s, n, rngs),
     nn.Conv2D: lambda s, n, rngs: Conv2D(s, n, rngs),
     nn.BatchNorm: lambda s, n, rngs: BatchNorm(n, eps=s.eps, momentum=s.momentum, rngs=rngs),
     nn.LayerNorm: lambda s, n, rngs: LayerNorm(n, epsilon=s.eps, use_fast_variance=False,
@@ -188,10 +179,10 @@ LEAVES: dict[type[nn.Layer], Callable[..., nnx.Module]] = {
 
 def make(spec: nn.Layer, shape: tuple[int, ...] | None, rngs: nnx.Rngs) -> nnx.Module:
     """The NNX module of a leaf ``spec`` layer with input ``shape`` (None: sizes given)."""
-    if shape is not None:
-        n = input_size(spec, shape)
-    else:
+    if shape is None:  # the input size is given
         n = spec.in_channels if isinstance(spec, nn.Conv2D) else getattr(spec, "in_features", None)
+    else:  # channels-first: a convolution's or batch norm's input size is axis 1
+        n = int(shape[1] if isinstance(spec, nn.Conv2D | nn.BatchNorm) else shape[-1])
     for kind, build in LEAVES.items():
         if isinstance(spec, kind):
             return build(spec, n, rngs)
@@ -225,13 +216,16 @@ def _leaf(spec: nn.Layer, memo: dict[int, nnx.Module]) -> nnx.Module:
         Pending(spec.kind)
 
 
-def paths_of(spec: nn.Layer, module: nnx.Module) -> dict[str, Keys]:
-    """Attribute path of every canonical layer path of a spec-built tree (every use of a
-    shared layer): ``"block 0.hidden"`` -> ``("layers", "block 0", "layers", "hidden")``."""
-    out: dict[str, Keys] = {}
+def paths_of(spec: nn.Layer, module: nnx.Module
+             ) -> tuple[dict[str, Keys], dict[str, nn.Layer]]:
+    """Attribute path and spec layer of every canonical layer path of a spec-built tree
+    (every use of a shared layer): ``"block 0.hidden"`` -> ``("layers", "block 0", "layers",
+    "hidden")`` and that ``nn.Dense``."""
+    keys_of: dict[str, Keys] = {}
+    layer_of: dict[str, nn.Layer] = {}
 
     def visit(layer: nn.Layer, keys: Keys, path: str) -> None:
-        out[path] = keys
+        keys_of[path], layer_of[path] = keys, layer
         if not layer.children():
             return
         owner = module_at(module, keys)
@@ -239,12 +233,4 @@ def paths_of(spec: nn.Layer, module: nnx.Module) -> dict[str, Keys]:
             visit(child, (*keys, *owner.child_keys(key)), nn.join(path, key))
 
     visit(spec, (), "")
-    return out
-
-
-def replace(root: nnx.Module, keys: list[Keys], new: nnx.Module) -> nnx.Module:
-    """Put ``new`` at every attribute path in ``keys`` (the uses of one spec layer); the
-    (new) root."""
-    for where in keys:
-        root = put(root, where, new)
-    return root
+    return keys_of, layer_of
