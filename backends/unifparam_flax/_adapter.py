@@ -28,15 +28,7 @@ from unifparam._shards import canonical_shards, native_order, native_shard_maker
 from unifparam.errors import InputShapeError, UnknownNameError, UnsupportedError
 
 from ._adopt import describe, split_native
-from ._layers import (
-    SPEC_PARAMS,
-    default_init,
-    native_perm,
-    shape_to_canonical,
-    shape_to_native,
-    to_canonical,
-    to_flax,
-)
+from ._layers import SPEC_PARAMS, convert, default_init, layout_perm, relayout
 from ._state import FlaxState, LayerInfo, Leaf, Path, expand, tied_module
 
 
@@ -48,7 +40,7 @@ class FlaxBackend(Backend):
 
     # ---- construction ---------------------------------------------------------------
     def build(self, spec: nn.Layer) -> tuple[FlaxState, dict[str, NativeParam]]:
-        module = to_flax(spec)
+        module = convert.build(spec)
         layers = _spec_layers(spec, module)
         natives: dict[str, NativeParam] = {}
         owners: dict[Path, Any] = {}
@@ -62,7 +54,7 @@ class FlaxBackend(Backend):
                 info.spec, nn.Block)  # as torch's non-lazy layers; a block's are the core's
             for decl in decls:
                 leaf = info.leaves[decl.name]
-                name = f"{path}.{decl.name}" if path else decl.name
+                name = nn.join(path, decl.name)
                 natives[name] = NativeParam(
                     name=name, ref=leaf, shape=decl.shape, role=decl.role, axes=decl.axes,
                     trainable=decl.trainable, native_name="/".join(leaf.path), storage=leaf.path)
@@ -83,15 +75,13 @@ class FlaxBackend(Backend):
               input_shapes: Sequence[Any]) -> FlaxState:
         """Adopted modules: abstract leaves from ``jax.eval_shape(module.init, ...)``."""
         if inputs is not None:
-            example = tuple(jax.ShapeDtypeStruct(np.shape(x), as_array(x).dtype)
-                            for x in inputs)
+            example = tuple(jax.ShapeDtypeStruct(np.shape(x), as_array(x).dtype) for x in inputs)
         else:
             example = tuple(jax.ShapeDtypeStruct(tuple(s), jnp.float32) for s in input_shapes)
         shapes = jax.eval_shape(lambda *xs: _init_vars(native.module, jax.random.PRNGKey(0),
                                                        xs), *example)
         flat = traverse_util.flatten_dict(shapes)
-        missing = {p: v for p, v in flat.items() if p not in native.leaves
-                   and p not in native.ties}
+        missing = {p: v for p, v in flat.items() if p not in native.leaves and p not in native.ties}
         return native.with_leaves(missing).replace(example=example)
 
     def allocate(self, native: FlaxState, plan: Plan) -> FlaxState:
@@ -117,7 +107,7 @@ class FlaxBackend(Backend):
     def owned_blocks(self, native: FlaxState, ref: Leaf) -> list[tuple[tuple[slice, ...], Any]]:
         """The first replica of each shard on this process's devices, canonical."""
         value = native.value(ref.path)
-        return canonical_shards(value.addressable_shards, native_perm(ref.layout, value.ndim))
+        return canonical_shards(value.addressable_shards, layout_perm(ref.layout, value.ndim, True))
 
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
         if not isinstance(mesh, jax.sharding.Mesh):
@@ -131,22 +121,21 @@ class FlaxBackend(Backend):
         """Each addressable device's shard is made alone (its canonical block, transposed
         to flax's layout) and placed on it: no device holds another's values."""
         leaf = native.leaves[storage.ref.path]
-        make = native_shard_maker(block, native_perm(storage.ref.layout, leaf.ndim), leaf.dtype)
+        perm = layout_perm(storage.ref.layout, leaf.ndim, True)
+        make = native_shard_maker(block, perm, leaf.dtype)
         new = jax.make_array_from_callback(tuple(leaf.shape), _sharding(mesh, storage), make)
         return native.with_leaves({storage.ref.path: new})
 
     def status(self, native: FlaxState, ref: Leaf) -> tuple[tuple[int | None, ...] | None, str]:
-        if ref.path not in native.leaves and ref.path not in native.ties:
-            return None, DEFERRED
         try:
             value = native.value(ref.path)
-        except KeyError:  # a tie whose root is not there yet
+        except KeyError:  # not there yet, or a tie whose root is not there yet
             return None, DEFERRED
-        shape = shape_to_canonical(ref.layout, tuple(value.shape))
+        shape = relayout(ref.layout, tuple(value.shape))
         return shape, (ABSTRACT if isinstance(value, jax.ShapeDtypeStruct) else MATERIALIZED)
 
     def read(self, native: FlaxState, ref: Leaf) -> np.ndarray:
-        return to_canonical(ref.layout, np.asarray(native.value(ref.path)))
+        return relayout(ref.layout, np.asarray(native.value(ref.path)))
 
     def write(self, native: FlaxState, ref: Leaf, value: np.ndarray) -> FlaxState:
         path, layout, value = ref.path, ref.layout, np.asarray(value)
@@ -154,9 +143,7 @@ class FlaxBackend(Backend):
             src, _, transpose = native.ties[path]
             value = value.T if transpose else value
             path, layout = src.path, src.layout
-        buffer = to_layout(value, native_perm(layout, value.ndim), native.leaves[path].dtype)
-        new = jax.device_put(buffer)  # aligned: jax adopts it without a copy
-        return native.with_leaves({path: new})
+        return native.with_leaves({path: _put(layout, value, native.leaves[path].dtype)})
 
     def alias(self, native: FlaxState, src: Leaf, dst: Leaf, transpose: bool) -> FlaxState:
         if src.path == dst.path or native.ties.get(dst.path) == (src, dst, transpose):
@@ -182,9 +169,10 @@ class FlaxBackend(Backend):
         info = native.layers.get(path)
         if info is None:
             raise UnknownNameError(f"No layer {path!r} in this Flax model.")
-        sub = native.variables()
-        sub = {col: _subtree(tree, info.prefix) for col, tree in sub.items()}
-        return info.module, {col: t for col, t in sub.items() if t is not None}
+        n = len(info.prefix)
+        sub = {(p[0], *p[n + 1:]): v for p, v in traverse_util.flatten_dict(
+            native.variables()).items() if p[1:n + 1] == info.prefix}
+        return info.module, traverse_util.unflatten_dict(sub) if sub else {}
 
     # ---- compute -------------------------------------------------------------------
     def run(self, native: FlaxState, inputs: Sequence[Any], training: bool
@@ -204,17 +192,14 @@ class FlaxBackend(Backend):
         fixed = {p: v for p, v in native.leaves.items() if p[0] != "params"}
 
         def objective(trainable: dict[Path, Any]) -> Any:
-            out = _apply(native, {**fixed, **trainable}, xs, False)
-            if loss is not None:
-                return loss(out)
-            return default_loss(out, jnp.sum, lambda x: jnp.issubdtype(x.dtype, jnp.floating))
+            return loss_of(_apply(native, {**fixed, **trainable}, xs, False), loss)
 
         grads = jax.grad(objective)(wrt)
         out = {}
         for name, ref in refs.items():
             g = grads.get(ref.path)
             g = np.zeros(native.leaves[ref.path].shape, np.float32) if g is None else np.asarray(g)
-            out[name] = np.asarray(to_canonical(ref.layout, g), order="C")  # 0-d stays 0-d
+            out[name] = np.asarray(relayout(ref.layout, g), order="C")  # 0-d stays 0-d
         return out
 
 
@@ -235,7 +220,7 @@ def _spec_layers(spec: nn.Layer, module: linen.Module) -> dict[str, LayerInfo]:
         kids = layer.children()
         if kids:
             for (key, child), b, u in zip(kids, bound.layers, unbound.layers):
-                visit(child, b, u, f"{path}.{key}" if path else key)
+                visit(child, b, u, nn.join(path, key))
 
     visit(spec, module.bind({}), module, "")
     return out
@@ -243,14 +228,14 @@ def _spec_layers(spec: nn.Layer, module: linen.Module) -> dict[str, LayerInfo]:
 
 def _add_abstract(st: FlaxState, shapes: Mapping[Leaf, tuple[int, ...]]) -> FlaxState:
     """``st`` with a placeholder (shape, no memory) for each leaf given a canonical shape."""
-    return st.with_leaves({leaf.path: jax.ShapeDtypeStruct(shape_to_native(leaf.layout, s),
+    return st.with_leaves({leaf.path: jax.ShapeDtypeStruct(relayout(leaf.layout, tuple(s), True),
                                                            jnp.float32)
                            for leaf, s in shapes.items()})
 
 
 def _sharding(mesh: Any, storage: Storage) -> Any:
     """The NamedSharding of a planned storage, its canonical placement in flax's layout."""
-    perm = native_perm(storage.ref.layout, len(storage.shape))
+    perm = layout_perm(storage.ref.layout, len(storage.shape), True)
     spec = native_order(storage.shard or (None,) * len(storage.shape), perm)
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
 
@@ -263,7 +248,8 @@ def _allocate(st: FlaxState, skip: frozenset[Path],
     the array from its buffer, so their memory is allocated once. A leaf whose initializer
     only ``module.init`` knows, with no example input to run it, gets the plan's fallback.
     """
-    todo = [p for p, v in st.leaves.items() if isinstance(v, jax.ShapeDtypeStruct)]
+    todo = [p for p, v in st.leaves.items()
+            if isinstance(v, jax.ShapeDtypeStruct) and p not in skip]
     if not todo:
         return st
     key = jax.random.PRNGKey(secrets.randbits(31))
@@ -272,8 +258,6 @@ def _allocate(st: FlaxState, skip: frozenset[Path],
     for i, path in enumerate(todo):
         spec = st.leaves[path]
         fn = default_init(st.owners.get(path[1:-1]), path[0], path[-1])
-        if path in skip:
-            continue
         if fn is None:
             unknown.append(path)
         elif getattr(spec, "sharding", None) is not None:  # each device makes its shard
@@ -285,12 +269,18 @@ def _allocate(st: FlaxState, skip: frozenset[Path],
     fallbacks = fallbacks or {}
     if unknown and st.example is None and all(p in fallbacks for p in unknown):
         for path in unknown:
-            leaf, value = fallbacks[path].ref, fallbacks[path].fallback()
-            new[path] = jax.device_put(to_layout(np.asarray(value), native_perm(
-                leaf.layout, np.ndim(value)), st.leaves[path].dtype))
+            new[path] = _put(fallbacks[path].ref.layout, fallbacks[path].fallback(),
+                             st.leaves[path].dtype)
     elif unknown:
         new.update(_init_by_module(st, unknown, key))
     return st.with_leaves(new)
+
+
+def _put(layout: str, value: Any, dtype: Any) -> Any:
+    """A canonical value as a jax array in ``layout``: made once, aligned, so jax adopts
+    the buffer without a copy."""
+    value = np.asarray(value)
+    return jax.device_put(to_layout(value, layout_perm(layout, value.ndim, True), dtype))
 
 
 def _init_by_module(st: FlaxState, paths: list[Path], key: Any) -> dict[Path, Any]:
@@ -341,9 +331,8 @@ def as_array(x: Any) -> Any:
     return x if isinstance(x, jax.Array) else jnp.asarray(numpy_input(x, "int32"))
 
 
-def _subtree(tree: Any, prefix: Path) -> Any:
-    for key in prefix:
-        if not isinstance(tree, Mapping) or key not in tree:
-            return None
-        tree = tree[key]
-    return tree
+def loss_of(out: Any, loss: Callable[[Any], Any] | None) -> Any:
+    """``loss(out)``, or the core's default loss (the sum of the floating outputs)."""
+    if loss is not None:
+        return loss(out)
+    return default_loss(out, jnp.sum, lambda x: jnp.issubdtype(x.dtype, jnp.floating))

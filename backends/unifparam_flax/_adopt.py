@@ -18,16 +18,15 @@ from typing import Any
 
 from flax import linen, traverse_util
 
-from unifparam import NativeLayer, NativeParam
+from unifparam import NativeLayer, NativeParam, nn
 from unifparam.errors import UnsupportedError
 from unifparam.roles import classify, family_of, local_name
 
-from ._layers import canonical_perm, shape_to_canonical
+from ._layers import relayout
 from ._state import LayerInfo, Leaf, Path
 
 _KNOWN = (linen.Dense, linen.Conv, linen.ConvTranspose, linen.Embed, linen.LayerNorm,
           linen.BatchNorm)
-_SEQUENTIAL = (linen.Sequential,)
 
 
 def split_native(native: Any) -> tuple[linen.Module, dict[str, Any] | None]:
@@ -60,9 +59,9 @@ def describe(module: linen.Module, variables: Mapping[str, Any] | None
             owners.setdefault(prefix, m)
         params = _own_leaves(m, prefix, flat, predict=not flat)
         for local, (leaf, shape, role, axes, trainable, dtype) in params.items():
-            full = f"{path}.{local}" if path else local
-            layer.params[local] = NativeParam(full, leaf, shape, role, axes, trainable, dtype,
-                                              "/".join(leaf.path), storage=leaf.path)
+            layer.params[local] = NativeParam(nn.join(path, local), leaf, shape, role, axes,
+                                              trainable, dtype, "/".join(leaf.path),
+                                              storage=leaf.path)
         layers[path] = LayerInfo(_unbound(m), prefix, None, {k: v[0] for k, v in params.items()})
         covered: set[str] = set()
         kids = _attr_children(m, path)
@@ -75,18 +74,14 @@ def describe(module: linen.Module, variables: Mapping[str, Any] | None
         for key, child in kids:
             cprefix = tuple(child.scope.path)
             covered.add(cprefix[-1])
-            layer.children.append((key, visit(child, cprefix, _join(path, key), cprefix[-1])))
+            layer.children.append((key, visit(child, cprefix, nn.join(path, key), cprefix[-1])))
         for sub in _pytree_children(flat, prefix):
             if sub not in covered:
-                layer.children.append((sub, visit(None, (*prefix, sub), _join(path, sub), sub)))
+                layer.children.append((sub, visit(None, (*prefix, sub), nn.join(path, sub), sub)))
         return layer
 
     root = module.bind(variables or {})
     return visit(root, (), "", ""), layers, owners
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
 
 
 def _unbound(m: Any) -> Any:
@@ -121,7 +116,8 @@ def _attr_children(m: Any, path: str) -> list[tuple[str, Any]]:
         if isinstance(value, linen.Module):
             out.append((attr, value))
         elif isinstance(value, (list, tuple)):
-            seq = isinstance(m, _SEQUENTIAL) or (attr == "layers" and _is_sequential(m))
+            seq = isinstance(m, linen.Sequential) or (attr == "layers"
+                                                      and type(m).__name__ == "Sequential")
             out.extend(((str(i) if seq else f"{attr}_{i}"), v) for i, v in enumerate(value)
                        if isinstance(v, linen.Module))
         elif isinstance(value, Mapping):
@@ -131,10 +127,6 @@ def _attr_children(m: Any, path: str) -> list[tuple[str, Any]]:
 
 def _is_compact(m: Any) -> bool:
     return m is not None and bool(getattr(type(m).__call__, "compact", False))
-
-
-def _is_sequential(m: Any) -> bool:
-    return type(m).__name__ == "Sequential"
 
 
 def _pytree_children(flat: Mapping[Path, Any], prefix: Path) -> list[str]:
@@ -167,16 +159,9 @@ def _own_leaves(m: Any, prefix: Path, flat: Mapping[Path, Any], predict: bool
                                                prefix[-1] if prefix else "")
         if local in out:
             local = f"{col}_{leaf}"
-        known = tuple(shape) if None not in shape else None
-        cshape = shape_to_canonical(layout, known) if known else _pred_canonical(shape, layout)
-        out[local] = (Leaf((col, *prefix, leaf), layout), cshape, role, axes,
-                      col == "params", dtype)
+        out[local] = (Leaf((col, *prefix, leaf), layout), relayout(layout, tuple(shape)), role,
+                      axes, col == "params", dtype)
     return out
-
-
-def _pred_canonical(native: tuple[Any, ...], layout: str) -> tuple[Any, ...]:
-    perm = canonical_perm(layout, len(native))
-    return native if perm is None else tuple(native[i] for i in perm)
 
 
 def _predicted(m: Any) -> list[tuple[str, str, tuple[Any, ...], str]]:
@@ -189,11 +174,8 @@ def _predicted(m: Any) -> list[tuple[str, str, tuple[Any, ...], str]]:
         ks = () if ks is None else ((ks,) if isinstance(ks, int) else tuple(ks))
         out = [("params", "kernel", (*ks, None, m.features), f32)]
         return out + ([("params", "bias", (m.features,), f32)] if m.use_bias else [])
-    out = []
-    if m.use_scale:
-        out.append(("params", "scale", (None,), f32))
-    if m.use_bias:
-        out.append(("params", "bias", (None,), f32))
+    out = [("params", leaf, (None,), f32) for leaf in ("scale", "bias")
+           if getattr(m, f"use_{leaf}")]  # a norm's use_scale, use_bias
     if isinstance(m, linen.BatchNorm):
         out += [("batch_stats", "mean", (None,), f32), ("batch_stats", "var", (None,), f32)]
     return out

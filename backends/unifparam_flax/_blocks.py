@@ -40,10 +40,23 @@ class FlaxBinding(Binding):
     namespace = jnp
     ops = OPS
 
-    def __init__(self, module: BlockModule, training: bool):
+    def __init__(self, module: Any, spec: nn.Block, training: bool):
         self.module, self.training = module, training
-        self.found: dict[int, Any] = {}
-        _index(module.spec.spec, module, self.found)
+        self.found: dict[int, Any] = {id(spec): module}
+        self._index(spec, module)
+
+    def _index(self, spec: nn.Layer, module: Any) -> None:
+        """Map every spec layer under ``spec`` to its module; a nested block's own insides
+        are indexed by its own binding when it runs."""
+        for (_, child), sub in zip(spec.children(), self.submodules(spec, module)):
+            self.found.setdefault(id(child), sub)
+            if not isinstance(child, nn.Block):
+                self._index(child, sub)
+
+    @staticmethod
+    def submodules(spec: nn.Layer, module: Any) -> Sequence[Any]:
+        """The modules of ``spec``'s children, in order (linen: ``module.layers``)."""
+        return getattr(module, "layers", ())
 
     def call_layer(self, layer: nn.Layer, args: tuple[Any, ...]) -> Any:
         return self.found[id(layer)](*args, training=self.training)
@@ -51,15 +64,6 @@ class FlaxBinding(Binding):
     def param(self, block: nn.Block, name: str) -> Any:
         p = block.parameter(name)
         return self.module.param(name, linen.initializers.zeros, p.shape, jnp.float32)
-
-
-def _index(spec: nn.Layer, module: Any, found: dict[int, Any]) -> None:
-    """Map every spec layer under ``spec`` to its bound module (stops at nested blocks'
-    own insides only by their own binding)."""
-    for (_, child), sub in zip(spec.children(), getattr(module, "layers", ())):
-        found.setdefault(id(child), sub)
-        if not isinstance(child, nn.Block):
-            _index(child, sub, found)
 
 
 class BlockModule(linen.Module):
@@ -70,5 +74,5 @@ class BlockModule(linen.Module):
 
     @linen.compact
     def __call__(self, *inputs: Any, training: bool = False) -> Any:
-        with bound(FlaxBinding(self, training)):
+        with bound(FlaxBinding(self, self.spec.spec, training)):
             return self.spec.spec.forward(*inputs)

@@ -5,7 +5,7 @@ around ``flax.linen.Conv`` and back, so ``Flatten`` flattens in (C, H, W) order 
 A spec ``Sequential`` names its children ``layers_<i>`` (like ``flax.linen.Sequential``), so
 canonical ``"0.1.weight"`` is the pytree path ``('params', 'layers_0', 'layers_1', 'kernel')``.
 
-    >>> module = to_flax(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)))
+    >>> module = convert.build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)))
     >>> variables = module.init(jax.random.key(0), jnp.ones((2, 4)))   # doctest: +SKIP
 """
 
@@ -14,20 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen
 
 from unifparam import Converters, nn
 from unifparam._buffers import kernel_perm
 
-Path = tuple[str, ...]
-
-ACTIVATIONS: dict[str | None, Callable[[Any], Any]] = {
-    None: lambda x: x, "identity": lambda x: x, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
-}
+from ._blocks import BlockModule, FlaxBinding, _Spec
 
 
 class Sequential(linen.Module):
@@ -47,7 +40,7 @@ class Dense(linen.Dense):
     activation: str | None = None
 
     def __call__(self, x: Any, training: bool = False) -> Any:
-        return ACTIVATIONS[self.activation](super().__call__(x))
+        return FlaxBinding.activation(self.activation)(super().__call__(x))
 
 
 class Conv2D(linen.Conv):
@@ -57,7 +50,7 @@ class Conv2D(linen.Conv):
 
     def __call__(self, x: Any, training: bool = False) -> Any:
         y = super().__call__(jnp.transpose(x, (0, 2, 3, 1)))
-        return ACTIVATIONS[self.activation](jnp.transpose(y, (0, 3, 1, 2)))
+        return FlaxBinding.activation(self.activation)(jnp.transpose(y, (0, 3, 1, 2)))
 
 
 class Embedding(linen.Embed):
@@ -113,72 +106,38 @@ class Activation(linen.Module):
     fn: str | None = None
 
     def __call__(self, x: Any, training: bool = False) -> Any:
-        return ACTIVATIONS[self.fn](x)
+        return FlaxBinding.activation(self.fn)(x)
 
 
 convert = Converters("flax")
 
 
-def to_flax(spec: nn.Layer, memo: dict[int, linen.Module] | None = None) -> linen.Module:
-    """The linen module for ``spec``; the same spec object always maps to the same module."""
-    memo = {} if memo is None else memo
-    if id(spec) not in memo:
-        memo[id(spec)] = convert(spec, memo)
-    return memo[id(spec)]
-
-
 @convert.register(nn.Sequential)
 def _sequential(spec: nn.Sequential, memo: dict[int, linen.Module]) -> linen.Module:
-    return Sequential(tuple(to_flax(child, memo) for child in spec))
+    return Sequential(tuple(convert.build(child, memo) for child in spec))
 
 
 @convert.register(nn.Block)
 def _block(spec: nn.Block, memo: dict[int, linen.Module]) -> linen.Module:
-    from ._blocks import BlockModule, _Spec
-    return BlockModule(_Spec(spec), tuple(to_flax(child, memo) for _, child in spec.children()))
+    return BlockModule(_Spec(spec), tuple(convert.build(child, memo)
+                                          for _, child in spec.children()))
 
 
-@convert.register(nn.Dense)
-def _dense(spec: nn.Dense, memo: Any) -> linen.Module:
-    return Dense(spec.units, use_bias=spec.use_bias, activation=spec.activation)
-
-
-@convert.register(nn.Conv2D)
-def _conv2d(spec: nn.Conv2D, memo: Any) -> linen.Module:
-    p0, p1 = spec.pads
-    return Conv2D(spec.filters, spec.kernel_size, strides=(spec.stride, spec.stride),
-                  padding=((p0, p0), (p1, p1)), use_bias=spec.use_bias,
-                  activation=spec.activation)
-
-
-@convert.register(nn.BatchNorm)
-def _batchnorm(spec: nn.BatchNorm, memo: Any) -> linen.Module:
-    return BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps)
-
-
-@convert.register(nn.LayerNorm)
-def _layernorm(spec: nn.LayerNorm, memo: Any) -> linen.Module:
-    return LayerNorm(epsilon=spec.eps, use_fast_variance=False)
-
-
-@convert.register(nn.Embedding)
-def _embedding(spec: nn.Embedding, memo: Any) -> linen.Module:
-    return Embedding(spec.num_embeddings, spec.features)
-
-
-@convert.register(nn.Flatten)
-def _flatten(spec: nn.Flatten, memo: Any) -> linen.Module:
-    return Flatten()
-
-
-@convert.register(nn.Dropout)
-def _dropout(spec: nn.Dropout, memo: Any) -> linen.Module:
-    return Dropout(spec.rate)
-
-
-@convert.register(nn.Activation)
-def _activation(spec: nn.Activation, memo: Any) -> linen.Module:
-    return Activation(None if spec.name == "identity" else spec.name)
+#: spec leaf layer class -> its linen module (a converter: spec, memo -> module)
+LEAVES: dict[type[nn.Layer], Callable[..., linen.Module]] = {
+    nn.Dense: lambda s, memo: Dense(s.units, use_bias=s.use_bias, activation=s.activation),
+    nn.Conv2D: lambda s, memo: Conv2D(s.filters, s.kernel_size, strides=(s.stride, s.stride),
+                                      padding=tuple((p, p) for p in s.pads),
+                                      use_bias=s.use_bias, activation=s.activation),
+    nn.BatchNorm: lambda s, memo: BatchNorm(axis=1, momentum=1.0 - s.momentum, epsilon=s.eps),
+    nn.LayerNorm: lambda s, memo: LayerNorm(epsilon=s.eps, use_fast_variance=False),
+    nn.Embedding: lambda s, memo: Embedding(s.num_embeddings, s.features),
+    nn.Flatten: lambda s, memo: Flatten(),
+    nn.Dropout: lambda s, memo: Dropout(s.rate),
+    nn.Activation: lambda s, memo: Activation(s.name),
+}
+for _kind, _make in LEAVES.items():
+    convert.register(_kind)(_make)
 
 
 # ---- where each canonical parameter lives, and in which layout -------------------------------
@@ -194,46 +153,25 @@ SPEC_PARAMS: dict[str, dict[str, tuple[str, str, str]]] = {
 }
 
 
-def _perm(layout: str, ndim: int, to_native: bool) -> tuple[int, ...] | None:
+def layout_perm(layout: str, ndim: int, to_native: bool) -> tuple[int, ...] | None:
+    """The axes permutation from canonical to native layout, or back (None: the same)."""
     if (layout == "dense" and ndim == 2) or (layout == "conv" and ndim >= 3):
         return kernel_perm(ndim, to_native)
     return None
 
 
-def canonical_perm(layout: str, ndim: int) -> tuple[int, ...] | None:
-    """The axes permutation from native to canonical layout (None: the same)."""
-    return _perm(layout, ndim, to_native=False)
+def relayout(layout: str, value: Any, to_native: bool = False) -> Any:
+    """A native value (numpy or jax array, or a shape tuple) in canonical layout (Dense
+    ``(in, out)`` -> ``(out, in)``), or a canonical one in native layout."""
+    ndim = len(value) if isinstance(value, tuple) else value.ndim
+    return permute(value, layout_perm(layout, ndim, to_native))
 
 
-def to_canonical(layout: str, value: Any) -> Any:
-    """A native leaf (numpy or jax) in canonical layout: Dense ``(in, out)`` -> ``(out, in)``."""
-    perm = _perm(layout, value.ndim, to_native=False)
-    return value if perm is None else value.transpose(perm)
-
-
-def native_perm(layout: str, ndim: int) -> tuple[int, ...] | None:
-    """The axes permutation from canonical to native layout (None: the same)."""
-    return _perm(layout, ndim, to_native=True)
-
-
-def to_native(layout: str, value: Any) -> Any:
-    """A canonical value in the native layout (inverse of :func:`to_canonical`)."""
-    perm = native_perm(layout, value.ndim)
-    return value if perm is None else value.transpose(perm)
-
-
-def shape_to_native(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    perm = _perm(layout, len(shape), to_native=True)
-    return shape if perm is None else tuple(shape[i] for i in perm)
-
-
-def shape_to_canonical(layout: str, shape: tuple[int, ...]) -> tuple[int, ...]:
-    perm = _perm(layout, len(shape), to_native=False)
-    return tuple(shape) if perm is None else tuple(shape[i] for i in perm)
-
-
-_INIT_ATTR = {"kernel": "kernel_init", "bias": "bias_init", "embedding": "embedding_init",
-              "scale": "scale_init"}
+def permute(value: Any, perm: tuple[int, ...] | None) -> Any:
+    """``value`` (an array or a shape tuple) with its axes in the order ``perm`` (None: as is)."""
+    if perm is None:
+        return value
+    return tuple(value[i] for i in perm) if isinstance(value, tuple) else value.transpose(perm)
 
 
 def default_init(module: Any, collection: str, leaf: str) -> Callable[..., Any] | None:
@@ -243,12 +181,11 @@ def default_init(module: Any, collection: str, leaf: str) -> Callable[..., Any] 
     """
     if collection == "batch_stats" and (module is None or isinstance(module, linen.BatchNorm)):
         return _BY_LEAF.get(leaf)
-    attr = _INIT_ATTR.get(leaf)
-    if collection != "params" or attr is None:
+    if collection != "params" or leaf not in ("kernel", "bias", "embedding", "scale"):
         return None
     if module is None:  # a compact submodule not bound yet: linen's defaults for that leaf
-        return _BY_LEAF.get(leaf)
-    return getattr(module, attr, None)
+        return _BY_LEAF[leaf]
+    return getattr(module, f"{leaf}_init", None)  # its kernel_init, bias_init, ...
 
 
 #: linen's default initializer per leaf name (Dense, Conv, DenseGeneral, Embed, norms).

@@ -15,10 +15,11 @@ paths map to attribute paths once, at build (``NNXModel.paths``).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,22 +29,14 @@ import numpy as np
 from flax import nnx
 
 from unifparam import Backend, NativeLayer, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED, default_loss
+from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
 from unifparam._buffers import to_layout
 from unifparam.errors import UnknownNameError, UnsupportedError
 
 from . import _nnx_layers as layers
-from ._adapter import as_array
-from ._nnx_adopt import (
-    Ref,
-    canonical_shape,
-    describe,
-    is_parameter,
-    module_at,
-    native_perm,
-    transposed,
-    variable,
-)
+from ._adapter import as_array, loss_of
+from ._layers import SPEC_PARAMS, permute
+from ._nnx_adopt import Ref, describe, is_parameter, module_at, put, transposed, variable
 from ._nnx_blocks import declare
 
 
@@ -57,9 +50,6 @@ class NNXModel:
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path -> attribute keys
     views: dict[Ref, Ref] = field(default_factory=dict)  # flipped ties of native layers
 
-    def keys(self, path: str) -> tuple[str, ...]:
-        return self.paths[path]
-
 
 class NNXBackend(Backend):
     """Flax NNX adapter: spec layers become ``nnx`` modules; native models are adopted as is."""
@@ -69,17 +59,18 @@ class NNXBackend(Backend):
 
     # ---- describe -------------------------------------------------------------------
     def build(self, spec: nn.Layer) -> tuple[NNXModel, dict[str, NativeParam]]:
-        module = layers.to_nnx(spec)
-        holder = NNXModel(module, spec, dict(_all_uses(spec)), layers.paths_of(spec, module))
+        module = layers.convert.build(spec)
+        paths, specs = layers.paths_of(spec, module)
+        holder = NNXModel(module, spec, specs, paths)
         natives: dict[str, NativeParam] = {}
         for path, layer in nn.first_uses(spec):
-            where = layers.SPEC_PARAMS.get(layer.kind, {})
+            where = SPEC_PARAMS.get(layer.kind, {})  # linen's leaf names are NNX's attributes
             for decl in layer.param_decls():
                 # a block's own parameters: attributes of its name, canonical layout
                 attr, layout = (decl.name, "plain") if isinstance(layer, nn.Block) else \
-                    where[decl.name]
+                    where[decl.name][1:]
                 name = nn.join(path, decl.name)
-                keys = holder.keys(path)
+                keys = holder.paths[path]
                 natives[name] = NativeParam(
                     name=name, ref=Ref(keys, attr, layout), shape=decl.shape, role=decl.role,
                     axes=decl.axes, trainable=decl.trainable,
@@ -106,12 +97,13 @@ class NNXBackend(Backend):
         fallback). ``WRITE`` storages stay abstract: ``write`` gives them the core's buffer."""
         for path, shape in plan.layer_inputs.items():
             spec = native.specs.get(path)
-            if spec is None or not isinstance(module_at(native.module, native.keys(path)),
+            if spec is None or not isinstance(module_at(native.module, native.paths[path]),
                                               layers.Pending):
                 continue
             new = nnx.eval_shape(lambda s=spec, x=shape: layers.make(s, tuple(x), nnx.Rngs(0)))
-            uses = [native.keys(p) for p, s in native.specs.items() if s is spec]
-            native.module = layers.replace(native.module, uses, new)
+            for use, layer in native.specs.items():
+                if layer is spec:  # every use of a shared layer
+                    native.module = put(native.module, native.paths[use], new)
         own = {name for name, storage in plan.storages.items()
                if declare(native.module, storage)}
         if plan.abstract:
@@ -127,9 +119,7 @@ class NNXBackend(Backend):
                     np.zeros(value.shape, value.dtype)
                 var.set_value(jnp.asarray(fresh, value.dtype))
                 continue
-            owner = module_at(native.module, storage.ref.keys)
-            var.set_value(default_value(owner, storage.ref.attr, jax.random.fold_in(key, i),
-                                        tuple(value.shape), value.dtype))
+            var.set_value(default_value(native.module, storage.ref, jax.random.fold_in(key, i)))
         _fill_state(native.module)
         return native
 
@@ -138,18 +128,17 @@ class NNXBackend(Backend):
         if var is None:
             return None, DEFERRED
         value = var.get_value()
-        shape = canonical_shape(native.module, ref, tuple(value.shape))
+        shape = permute(tuple(value.shape), transposed(native.module, ref, len(value.shape)))
         return shape, (ABSTRACT if isinstance(value, jax.ShapeDtypeStruct) else MATERIALIZED)
 
     def read(self, native: NNXModel, ref: Ref) -> np.ndarray:
         value = np.asarray(variable(native.module, ref).get_value())  # type: ignore[union-attr]
-        perm = transposed(native.module, ref, value.ndim)
-        return value if perm is None else value.transpose(perm)
+        return permute(value, transposed(native.module, ref, value.ndim))
 
     def write(self, native: NNXModel, ref: Ref, value: np.ndarray) -> NNXModel:
         var = variable(native.module, ref)
         old = var.get_value()  # type: ignore[union-attr]
-        buffer = to_layout(value, native_perm(native.module, ref, value.ndim), old.dtype)
+        buffer = to_layout(value, transposed(native.module, ref, value.ndim, True), old.dtype)
         var.set_value(jax.device_put(buffer))  # type: ignore[union-attr]
         if ref in native.views.values():
             _sync(native.module, native.views)
@@ -181,12 +170,8 @@ class NNXBackend(Backend):
     def reset(self, native: NNXModel, refs: Sequence[Ref]) -> NNXModel:
         key = jax.random.key(secrets.randbits(31))
         for i, ref in enumerate(refs):
-            var = variable(native.module, ref)
-            owner = module_at(native.module, ref.keys)
-            value = var.get_value()  # type: ignore[union-attr]
-            fresh = default_value(owner, ref.attr, jax.random.fold_in(key, i),
-                                  tuple(value.shape), value.dtype, keep=value)
-            var.set_value(fresh)  # type: ignore[union-attr]
+            fresh = default_value(native.module, ref, jax.random.fold_in(key, i), keep=True)
+            variable(native.module, ref).set_value(fresh)  # type: ignore[union-attr]
         return native
 
     def native_object(self, native: NNXModel, ref: Ref) -> Any:
@@ -197,56 +182,50 @@ class NNXBackend(Backend):
             return native.module
         if path not in native.paths:
             raise UnknownNameError(f"No layer {path!r} in this NNX model.")
-        return module_at(native.module, native.keys(path))
+        return module_at(native.module, native.paths[path])
 
     # ---- run ------------------------------------------------------------------------
     def run(self, native: NNXModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, NNXModel]:
         xs = [as_array(x) for x in inputs]
         _sync(native.module, native.views)
-        with _Mode(native, training):
+        with _mode(native, training):
             return _call(native, native.module, xs, training), native
 
     def gradients(self, native: NNXModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
         xs = [as_array(x) for x in inputs]
-        with _Mode(native, False):
+        with _mode(native, False):
             graphdef, params, rest = nnx.split(native.module, nnx.Param, ...)
 
             def objective(p: Any) -> Any:
                 module = nnx.merge(graphdef, p, rest)
                 _sync(module, native.views)  # views follow their source inside the trace
-                out = _call(native, module, xs, False)
-                if loss is not None:
-                    return loss(out)
-                return default_loss(out, jnp.sum, lambda x: jnp.issubdtype(x.dtype, jnp.floating))
+                return loss_of(_call(native, module, xs, False), loss)
 
             grads = nnx.merge(graphdef, jax.grad(objective)(params), rest)
         out = {}
         for name, ref in refs.items():
             g = np.asarray(variable(grads, ref).get_value())  # type: ignore[union-attr]
-            perm = transposed(grads, ref, g.ndim)
-            out[name] = np.asarray(g if perm is None else g.transpose(perm), order="C")  # 0-d kept
+            out[name] = np.asarray(permute(g, transposed(grads, ref, g.ndim)), order="C")  # 0-d
         return out
 
 
 # ---- helpers ------------------------------------------------------------------------------
-_INIT_ATTR = {"kernel": "kernel_init", "bias": "bias_init", "embedding": "embedding_init",
-              "scale": "scale_init"}
-
-
-def default_value(module: Any, attr: str, key: Any, shape: tuple[int, ...], dtype: Any,
-                  keep: Any = None) -> Any:
-    """Flax's own default value for ``module.<attr>``: the default of the ``<attr>_init``
-    argument of its class's constructor (NNX modules do not keep the initializer they were
-    given, so a custom one is not known), a batch norm's zero mean and unit variance.
-    Unknown: ``keep`` (reset), else zeros."""
-    if isinstance(module, nnx.BatchNorm) and attr in ("mean", "var"):
-        return (jnp.zeros if attr == "mean" else jnp.ones)(shape, dtype)
-    init = _class_default(type(module), _INIT_ATTR.get(attr, f"{attr}_init"))
+def default_value(root: Any, ref: Ref, key: Any, keep: bool = False) -> Any:
+    """Flax's own default value for the variable ``ref`` names: the default of the
+    ``<attr>_init`` argument of its module's class's constructor (NNX modules do not keep the
+    initializer they were given, so a custom one is not known), a batch norm's zero mean and
+    unit variance. Unknown: the current value if ``keep`` (reset), else zeros."""
+    module = module_at(root, ref.keys)
+    value = variable(root, ref).get_value()  # type: ignore[union-attr]
+    shape, dtype = tuple(value.shape), value.dtype
+    if isinstance(module, nnx.BatchNorm) and ref.attr in ("mean", "var"):
+        return (jnp.zeros if ref.attr == "mean" else jnp.ones)(shape, dtype)
+    init = _class_default(type(module), f"{ref.attr}_init")
     if callable(init):
         return jnp.asarray(init(key, shape, dtype))
-    return keep if keep is not None else jnp.zeros(shape, dtype)
+    return value if keep else jnp.zeros(shape, dtype)
 
 
 @functools.cache
@@ -294,42 +273,27 @@ def _abstract(var: nnx.Variable) -> bool:
     return isinstance(var.get_value(), jax.ShapeDtypeStruct)
 
 
-def _all_uses(spec: nn.Layer, path: str = "") -> list[tuple[str, nn.Layer]]:
-    """Every (canonical path, spec layer), second uses of a shared layer included."""
-    out = [(path, spec)]
-    for key, sub in spec.children():
-        out += _all_uses(sub, nn.join(path, key))
-    return out
-
-
 def _call(native: NNXModel, module: Any, xs: Sequence[Any], training: bool) -> Any:
     if native.spec is not None:
         return module(*xs, training=training)
     return module(*xs)
 
 
-class _Mode:
-    """Context: an adopted module in train or eval mode (``deterministic`` and
+@contextlib.contextmanager
+def _mode(native: NNXModel, training: bool) -> Iterator[None]:
+    """An adopted module in train or eval mode (``deterministic`` and
     ``use_running_average`` of every submodule), restored afterwards."""
-
-    FLAGS = ("deterministic", "use_running_average")
-
-    def __init__(self, native: NNXModel, training: bool):
-        self.native, self.training = native, training
-        self.saved: list[tuple[Any, str, Any]] = []
-
-    def __enter__(self) -> None:
-        if self.native.spec is not None:
-            return
-        for _, module in nnx.iter_modules(self.native.module):
-            for flag in self.FLAGS:
-                if hasattr(module, flag):
-                    self.saved.append((module, flag, getattr(module, flag)))
-        if self.training:
-            self.native.module.train()
+    saved: list[tuple[Any, str, Any]] = []
+    if native.spec is None:  # spec models take ``training`` as an argument instead
+        saved = [(module, flag, getattr(module, flag))
+                 for _, module in nnx.iter_modules(native.module)
+                 for flag in ("deterministic", "use_running_average") if hasattr(module, flag)]
+        if training:
+            native.module.train()
         else:
-            self.native.module.eval()
-
-    def __exit__(self, *exc: Any) -> None:
-        for module, flag, value in self.saved:
+            native.module.eval()
+    try:
+        yield
+    finally:
+        for module, flag, value in saved:
             setattr(module, flag, value)

@@ -27,8 +27,9 @@ from typing import Any
 import jax
 from flax import nnx
 
-from unifparam import NativeLayer, NativeParam
-from unifparam._buffers import kernel_perm
+from unifparam import NativeLayer, NativeParam, nn
+
+from ._layers import layout_perm, relayout
 
 Keys = tuple[str, ...]
 
@@ -85,34 +86,16 @@ def variable(root: Any, ref: Ref) -> nnx.Variable | None:
     return value if isinstance(value, nnx.Variable) else None
 
 
-def transposed(root: Any, ref: Ref, ndim: int) -> tuple[int, ...] | None:
-    """Axes permutation from the stored variable to the canonical layout (None: none)."""
-    flip = ref.attr in getattr(module_at(root, ref.keys), "flipped", ())
-    if ref.layout == "conv" and ndim >= 3:
-        return kernel_perm(ndim, to_native=False)
-    if ndim == 2 and (ref.layout == "dense") != flip:
-        return (1, 0)
-    return None
-
-
-def native_perm(root: Any, ref: Ref, ndim: int) -> tuple[int, ...] | None:
-    """Axes permutation from the canonical layout to the stored variable."""
-    perm = transposed(root, ref, ndim)
-    if perm is None:
-        return None
-    inverse = [0] * ndim
-    for i, p in enumerate(perm):
-        inverse[p] = i
-    return tuple(inverse)
-
-
-def canonical_shape(root: Any, ref: Ref, shape: tuple[int, ...]) -> tuple[int, ...]:
-    perm = transposed(root, ref, len(shape))
-    return tuple(shape) if perm is None else tuple(shape[i] for i in perm)
+def transposed(root: Any, ref: Ref, ndim: int, to_native: bool = False
+               ) -> tuple[int, ...] | None:
+    """Axes permutation from the stored variable to the canonical layout, or back (None:
+    none). A ``flipped`` 2-D variable is stored transposed from its layout."""
+    if ndim == 2 and ref.attr in getattr(module_at(root, ref.keys), "flipped", ()):
+        return None if ref.layout == "dense" else (1, 0)
+    return layout_perm(ref.layout, ndim, to_native)
 
 
 # ---- describing an adopted module ------------------------------------------------------
-_SKIP = (nnx.Rngs, nnx.RngStream)
 
 
 def members(obj: Any) -> Iterator[tuple[str, Any]]:
@@ -126,7 +109,7 @@ def members(obj: Any) -> Iterator[tuple[str, Any]]:
 
 
 def _is_layer(value: Any) -> bool:
-    if isinstance(value, _SKIP):
+    if isinstance(value, (nnx.Rngs, nnx.RngStream)):
         return False
     if isinstance(value, nnx.Module):
         return True
@@ -176,21 +159,6 @@ def _text(module: Any, kind: str) -> str:
     return f"{kind}()"
 
 
-def native_param(module: Any, keys: Keys, attr: str, var: nnx.Variable,
-                 name: str, local: str, role: str, axes: Any, layout: str) -> NativeParam:
-    ref = Ref(keys, attr, layout)
-    value = var.get_value()
-    shape = tuple(value.shape)
-    perm = kernel_perm(len(shape), False) if layout == "conv" else (
-        (1, 0) if layout == "dense" else None)
-    if perm is not None:
-        shape = tuple(shape[i] for i in perm)
-    dtype = str(jax.numpy.dtype(value.dtype))
-    return NativeParam(name=name, ref=ref, shape=shape, role=role, axes=axes,
-                       trainable=isinstance(var, nnx.Param), dtype=dtype,
-                       native_name=".".join((*keys, attr)), storage=id(var))
-
-
 def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
     """The canonical tree of ``module`` (every use of a shared submodule is visited), and the
     attribute path of every canonical layer path."""
@@ -202,23 +170,22 @@ def describe(module: Any) -> tuple[NativeLayer, dict[str, Keys]]:
         layer = NativeLayer(path, kind, _text(obj, kind))
         for key, value in members(obj):
             if is_parameter(value):
-                local, role, axes, layout = canonical(obj, key, value.get_value().ndim)
+                array = value.get_value()
+                local, role, axes, layout = canonical(obj, key, array.ndim)
                 if local in layer.params:  # two native names map to one: keep the native one
                     local, layout = key, "plain"
-                name = f"{path}.{local}" if path else local
-                layer.params[local] = native_param(obj, keys, key, value, name, local, role,
-                                                   axes, layout)
+                layer.params[local] = NativeParam(
+                    name=nn.join(path, local), ref=Ref(keys, key, layout),
+                    shape=relayout(layout, tuple(array.shape)), role=role, axes=axes,
+                    trainable=isinstance(value, nnx.Param), dtype=str(jax.numpy.dtype(array.dtype)),
+                    native_name=".".join((*keys, key)), storage=id(value))
             elif _is_layer(value):
                 if getattr(obj, "positional_children", False) and key == "layers":
                     for item, child in members(value):  # unifparam's own Sequential
                         layer.children.append(
-                            (item, visit(child, (*keys, key, item), _join(path, item))))
+                            (item, visit(child, (*keys, key, item), nn.join(path, item))))
                     continue
-                layer.children.append((key, visit(value, (*keys, key), _join(path, key))))
+                layer.children.append((key, visit(value, (*keys, key), nn.join(path, key))))
         return layer
 
     return visit(module, (), ""), paths
-
-
-def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key

@@ -19,42 +19,24 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from unifparam import Storage, nn
-from unifparam._binding import Binding, bound
+from unifparam._binding import bound
 
-from ._blocks import OPS
+from ._blocks import FlaxBinding
 from ._nnx_adopt import Constant, module_at
 
 
-class NNXBinding(Binding):
+class NNXBinding(FlaxBinding):
     """Spec layers reachable from one running block, as its child modules."""
 
-    namespace = jnp
-    ops = OPS
-
-    def __init__(self, module: BlockModule, training: bool):
-        self.module, self.training = module, training
-        self.found: dict[int, Any] = {id(module._spec): module}
-        _index(module._spec, module, self.found)
-
-    def call_layer(self, layer: nn.Layer, args: tuple[Any, ...]) -> Any:
-        return self.found[id(layer)](*args, training=self.training)
+    @staticmethod
+    def submodules(spec: nn.Layer, module: Any) -> list[Any]:
+        return [module_at(module, module.child_keys(key)) for key, _ in spec.children()]
 
     def param(self, block: nn.Block, name: str) -> Any:
         return getattr(self.found[id(block)], name)[...]
-
-
-def _index(spec: nn.Layer, module: Any, found: dict[int, Any]) -> None:
-    """Map every spec layer under ``spec`` to its module; a nested block's own insides are
-    indexed by its own binding when it runs."""
-    for key, child in spec.children():
-        sub = module_at(module, module.child_keys(key))
-        found.setdefault(id(child), sub)
-        if not isinstance(child, nn.Block):
-            _index(child, sub, found)
 
 
 class BlockModule(nnx.Module):
@@ -72,7 +54,7 @@ class BlockModule(nnx.Module):
         return (key,)
 
     def __call__(self, *inputs: Any, training: bool = False) -> Any:
-        with bound(NNXBinding(self, training)):
+        with bound(NNXBinding(self, self._spec, training)):
             return self._spec.forward(*inputs)
 
 

@@ -20,30 +20,14 @@ import secrets
 from collections.abc import Callable
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from unifparam import Converters, nn
 from unifparam.errors import DeferredParameterError
 
-from ._nnx_adopt import Keys, module_at, put
-
-ACTIVATIONS: dict[str | None, Callable[[Any], Any]] = {
-    None: lambda x: x, "identity": lambda x: x, "relu": jax.nn.relu, "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh, "gelu": lambda x: jax.nn.gelu(x, approximate=False),
-    "softmax": lambda x: jax.nn.softmax(x, axis=-1),
-}
-
-#: spec kind -> canonical local name -> (native attribute, layout)
-SPEC_PARAMS: dict[str, dict[str, tuple[str, str]]] = {
-    "Dense": {"weight": ("kernel", "dense"), "bias": ("bias", "plain")},
-    "Conv2D": {"weight": ("kernel", "conv"), "bias": ("bias", "plain")},
-    "Embedding": {"weight": ("embedding", "plain")},
-    "LayerNorm": {"weight": ("scale", "plain"), "bias": ("bias", "plain")},
-    "BatchNorm": {"weight": ("scale", "plain"), "bias": ("bias", "plain"),
-                  "running_mean": ("mean", "plain"), "running_var": ("var", "plain")},
-}
+from ._nnx_adopt import Keys, module_at
+from ._nnx_blocks import BlockModule, NNXBinding
 
 
 class Flippable:
@@ -91,16 +75,15 @@ class Pending(nnx.Module):
 class Dense(Flippable, nnx.Linear):
     """``nnx.Linear`` with an optional activation; kernel ``(in, out)``."""
 
-    def __init__(self, in_features: int, units: int, *, use_bias: bool,
-                 activation: str | None, rngs: nnx.Rngs):
-        super().__init__(in_features, units, use_bias=use_bias, rngs=rngs)
-        self.activation = activation
+    def __init__(self, spec: nn.Dense, in_features: int, rngs: nnx.Rngs):
+        super().__init__(in_features, spec.units, use_bias=spec.use_bias, rngs=rngs)
+        self.activation = spec.activation
 
     def __call__(self, x: Any, training: bool = False) -> Any:
         y = jnp.dot(x, self._get("kernel"))
         if self.bias is not None:
             y = y + self.bias[...]
-        return ACTIVATIONS[self.activation](y)
+        return NNXBinding.activation(self.activation)(y)
 
 
 class Conv2D(nnx.Conv):
@@ -115,7 +98,7 @@ class Conv2D(nnx.Conv):
 
     def __call__(self, x: Any, training: bool = False) -> Any:
         y = super().__call__(jnp.transpose(x, (0, 2, 3, 1)))
-        return ACTIVATIONS[self.activation](jnp.transpose(y, (0, 3, 1, 2)))
+        return NNXBinding.activation(self.activation)(jnp.transpose(y, (0, 3, 1, 2)))
 
 
 class Embedding(Flippable, nnx.Embed):
@@ -177,39 +160,32 @@ class Activation(nnx.Module):
         self.fn = name
 
     def __call__(self, x: Any, training: bool = False) -> Any:
-        return ACTIVATIONS[self.fn](x)
+        return NNXBinding.activation(self.fn)(x)
 
 
-def input_size(spec: nn.Layer, shape: tuple[int, ...]) -> int:
-    """The input size an NNX layer for ``spec`` is built with, from its input shape."""
-    if isinstance(spec, nn.Conv2D | nn.BatchNorm):
-        return int(shape[1])
-    return int(shape[-1])
+#: spec leaf layer class -> its NNX module, from the spec, its input size and rngs
+LEAVES: dict[type[nn.Layer], Callable[..., nnx.Module]] = {
+    nn.Dense: lambda s, n, rngs: Dense(s, n, rngs),
+    nn.Conv2D: lambda s, n, rngs: Conv2D(s, n, rngs),
+    nn.BatchNorm: lambda s, n, rngs: BatchNorm(n, eps=s.eps, momentum=s.momentum, rngs=rngs),
+    nn.LayerNorm: lambda s, n, rngs: LayerNorm(n, epsilon=s.eps, use_fast_variance=False,
+                                               rngs=rngs),
+    nn.Embedding: lambda s, n, rngs: Embedding(s.num_embeddings, s.features, rngs=rngs),
+    nn.Flatten: lambda s, n, rngs: Flatten(),
+    nn.Dropout: lambda s, n, rngs: Dropout(s.rate, rngs=nnx.Rngs(dropout=secrets.randbits(31))),
+    nn.Activation: lambda s, n, rngs: Activation(s.name),
+}
 
 
 def make(spec: nn.Layer, shape: tuple[int, ...] | None, rngs: nnx.Rngs) -> nnx.Module:
     """The NNX module of a leaf ``spec`` layer with input ``shape`` (None: sizes given)."""
-    if isinstance(spec, nn.Dense):
-        n = spec.in_features if shape is None else input_size(spec, shape)
-        return Dense(n, spec.units, use_bias=spec.use_bias, activation=spec.activation,
-                     rngs=rngs)
-    if isinstance(spec, nn.Conv2D):
-        n = spec.in_channels if shape is None else input_size(spec, shape)
-        return Conv2D(spec, n, rngs)
-    if isinstance(spec, nn.BatchNorm):
-        n = spec.in_features if shape is None else input_size(spec, shape)
-        return BatchNorm(n, eps=spec.eps, momentum=spec.momentum, rngs=rngs)
-    if isinstance(spec, nn.LayerNorm):
-        n = spec.in_features if shape is None else input_size(spec, shape)
-        return LayerNorm(n, epsilon=spec.eps, use_fast_variance=False, rngs=rngs)
-    if isinstance(spec, nn.Embedding):
-        return Embedding(spec.num_embeddings, spec.features, rngs=rngs)
-    if isinstance(spec, nn.Flatten):
-        return Flatten()
-    if isinstance(spec, nn.Dropout):
-        return Dropout(spec.rate, rngs=nnx.Rngs(dropout=secrets.randbits(31)))
-    if isinstance(spec, nn.Activation):
-        return Activation(None if spec.name == "identity" else spec.name)
+    if shape is None:  # the input size is given
+        n = spec.in_channels if isinstance(spec, nn.Conv2D) else getattr(spec, "in_features", None)
+    else:  # channels-first: a convolution's or batch norm's input size is axis 1
+        n = int(shape[1] if isinstance(spec, nn.Conv2D | nn.BatchNorm) else shape[-1])
+    for kind, build in LEAVES.items():
+        if isinstance(spec, kind):
+            return build(spec, n, rngs)
     raise TypeError(f"The flax:nnx backend has no conversion for {type(spec).__name__}.")
 
 
@@ -221,44 +197,35 @@ def ready(spec: nn.Layer) -> bool:
 convert = Converters("flax:nnx")
 
 
-def to_nnx(spec: nn.Layer, memo: dict[int, nnx.Module] | None = None) -> nnx.Module:
-    """The NNX module tree of ``spec``: layers of unknown input size are :class:`Pending`.
-
-    The same spec object always maps to the same module (one module used twice).
-    """
-    memo = {} if memo is None else memo
-    if id(spec) not in memo:
-        memo[id(spec)] = convert(spec, memo)
-    return memo[id(spec)]
-
-
 @convert.register(nn.Sequential)
 def _sequential(spec: nn.Sequential, memo: dict[int, nnx.Module]) -> nnx.Module:
     if spec.named:
-        return Sequential({key: to_nnx(child, memo) for key, child in spec.children()})
-    return Sequential([to_nnx(child, memo) for child in spec])
+        return Sequential({key: convert.build(child, memo) for key, child in spec.children()})
+    return Sequential([convert.build(child, memo) for child in spec])
 
 
 @convert.register(nn.Block)
 def _block(spec: nn.Block, memo: dict[int, nnx.Module]) -> nnx.Module:
-    from ._nnx_blocks import BlockModule
-    return BlockModule(spec, {key: to_nnx(child, memo) for key, child in spec.children()})
+    return BlockModule(spec, {key: convert.build(child, memo) for key, child in spec.children()})
 
 
-@convert.register(nn.Dense, nn.Conv2D, nn.BatchNorm, nn.LayerNorm, nn.Embedding, nn.Flatten,
-                  nn.Dropout, nn.Activation)
+@convert.register(*LEAVES)
 def _leaf(spec: nn.Layer, memo: dict[int, nnx.Module]) -> nnx.Module:
+    """A leaf layer, built now if its sizes are known, else a :class:`Pending` one."""
     return make(spec, None, nnx.Rngs(secrets.randbits(31))) if ready(spec) else \
         Pending(spec.kind)
 
 
-def paths_of(spec: nn.Layer, module: nnx.Module) -> dict[str, Keys]:
-    """Attribute path of every canonical layer path of a spec-built tree (every use of a
-    shared layer): ``"block 0.hidden"`` -> ``("layers", "block 0", "layers", "hidden")``."""
-    out: dict[str, Keys] = {}
+def paths_of(spec: nn.Layer, module: nnx.Module
+             ) -> tuple[dict[str, Keys], dict[str, nn.Layer]]:
+    """Attribute path and spec layer of every canonical layer path of a spec-built tree
+    (every use of a shared layer): ``"block 0.hidden"`` -> ``("layers", "block 0", "layers",
+    "hidden")`` and that ``nn.Dense``."""
+    keys_of: dict[str, Keys] = {}
+    layer_of: dict[str, nn.Layer] = {}
 
     def visit(layer: nn.Layer, keys: Keys, path: str) -> None:
-        out[path] = keys
+        keys_of[path], layer_of[path] = keys, layer
         if not layer.children():
             return
         owner = module_at(module, keys)
@@ -266,12 +233,4 @@ def paths_of(spec: nn.Layer, module: nnx.Module) -> dict[str, Keys]:
             visit(child, (*keys, *owner.child_keys(key)), nn.join(path, key))
 
     visit(spec, (), "")
-    return out
-
-
-def replace(root: nnx.Module, keys: list[Keys], new: nnx.Module) -> nnx.Module:
-    """Put ``new`` at every attribute path in ``keys`` (the uses of one spec layer); the
-    (new) root."""
-    for where in keys:
-        root = put(root, where, new)
-    return root
+    return keys_of, layer_of

@@ -18,7 +18,7 @@ from typing import Any
 import jax
 from flax import linen, traverse_util
 
-from ._layers import to_canonical, to_native
+from ._layers import relayout
 
 Path = tuple[str, ...]
 
@@ -74,10 +74,9 @@ class FlaxState:
         return tied_value(self.leaves, self.ties, path)
 
     def variables(self, expanded: bool = True) -> dict[str, Any]:
-        """The nested variables dict (``{'params': ..., 'batch_stats': ...}``)."""
-        if expanded:
-            return expand(self.leaves, self.ties)
-        return traverse_util.unflatten_dict(dict(self.leaves)) if self.leaves else {}
+        """The nested variables dict (``{'params': ..., 'batch_stats': ...}``), with every
+        tied use inserted from its root unless not ``expanded``."""
+        return expand(self.leaves, self.ties if expanded else {})
 
 
 def tied_value(leaves: Mapping[Path, Any], ties: Mapping[Path, tuple[Leaf, Leaf, bool]],
@@ -88,34 +87,18 @@ def tied_value(leaves: Mapping[Path, Any], ties: Mapping[Path, tuple[Leaf, Leaf,
     src, dst, transpose = ties[path]
     value = tied_value(leaves, ties, src.path)
     if isinstance(value, jax.ShapeDtypeStruct):
-        shape = to_canonical(src.layout, _Shape(value.shape)).shape
-        shape = tuple(reversed(shape)) if transpose else shape
-        return jax.ShapeDtypeStruct(to_native(dst.layout, _Shape(shape)).shape, value.dtype)
-    value = to_canonical(src.layout, value)
-    return to_native(dst.layout, value.T if transpose else value)
+        shape = relayout(src.layout, tuple(value.shape))
+        shape = shape[::-1] if transpose else shape
+        return jax.ShapeDtypeStruct(relayout(dst.layout, shape, to_native=True), value.dtype)
+    value = relayout(src.layout, value)
+    return relayout(dst.layout, value.T if transpose else value, to_native=True)
 
 
 def expand(leaves: Mapping[Path, Any], ties: Mapping[Path, tuple[Leaf, Leaf, bool]]
            ) -> dict[str, Any]:
     """Nested variables with every tied use inserted from its root (differentiable)."""
-    flat = dict(leaves)
-    flat.update({p: tied_value(leaves, ties, p) for p in ties})
+    flat = {**leaves, **{p: tied_value(leaves, ties, p) for p in ties}}
     return traverse_util.unflatten_dict(flat) if flat else {}
-
-
-class _Shape:
-    """A stand-in array with only a shape, so layout functions also map shapes."""
-
-    def __init__(self, shape: tuple[int, ...]):
-        self.shape = tuple(shape)
-        self.ndim = len(self.shape)
-
-    def transpose(self, perm: tuple[int, ...]) -> _Shape:
-        return _Shape(tuple(self.shape[i] for i in perm))
-
-    @property
-    def T(self) -> _Shape:  # noqa: N802
-        return _Shape(tuple(reversed(self.shape)))
 
 
 def tied_module(st: FlaxState) -> linen.Module:
@@ -128,8 +111,7 @@ def tied_module(st: FlaxState) -> linen.Module:
     ties = dict(st.ties)
 
     def expand_in(variables: Any) -> Any:
-        flat = traverse_util.flatten_dict(variables)
-        return expand(flat, ties)
+        return expand(traverse_util.flatten_dict(variables), ties)
 
     cls = linen.map_variables(type(st.module), True, trans_in_fn=expand_in, init=False)
     kwargs = {f.name: getattr(st.module, f.name) for f in dataclasses.fields(st.module)
