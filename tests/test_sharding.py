@@ -88,7 +88,7 @@ def _run(args, env=None):
     return done.stdout
 
 
-@pytest.mark.parametrize("backend", ["flax", "keras:jax"])
+@pytest.mark.parametrize("backend", ["flax", "flax:nnx", "keras:jax"])
 def test_on_a_2x4_jax_mesh(backend):
     pytest.importorskip("flax")
     pytest.importorskip("keras")

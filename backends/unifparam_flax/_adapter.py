@@ -110,11 +110,7 @@ class FlaxBackend(Backend):
         return canonical_shards(value.addressable_shards, layout_perm(ref.layout, value.ndim, True))
 
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
-        if not isinstance(mesh, jax.sharding.Mesh):
-            raise UnsupportedError(f"The flax backend shards over a jax.sharding.Mesh, got "
-                                   f"{type(mesh).__name__}: jax.make_mesh((2, 4), "
-                                   f"('data', 'model')).")
-        return {str(k): int(v) for k, v in mesh.shape.items()}
+        return jax_mesh_axes(self.configuration, mesh)
 
     def write_sharded(self, native: FlaxState, storage: Storage, mesh: Any,
                       block: Callable[[tuple[slice, ...]], np.ndarray]) -> FlaxState:
@@ -233,11 +229,24 @@ def _add_abstract(st: FlaxState, shapes: Mapping[Leaf, tuple[int, ...]]) -> Flax
                            for leaf, s in shapes.items()})
 
 
-def _sharding(mesh: Any, storage: Storage) -> Any:
-    """The NamedSharding of a planned storage, its canonical placement in flax's layout."""
-    perm = layout_perm(storage.ref.layout, len(storage.shape), True)
-    spec = native_order(storage.shard or (None,) * len(storage.shape), perm)
+def jax_mesh_axes(configuration: str, mesh: Any) -> dict[str, int]:
+    """The axis names and sizes of a ``jax.sharding.Mesh`` (linen and NNX shard over one)."""
+    if not isinstance(mesh, jax.sharding.Mesh):
+        raise UnsupportedError(f"The {configuration} backend shards over a jax.sharding.Mesh, "
+                               f"got {type(mesh).__name__}: jax.make_mesh((2, 4), "
+                               f"('data', 'model')).")
+    return {str(k): int(v) for k, v in mesh.shape.items()}
+
+
+def named_sharding(mesh: Any, storage: Storage, to_native: Sequence[int] | None) -> Any:
+    """The NamedSharding of a planned storage: its canonical placement in native order."""
+    spec = native_order(storage.shard or (None,) * len(storage.shape), to_native)
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+
+
+def _sharding(mesh: Any, storage: Storage) -> Any:
+    return named_sharding(mesh, storage, layout_perm(storage.ref.layout, len(storage.shape),
+                                                     True))
 
 
 def _allocate(st: FlaxState, skip: frozenset[Path],

@@ -28,13 +28,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from unifparam import Backend, NativeLayer, NativeParam, Plan, nn
+from unifparam import Backend, NativeLayer, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
 from unifparam._buffers import to_layout
+from unifparam._shards import canonical_shards, native_shard_maker
 from unifparam.errors import UnknownNameError, UnsupportedError
 
 from . import _nnx_layers as layers
-from ._adapter import as_array, loss_of
+from ._adapter import as_array, jax_mesh_axes, loss_of, named_sharding
 from ._layers import SPEC_PARAMS, permute
 from ._nnx_adopt import Ref, describe, is_parameter, module_at, put, transposed, variable
 from ._nnx_blocks import declare
@@ -106,6 +107,14 @@ class NNXBackend(Backend):
                     native.module = put(native.module, native.paths[use], new)
         own = {name for name, storage in plan.storages.items()
                if declare(native.module, storage)}
+        placed = {name: self._sharding(native, storage, plan.mesh)
+                  for name, storage in plan.storages.items()
+                  if plan.mesh is not None and storage.shard is not None}
+        for name, sharding in placed.items():  # placeholders carry their placement
+            var = variable(native.module, plan.storages[name].ref)
+            if var is not None and _abstract(var):
+                value = var.get_value()
+                var.set_value(jax.ShapeDtypeStruct(value.shape, value.dtype, sharding=sharding))
         if plan.abstract:
             return native
         key = jax.random.key(secrets.randbits(31))
@@ -115,13 +124,41 @@ class NNXBackend(Backend):
                 continue
             value = var.get_value()
             if name in own:
-                fresh = storage.fallback() if storage.fallback is not None else \
-                    np.zeros(value.shape, value.dtype)
-                var.set_value(jnp.asarray(fresh, value.dtype))
-                continue
-            var.set_value(default_value(native.module, storage.ref, jax.random.fold_in(key, i)))
+                fresh = jnp.asarray(storage.fallback() if storage.fallback is not None else
+                                    np.zeros(value.shape, value.dtype), value.dtype)
+            else:
+                fresh = default_value(native.module, storage.ref, jax.random.fold_in(key, i))
+            var.set_value(fresh if name not in placed else jax.device_put(fresh, placed[name]))
         _fill_state(native.module)
         return native
+
+    def mesh_axes(self, mesh: Any) -> dict[str, int]:
+        return jax_mesh_axes(self.configuration, mesh)
+
+    def write_sharded(self, native: NNXModel, storage: Storage, mesh: Any,
+                      block: Callable[[tuple[slice, ...]], np.ndarray]) -> NNXModel:
+        """Each addressable device's shard is made alone (its canonical block in the
+        variable's layout) and placed on it: no device holds another's values."""
+        var = variable(native.module, storage.ref)
+        old = var.get_value()  # type: ignore[union-attr]
+        perm = transposed(native.module, storage.ref, len(old.shape), True)
+        var.set_value(jax.make_array_from_callback(  # type: ignore[union-attr]
+            tuple(old.shape), self._sharding(native, storage, mesh),
+            native_shard_maker(block, perm, old.dtype)))
+        if storage.ref in native.views.values():
+            _sync(native.module, native.views)
+        return native
+
+    def owned_blocks(self, native: NNXModel, ref: Ref) -> list[tuple[tuple[slice, ...], Any]]:
+        """The first replica of each shard on this process's devices, canonical."""
+        value = variable(native.module, ref).get_value()  # type: ignore[union-attr]
+        return canonical_shards(value.addressable_shards,
+                                transposed(native.module, ref, value.ndim, True))
+
+    @staticmethod
+    def _sharding(native: NNXModel, storage: Storage, mesh: Any) -> Any:
+        perm = transposed(native.module, storage.ref, len(storage.shape), True)
+        return named_sharding(mesh, storage, perm)
 
     def status(self, native: NNXModel, ref: Ref) -> tuple[tuple[int | None, ...] | None, str]:
         var = variable(native.module, ref)
