@@ -10,6 +10,7 @@ Data stays channels-first (N, C, H, W), as the spec says.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import keras
@@ -125,10 +126,8 @@ def to_keras(spec: nn.Layer, path: str = "", memo: dict[int, Any] | None = None,
     """The Keras layer for ``spec`` and a table path -> Keras layer (every use's path)."""
     memo = {} if memo is None else memo
     table = {} if table is None else table
-    if id(spec) not in memo:
-        memo[id(spec)] = convert(spec, path, memo, table)
-    table[path] = memo[id(spec)]
-    return memo[id(spec)], table
+    table[path] = convert.build(spec, memo, path, table)
+    return table[path], table
 
 
 convert = Converters("keras")
@@ -139,72 +138,73 @@ def _name(path: str) -> str:
 
 
 @convert.register(nn.Sequential)
-def _sequential(spec: nn.Sequential, path: str, memo: dict[int, Any],
+def _sequential(spec: nn.Sequential, memo: dict[int, Any], path: str,
                 table: dict[str, Any]) -> Any:
     kids = [to_keras(c, nn.join(path, k), memo, table)[0] for k, c in spec.children()]
     return Stack(kids, name=_name(path))
 
 
 @convert.register(nn.Block)
-def _block(spec: nn.Block, path: str, memo: dict[int, Any], table: dict[str, Any]) -> Any:
+def _block(spec: nn.Block, memo: dict[int, Any], path: str, table: dict[str, Any]) -> Any:
     from ._blocks import BlockLayer
     kids = [to_keras(c, nn.join(path, k), memo, table)[0] for k, c in spec.children()]
     return BlockLayer(spec, kids, memo, name=_name(path) if path else "block")
 
 
 @convert.register(nn.Dense)
-def _dense(spec: nn.Dense, path: str, *context: Any) -> Any:
+def _dense(spec: nn.Dense, memo: Any, path: str, *table: Any) -> Any:
     layer = keras.layers.Dense(spec.units, activation=_ACTIVATIONS[spec.activation],
                                use_bias=spec.use_bias, name=_name(path))
-    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+    return _built(layer, spec.in_features)
 
 
 @convert.register(nn.Conv2D)
-def _conv2d(spec: nn.Conv2D, path: str, *context: Any) -> Any:
+def _conv2d(spec: nn.Conv2D, memo: Any, path: str, *table: Any) -> Any:
     layer = Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding="valid",
                    activation=_ACTIVATIONS[spec.activation], use_bias=spec.use_bias,
                    pads=spec.pads, name=_name(path))
-    c = spec.in_channels
-    return _built(layer, None if c is None else (None, c, None, None))
+    return _built(layer, spec.in_channels, None, None)
 
 
 @convert.register(nn.BatchNorm)
-def _batchnorm(spec: nn.BatchNorm, path: str, *context: Any) -> Any:
+def _batchnorm(spec: nn.BatchNorm, memo: Any, path: str, *table: Any) -> Any:
     layer = BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps, name=_name(path))
-    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+    return _built(layer, spec.in_features)
 
 
 @convert.register(nn.LayerNorm)
-def _layernorm(spec: nn.LayerNorm, path: str, *context: Any) -> Any:
+def _layernorm(spec: nn.LayerNorm, memo: Any, path: str, *table: Any) -> Any:
     layer = LayerNorm(axis=-1, epsilon=spec.eps, name=_name(path))
-    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+    return _built(layer, spec.in_features)
 
 
 @convert.register(nn.Embedding)
-def _embedding(spec: nn.Embedding, path: str, *context: Any) -> Any:
+def _embedding(spec: nn.Embedding, memo: Any, path: str, *table: Any) -> Any:
     layer = keras.layers.Embedding(spec.num_embeddings, spec.features, name=_name(path))
-    return _built(layer, (None,))
+    layer.build((None,))  # the spec gives every size
+    return layer
 
 
 @convert.register(nn.Flatten)
-def _flatten(spec: nn.Flatten, path: str, *context: Any) -> Any:
+def _flatten(spec: nn.Flatten, memo: Any, path: str, *table: Any) -> Any:
     return keras.layers.Flatten(data_format="channels_last", name=_name(path))  # (C, H, W)
 
 
 @convert.register(nn.Dropout)
-def _dropout(spec: nn.Dropout, path: str, *context: Any) -> Any:
+def _dropout(spec: nn.Dropout, memo: Any, path: str, *table: Any) -> Any:
     return keras.layers.Dropout(spec.rate, name=_name(path))
 
 
 @convert.register(nn.Activation)
-def _activation(spec: nn.Activation, path: str, *context: Any) -> Any:
+def _activation(spec: nn.Activation, memo: Any, path: str, *table: Any) -> Any:
     return keras.layers.Activation(_ACTIVATIONS[spec.name] or "linear", name=_name(path))
 
 
-def _built(layer: Any, input_shape: tuple[int | None, ...] | None) -> Any:
-    """Build now when the spec gives every size (L6); else the layer waits (L1)."""
-    if input_shape is not None:
-        layer.build(input_shape)
+def _built(layer: Any, size: int | None, *rest: None) -> Any:
+    """Build now, for inputs ``(batch, size, *rest)``, when the spec gives every size (L6);
+    else (``size`` None) the layer waits (L1)."""
+    if size is not None:
+        layer.build((None, size, *rest))
     return layer
 
 
@@ -224,19 +224,14 @@ def view(dst: Ref, src: Ref, transpose: bool) -> Any:
     return value if axes == list(range(ndim)) else ops.transpose(value, axes)
 
 
-_VIEW_CLASSES: dict[tuple[type, frozenset[str]], type] = {}
-
-
+@functools.cache
 def _view_class(cls: type, attrs: frozenset[str]) -> type:
-    """A subclass of ``cls`` whose ``attrs`` are read through the layer's links."""
-    key = (cls, attrs)
-    if key not in _VIEW_CLASSES:
-        def reader(attr: str) -> property:
-            return property(lambda self: view(*vars(self)["_unifparam_links"][attr]))
-        body = {a: reader(a) for a in attrs}
-        body.update(__module__=cls.__module__, __qualname__=cls.__qualname__)
-        _VIEW_CLASSES[key] = type(cls.__name__, (cls,), body)
-    return _VIEW_CLASSES[key]
+    """A subclass of ``cls`` whose ``attrs`` are read through the layer's links (one class
+    per pair, made once)."""
+    body: dict[str, Any] = {
+        a: property(lambda self, a=a: view(*vars(self)["_unifparam_links"][a])) for a in attrs}
+    body.update(__module__=cls.__module__, __qualname__=cls.__qualname__)
+    return type(cls.__name__, (cls,), body)
 
 
 def link(dst: Ref, src: Ref, transpose: bool) -> None:
@@ -249,8 +244,7 @@ def link(dst: Ref, src: Ref, transpose: bool) -> None:
     layer = dst.layer
     links = vars(layer).setdefault("_unifparam_links", {})
     links[dst.attr] = (dst, src, transpose)
-    base = getattr(layer, "_unifparam_base", type(layer))
-    vars(layer)["_unifparam_base"] = base
+    base = vars(layer).setdefault("_unifparam_base", type(layer))
     layer.__class__ = _view_class(base, frozenset(links))
     own = dst.own()
     if own is not None and any(v is own for v in layer._trainable_variables
