@@ -11,6 +11,7 @@ Data stays channels-first (N, C, H, W), as the spec says.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -151,61 +152,42 @@ def _block(spec: nn.Block, memo: dict[int, Any], path: str, table: dict[str, Any
     return BlockLayer(spec, kids, memo, name=_name(path) if path else "block")
 
 
-@convert.register(nn.Dense)
-def _dense(spec: nn.Dense, memo: Any, path: str, *table: Any) -> Any:
-    layer = keras.layers.Dense(spec.units, activation=_ACTIVATIONS[spec.activation],
-                               use_bias=spec.use_bias, name=_name(path))
-    return _built(layer, spec.in_features)
+def _leaf(make: Callable[[Any, str], Any],
+          input_shape: Callable[[Any], nn.Shape | None] = lambda spec: None,
+          ) -> Callable[..., Any]:
+    """The converter of a leaf kind: ``make(spec, name)``, named after its path, built now
+    when the spec gives its ``input_shape`` (L6); else the layer waits (L1)."""
+    def converter(spec: Any, memo: Any, path: str, *table: Any) -> Any:
+        layer, shape = make(spec, _name(path)), input_shape(spec)
+        if shape is not None:
+            layer.build(shape)
+        return layer
+    return converter
 
 
-@convert.register(nn.Conv2D)
-def _conv2d(spec: nn.Conv2D, memo: Any, path: str, *table: Any) -> Any:
-    layer = Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding="valid",
-                   activation=_ACTIVATIONS[spec.activation], use_bias=spec.use_bias,
-                   pads=spec.pads, name=_name(path))
-    return _built(layer, spec.in_channels, None, None)
+def _sized(size: str, *rest: None) -> Callable[[Any], nn.Shape | None]:
+    """Inputs ``(batch, spec.<size>, *rest)``; None while the spec leaves that size out."""
+    return lambda spec: None if getattr(spec, size) is None else (None, getattr(spec, size), *rest)
 
 
-@convert.register(nn.BatchNorm)
-def _batchnorm(spec: nn.BatchNorm, memo: Any, path: str, *table: Any) -> Any:
-    layer = BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps, name=_name(path))
-    return _built(layer, spec.in_features)
-
-
-@convert.register(nn.LayerNorm)
-def _layernorm(spec: nn.LayerNorm, memo: Any, path: str, *table: Any) -> Any:
-    layer = LayerNorm(axis=-1, epsilon=spec.eps, name=_name(path))
-    return _built(layer, spec.in_features)
-
-
-@convert.register(nn.Embedding)
-def _embedding(spec: nn.Embedding, memo: Any, path: str, *table: Any) -> Any:
-    layer = keras.layers.Embedding(spec.num_embeddings, spec.features, name=_name(path))
-    layer.build((None,))  # the spec gives every size
-    return layer
-
-
-@convert.register(nn.Flatten)
-def _flatten(spec: nn.Flatten, memo: Any, path: str, *table: Any) -> Any:
-    return keras.layers.Flatten(data_format="channels_last", name=_name(path))  # (C, H, W)
-
-
-@convert.register(nn.Dropout)
-def _dropout(spec: nn.Dropout, memo: Any, path: str, *table: Any) -> Any:
-    return keras.layers.Dropout(spec.rate, name=_name(path))
-
-
-@convert.register(nn.Activation)
-def _activation(spec: nn.Activation, memo: Any, path: str, *table: Any) -> Any:
-    return keras.layers.Activation(_ACTIVATIONS[spec.name] or "linear", name=_name(path))
-
-
-def _built(layer: Any, size: int | None, *rest: None) -> Any:
-    """Build now, for inputs ``(batch, size, *rest)``, when the spec gives every size (L6);
-    else (``size`` None) the layer waits (L1)."""
-    if size is not None:
-        layer.build((None, size, *rest))
-    return layer
+convert.register(nn.Dense)(_leaf(lambda s, name: keras.layers.Dense(
+    s.units, activation=_ACTIVATIONS[s.activation], use_bias=s.use_bias, name=name),
+    _sized("in_features")))
+convert.register(nn.Conv2D)(_leaf(lambda s, name: Conv2D(
+    s.filters, s.kernel_size, strides=s.stride, padding="valid",
+    activation=_ACTIVATIONS[s.activation], use_bias=s.use_bias, pads=s.pads, name=name),
+    _sized("in_channels", None, None)))
+convert.register(nn.BatchNorm)(_leaf(lambda s, name: BatchNorm(
+    axis=1, momentum=1.0 - s.momentum, epsilon=s.eps, name=name), _sized("in_features")))
+convert.register(nn.LayerNorm)(_leaf(lambda s, name: LayerNorm(
+    axis=-1, epsilon=s.eps, name=name), _sized("in_features")))
+convert.register(nn.Embedding)(_leaf(lambda s, name: keras.layers.Embedding(
+    s.num_embeddings, s.features, name=name), lambda s: (None,)))  # every size is known
+convert.register(nn.Flatten)(_leaf(lambda s, name: keras.layers.Flatten(
+    data_format="channels_last", name=name)))  # flattens (C, H, W) in that order
+convert.register(nn.Dropout)(_leaf(lambda s, name: keras.layers.Dropout(s.rate, name=name)))
+convert.register(nn.Activation)(_leaf(lambda s, name: keras.layers.Activation(
+    _ACTIVATIONS[s.name] or "linear", name=name)))
 
 
 # ---- views: a tied parameter reads its root's variable at call time ----------------------
