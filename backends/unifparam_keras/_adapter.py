@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from unifparam import Backend, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
+from unifparam._backend import ABSTRACT, ALIAS, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
 from unifparam._convert import numpy_input
 from unifparam._shards import canonical_shards, native_order, native_shard_maker
@@ -38,7 +38,6 @@ ops: Any = None
 _adopt: Any = None
 _layers: Any = None
 
-Shape = tuple[int | None, ...]
 KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
 
 
@@ -154,7 +153,7 @@ class KerasBackend(Backend):
         deferred = plan.abstract or any(s.fill == WRITE for s in plan.storages.values())
         with _lazy() if deferred else nullcontext():
             for s in plan.storages.values():  # a block's own parameters: planned shapes
-                if hasattr(s.ref.layer, "make_param") and s.fill != "alias":
+                if hasattr(s.ref.layer, "make_param") and s.fill != ALIAS:
                     s.ref.layer.make_param(s.ref.name, s.shape)
             for path, shape in plan.layer_inputs.items():
                 layer = native.layers[path]
@@ -202,7 +201,7 @@ class KerasBackend(Backend):
             return super().owned_blocks(native, ref)
         return canonical_shards(value.addressable_shards, ref.native_perm)
 
-    def status(self, native: KerasModel, ref: Any) -> tuple[Shape | None, str]:
+    def status(self, native: KerasModel, ref: Any) -> tuple[nn.Shape | None, str]:
         link = _link(ref)
         if link is not None:
             _, src, transpose = link

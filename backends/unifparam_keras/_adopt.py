@@ -30,8 +30,6 @@ from unifparam import NativeLayer, NativeParam, nn
 from unifparam._buffers import kernel_perm
 from unifparam.roles import STATISTICS, classify, family_of, local_name
 
-Shape = tuple[int | None, ...]
-
 
 @dataclass(frozen=True, eq=False)
 class Ref:
@@ -109,7 +107,7 @@ def _discovered(layer: Any) -> list[Ref]:
     return refs
 
 
-def known_shape(ref: Ref) -> Shape | None:
+def known_shape(ref: Ref) -> nn.Shape | None:
     """The canonical shape, with None where an unbuilt layer does not know its input size."""
     var = ref.own()
     if var is not None:
