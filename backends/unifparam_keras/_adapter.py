@@ -117,9 +117,8 @@ class KerasBackend(Backend):
         return KerasModel(model, table), natives
 
     def adopt(self, native: Any) -> tuple[KerasModel, Any]:
-        table: dict[str, Any] = {}
-        tree = _adopt.describe(native, "", table)
-        return KerasModel(native, table), tree
+        model = KerasModel(native)
+        return model, _adopt.describe(native, "", model.layers)
 
     # ---- size and storage ------------------------------------------------------------
     def infer(self, native: KerasModel, inputs: Sequence[Any] | None,

@@ -28,6 +28,8 @@ def gelu_exact(x: Any) -> Any:
     return keras.activations.gelu(x, approximate=False)
 
 
+#: spec activation -> Keras's own name (or the registered gelu_exact), so that the layers
+#: serialize; KerasBinding.activation's plain functions (identity, exact gelu) would not
 _ACTIVATIONS: dict[str | None, Any] = {
     None: None, "identity": None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
     "gelu": gelu_exact, "softmax": "softmax",
