@@ -129,6 +129,9 @@ def to_keras(spec: nn.Layer, path: str = "", memo: dict[int, Any] | None = None,
     """The Keras layer for ``spec`` and a table path -> Keras layer (every use's path)."""
     memo = {} if memo is None else memo
     table = {} if table is None else table
+    if id(spec) in memo:  # used again: its sublayers are listed under this use's path too
+        for key, child in spec.children():
+            to_keras(child, nn.join(path, key), memo, table)
     table[path] = convert.build(spec, memo, path, table)
     return table[path], table
 
