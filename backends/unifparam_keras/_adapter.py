@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from unifparam import Backend, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
+from unifparam._backend import ABSTRACT, ALIAS, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
 from unifparam._convert import numpy_input
 from unifparam._shards import canonical_shards, native_order, native_shard_maker
@@ -38,10 +38,7 @@ ops: Any = None
 _adopt: Any = None
 _layers: Any = None
 
-Shape = tuple[int | None, ...]
 KERAS_BACKENDS = ("tensorflow", "jax", "torch", "numpy", "openvino")
-_INSTALL = {"tensorflow": "'unifparam[tensorflow]'", "jax": "'unifparam[jax]'",
-            "torch": "'unifparam[torch]'"}
 
 
 def _import_keras(variant: str | None) -> None:
@@ -60,7 +57,7 @@ def _import_keras(variant: str | None) -> None:
         elif importlib.util.find_spec(variant) is None:
             raise BackendNotInstalledError(
                 f"Backend 'keras:{variant}' needs {variant}, which is not installed. Install "
-                f"it with: pip install {_INSTALL[variant]}, or pick another Keras backend.")
+                f"it with: pip install 'unifparam[{variant}]', or pick another Keras backend.")
         else:
             os.environ["KERAS_BACKEND"] = variant
     elif "keras" not in sys.modules:
@@ -70,12 +67,10 @@ def _import_keras(variant: str | None) -> None:
                 f"KERAS_BACKEND={chosen!r} is not a Keras backend; expected one of "
                 f"{', '.join(KERAS_BACKENDS)}. Fix the environment variable, or pick the "
                 f"backend explicitly: backend='keras:jax'.")
-    import keras as keras_
-    from keras import ops as ops_
+    import keras  # these imports bind the module globals declared above
+    from keras import ops
 
-    from . import _adopt as adopt_
-    from . import _layers as layers_
-    keras, ops, _adopt, _layers = keras_, ops_, adopt_, layers_
+    from . import _adopt, _layers
 
 
 @dataclass
@@ -122,9 +117,8 @@ class KerasBackend(Backend):
         return KerasModel(model, table), natives
 
     def adopt(self, native: Any) -> tuple[KerasModel, Any]:
-        table: dict[str, Any] = {}
-        tree = _adopt.describe(native, "", table)
-        return KerasModel(native, table), tree
+        model = KerasModel(native)
+        return model, _adopt.describe(native, "", model.layers)
 
     # ---- size and storage ------------------------------------------------------------
     def infer(self, native: KerasModel, inputs: Sequence[Any] | None,
@@ -158,28 +152,25 @@ class KerasBackend(Backend):
         deferred = plan.abstract or any(s.fill == WRITE for s in plan.storages.values())
         with _lazy() if deferred else nullcontext():
             for s in plan.storages.values():  # a block's own parameters: planned shapes
-                if hasattr(s.ref.layer, "make_param") and s.fill != "alias":
+                if hasattr(s.ref.layer, "make_param") and s.fill != ALIAS:
                     s.ref.layer.make_param(s.ref.name, s.shape)
             for path, shape in plan.layer_inputs.items():
                 layer = native.layers[path]
                 if not layer.built:
                     layer.build(tuple(shape))
-        if plan.mesh is not None:  # Keras's own LayoutMap places every variable
-            layout_map = _layout_map(plan)
-            for s in plan.storages.values():
-                var = s.ref.own() if _link(s.ref) is None else None
-                if var is not None and s.shard is not None:
-                    var._layout = layout_map[s.ref.own().path]
+        if plan.mesh is not None:
+            _place(plan)
         if not plan.abstract:
             skip = {id(s.ref.own()) for s in plan.storages.values()
                     if s.fill == WRITE and _link(s.ref) is None}
-            for var in self._variables(native):
-                if var._value is None and id(var) not in skip:
-                    var._deferred_initialize()
+            for layer in native.layers.values():  # a shared variable: filled when first seen
+                for var in getattr(layer, "variables", ()):  # (a list of layers has none)
+                    if var._value is None and id(var) not in skip:
+                        var._deferred_initialize()
         for layer in native.layers.values():
             if isinstance(layer, _layers.Stack):
                 layer.built = True
-        _sync_torch_params(native)
+        _sync_torch_params(native.layers.values())
         return native
 
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
@@ -192,19 +183,15 @@ class KerasBackend(Backend):
 
     def write_sharded(self, native: KerasModel, storage: Any, mesh: Any,
                       block: Callable[[tuple[slice, ...]], np.ndarray]) -> KerasModel:
-        """Each device's shard made alone, into the variable whose TensorLayout the
-        LayoutMap gave (``allocate``)."""
+        """Each device's shard made alone, into the variable whose TensorLayout
+        ``allocate`` gave."""
         import jax
         var, to_native = storage.ref.own(), storage.ref.native_perm
         spec = jax.sharding.PartitionSpec(*native_order(storage.shard, to_native))
         value = jax.make_array_from_callback(
             native_order(storage.shape, to_native), jax.sharding.NamedSharding(mesh, spec),
             native_shard_maker(block, to_native, var.dtype))
-        if var._value is None:
-            var._initialize(value)
-            _track_torch_layer(storage.ref.layer)
-        else:
-            var.assign(value)
+        _assign(storage.ref, value)
         return native
 
     def owned_blocks(self, native: KerasModel, ref: Any) -> list[tuple[tuple[slice, ...], Any]]:
@@ -213,15 +200,7 @@ class KerasBackend(Backend):
             return super().owned_blocks(native, ref)
         return canonical_shards(value.addressable_shards, ref.native_perm)
 
-    def _variables(self, native: KerasModel) -> list[Any]:
-        seen: dict[int, Any] = {}
-        for layer in native.layers.values():
-            if isinstance(layer, keras.layers.Layer):
-                for v in layer.variables:
-                    seen.setdefault(id(v), v)
-        return list(seen.values())
-
-    def status(self, native: KerasModel, ref: Any) -> tuple[Shape | None, str]:
+    def status(self, native: KerasModel, ref: Any) -> tuple[nn.Shape | None, str]:
         link = _link(ref)
         if link is not None:
             _, src, transpose = link
@@ -242,14 +221,8 @@ class KerasBackend(Backend):
         if link is not None:
             _, src, transpose = link
             return self.write(native, src, np.ascontiguousarray(value.T if transpose else value))
-        var = ref.own()
-        buffer = to_layout(value, ref.native_perm, var.dtype)  # aligned, so keras:jax can adopt it
-        buffer = _adoptable(buffer, self.variant)
-        if var._value is None:  # left empty by materialize: the first value creates it
-            var._initialize(buffer)
-            _track_torch_layer(ref.layer)
-        else:
-            var.assign(buffer)
+        buffer = to_layout(value, ref.native_perm, ref.own().dtype)  # aligned: keras:jax adopts it
+        _assign(ref, _adoptable(buffer, self.variant))
         return native
 
     def reset(self, native: KerasModel, refs: Sequence[Any]) -> KerasModel:
@@ -267,7 +240,7 @@ class KerasBackend(Backend):
 
     def alias(self, native: KerasModel, src: Any, dst: Any, transpose: bool) -> KerasModel:
         _layers.link(dst, src, transpose)
-        _sync_torch_params(native)
+        _sync_torch_params(native.layers.values())
         return native
 
     def native_object(self, native: KerasModel, ref: Any) -> Any:
@@ -286,13 +259,14 @@ class KerasBackend(Backend):
         xs = [_as_tensor(x) for x in inputs]
         variables = [ref.own() for ref in refs.values()]
 
-        def objective(out: Any) -> Any:
+        def objective() -> Any:
+            out = _call(native.model, xs, training=False)
             if loss is not None:
                 return loss(out)
             return default_loss(out, ops.sum, lambda x: "float" in keras.backend.standardize_dtype(
                 getattr(x, "dtype", "int32")))
 
-        grads = _GRADIENTS[keras.backend.backend()](native.model, xs, objective, variables)
+        grads = _gradients(objective, variables)
         out = {}
         for (name, ref), var, g in zip(refs.items(), variables, grads):
             g = np.zeros(tuple(var.shape), np.float32) if g is None else self.to_numpy(g)
@@ -300,11 +274,7 @@ class KerasBackend(Backend):
         return out
 
     def to_numpy(self, value: Any) -> np.ndarray:
-        if isinstance(value, keras.Variable):
-            value = value.value
-        if hasattr(value, "detach"):  # torch
-            value = value.detach().cpu()
-        return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        return super().to_numpy(value.value if isinstance(value, keras.Variable) else value)
 
 
 def _adoptable(buffer: np.ndarray, variant: str) -> Any:
@@ -328,16 +298,24 @@ def _adoptable(buffer: np.ndarray, variant: str) -> Any:
     return buffer
 
 
-def _sync_torch_params(native: KerasModel) -> None:
-    """Torch-backed Keras mirrors variables in a ParameterDict per layer: refresh it after
-    ties and materialization so ``model.parameters()`` matches ``model.variables``."""
-    for layer in native.layers.values():
-        _track_torch_layer(layer)
+def _assign(ref: Any, value: Any) -> None:
+    """Give ``ref``'s variable ``value``; a variable left empty by materialize is created by
+    its first value."""
+    var = ref.own()
+    if var._value is None:
+        var._initialize(value)
+        _sync_torch_params([ref.layer])
+    else:
+        var.assign(value)
 
 
-def _track_torch_layer(layer: Any) -> None:
-    if hasattr(layer, "_torch_params") and all(v._value is not None for v in layer.variables):
-        layer._track_variables()
+def _sync_torch_params(layers: Iterable[Any]) -> None:
+    """Torch-backed Keras mirrors variables in a ParameterDict per layer: refresh it once
+    the layer's variables all have values (after ties, materialization, a first write) so
+    ``model.parameters()`` matches ``model.variables``."""
+    for layer in layers:
+        if hasattr(layer, "_torch_params") and all(v._value is not None for v in layer.variables):
+            layer._track_variables()
 
 
 def _call(model: Any, xs: Sequence[Any], **kwargs: Any) -> Any:
@@ -359,55 +337,45 @@ def _dtype(dtype: Any) -> str:
 
 
 def _as_tensor(x: Any) -> Any:
-    if isinstance(x, np.ndarray) or isinstance(x, (list, tuple, float, int)):
+    if isinstance(x, (np.ndarray, list, tuple, float, int)):
         return ops.convert_to_tensor(numpy_input(x))
     return x
 
 
-# ---- gradients through each Keras backend's own autodiff ---------------------------------
-def _grads_tensorflow(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
+def _gradients(objective: Callable[[], Any], variables: list[Any]) -> list[Any]:
+    """The gradient of ``objective()`` for each variable (None: unused), by the Keras
+    backend's own autodiff."""
+    values = [v.value for v in variables]
+    if keras.backend.backend() == "jax":
+        import jax
+        from keras.src.backend.common.stateless_scope import StatelessScope
+
+        def f(values: list[Any]) -> Any:
+            with StatelessScope(state_mapping=list(zip(variables, values)),
+                                initialize_variables=False):
+                return objective()
+
+        return jax.grad(f)(values)
+    if keras.backend.backend() == "torch":
+        import torch
+        with torch.enable_grad():
+            return list(torch.autograd.grad(objective(), values, allow_unused=True))
     import tensorflow as tf
     with tf.GradientTape() as tape:
-        value = objective(_call(model, xs, training=False))
-    grads = tape.gradient(value, [v.value for v in variables])
-    return [None if g is None else tf.convert_to_tensor(g) for g in grads]  # IndexedSlices
+        value = objective()
+    return [None if g is None else tf.convert_to_tensor(g)  # IndexedSlices
+            for g in tape.gradient(value, values)]
 
 
-def _grads_jax(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
-    import jax
-    from keras.src.backend.common.stateless_scope import StatelessScope
-
-    def f(values: list[Any]) -> Any:
-        with StatelessScope(state_mapping=list(zip(variables, values)),
-                            initialize_variables=False):
-            return objective(_call(model, xs, training=False))
-
-    return jax.grad(f)([v.value for v in variables])
-
-
-def _grads_torch(model: Any, xs: list[Any], objective: Callable, variables: list) -> list:
-    import torch
-    with torch.enable_grad():
-        value = objective(_call(model, xs, training=False))
-        return list(torch.autograd.grad(value, [v.value for v in variables], allow_unused=True))
-
-
-_GRADIENTS = {"tensorflow": _grads_tensorflow, "jax": _grads_jax, "torch": _grads_torch}
-
-
-def _layout_map(plan: Plan) -> Any:
-    """The plan's placements as Keras's own ``LayoutMap`` (exact variable paths, native
-    dimension order) on a Keras ``DeviceMesh`` of the same devices and axis names."""
-    import re
-
+def _place(plan: Plan) -> None:
+    """Give each sharded variable the plan's placement as Keras's own ``TensorLayout``
+    (native dimension order) on a Keras ``DeviceMesh`` of the same devices and axis names."""
     from keras import distribution
     mesh = plan.mesh
     device_mesh = distribution.DeviceMesh(tuple(mesh.devices.shape), tuple(mesh.axis_names),
                                           mesh.devices)
-    layout_map = distribution.LayoutMap(device_mesh)
     for s in plan.storages.values():
         var = s.ref.own() if _link(s.ref) is None else None
-        if var is None or s.shard is None:
-            continue
-        layout_map[re.escape(var.path)] = native_order(s.shard, s.ref.native_perm)
-    return layout_map
+        if var is not None and s.shard is not None:
+            axes = native_order(s.shard, s.ref.native_perm)
+            var._layout = distribution.TensorLayout(axes, device_mesh)

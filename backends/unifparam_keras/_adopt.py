@@ -26,11 +26,9 @@ from typing import Any
 import keras
 from keras.src.models.functional import Functional
 
-from unifparam import NativeLayer, NativeParam
+from unifparam import NativeLayer, NativeParam, nn
 from unifparam._buffers import kernel_perm
 from unifparam.roles import STATISTICS, classify, family_of, local_name
-
-Shape = tuple[int | None, ...]
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,42 +56,37 @@ class Ref:
 
     def own(self) -> Any:
         """The layer's own variable, or None before the layer is built."""
-        if self.var is not None:
-            return self.var
-        return vars(self.layer).get(self.store)
+        return self.var if self.var is not None else vars(self.layer).get(self.store)
 
 
 def schema(layer: Any) -> list[Ref]:
     """Refs of every parameter a known Keras layer type has (or will have once built)."""
     L = keras.layers  # noqa: N806
-    if isinstance(layer, L.Dense):
-        refs = [_ref(layer, "dense", "weight", "kernel", "_kernel", 2)]
-        return refs + ([_ref(layer, "dense", "bias", "bias", "bias")] if layer.use_bias else [])
-    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and not isinstance(
-            layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)):
-        refs = [_ref(layer, "conv", "weight", "kernel", "_kernel", layer.rank + 2)]
-        return refs + ([_ref(layer, "conv", "bias", "bias", "bias")] if layer.use_bias else [])
-    if isinstance(layer, L.Embedding):
-        return [_ref(layer, "embedding", "weight", "embeddings", "_embeddings")]
-    if isinstance(layer, (L.LayerNormalization, L.BatchNormalization)):
-        refs = []
-        if layer.scale:
-            refs.append(_ref(layer, "norm", "weight", "gamma", "gamma"))
-        if layer.center:
-            refs.append(_ref(layer, "norm", "bias", "beta", "beta"))
-        if isinstance(layer, L.BatchNormalization):
-            refs += [_ref(layer, "norm", "running_mean", "moving_mean", "moving_mean"),
-                     _ref(layer, "norm", "running_var", "moving_variance", "moving_variance")]
-        return refs
     if hasattr(layer, "unifparam_refs"):  # a unifparam block's own parameters
         return layer.unifparam_refs()
-    return _discovered(layer)
+    if isinstance(layer, L.Embedding):
+        return [_ref(layer, "embedding", "weight", "embeddings")]
+    if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)):
+        kind, ndim = ("dense", 2) if isinstance(layer, L.Dense) else ("conv", layer.rank + 2)
+        attrs = {"weight": "kernel", "bias": "bias" if layer.use_bias else None}
+    elif isinstance(layer, (L.LayerNormalization, L.BatchNormalization)):
+        kind, ndim = "norm", 1
+        attrs = {"weight": "gamma" if layer.scale else None,
+                 "bias": "beta" if layer.center else None}
+        if isinstance(layer, L.BatchNormalization):
+            attrs.update(running_mean="moving_mean", running_var="moving_variance")
+    else:
+        return _discovered(layer)
+    return [_ref(layer, kind, name, attr, ndim if name == "weight" else 1)
+            for name, attr in attrs.items() if attr is not None]
 
 
-def _ref(layer: Any, kind: str, name: str, attr: str, store: str, ndim: int = 1) -> Ref:
-    """A known layer's parameter: kernels (ndim >= 2) change layout, statistics are frozen."""
+def _ref(layer: Any, kind: str, name: str, attr: str, ndim: int = 1) -> Ref:
+    """A known layer's parameter: kernels (ndim >= 2) change layout, statistics are frozen.
+    An attribute that is a property (Dense's ``kernel``) reads the variable in ``_<attr>``."""
     role, axes = classify(kind, name, ndim)
     perm = kernel_perm(ndim, to_native=False) if ndim >= 2 else None
+    store = f"_{attr}" if isinstance(getattr(type(layer), attr, None), property) else attr
     return Ref(layer, name, attr, store, perm, role, axes, name not in STATISTICS)
 
 
@@ -114,21 +107,18 @@ def _discovered(layer: Any) -> list[Ref]:
     return refs
 
 
-def known_shape(ref: Ref) -> Shape | None:
+def known_shape(ref: Ref) -> nn.Shape | None:
     """The canonical shape, with None where an unbuilt layer does not know its input size."""
     var = ref.own()
     if var is not None:
         shape = tuple(var.shape)
         return tuple(shape[i] for i in ref.perm) if ref.perm else shape
     layer = ref.layer
-    if isinstance(layer, keras.layers.Dense):
-        return (layer.units, None) if ref.name == "weight" else (layer.units,)
     if isinstance(layer, keras.layers.Embedding):
         return (layer.input_dim, layer.output_dim)
-    if ref.name == "weight" and hasattr(layer, "kernel_size"):
-        return (layer.filters, None, *layer.kernel_size)
-    if ref.name == "bias" and hasattr(layer, "filters"):
-        return (layer.filters,)
+    out = getattr(layer, "units", getattr(layer, "filters", None))  # Dense, convolutions:
+    if out is not None:  # a kernel (out, in, *kernel_size), a bias (out,)
+        return (out, None, *getattr(layer, "kernel_size", ())) if ref.name == "weight" else (out,)
     return (None,) if ref.axes == ("out",) else None
 
 
@@ -187,9 +177,8 @@ def describe(layer: Any, path: str = "", table: dict[str, Any] | None = None) ->
         kind = type(layer).__name__
         node = NativeLayer(path, kind, f"{kind}(name={layer.name!r})")
         for ref in schema(layer):
-            name = f"{path}.{ref.name}" if path else ref.name
-            node.params[ref.name] = native_param(ref, name)
+            node.params[ref.name] = native_param(ref, nn.join(path, ref.name))
         kids = children(layer)
     for key, child in kids:
-        node.children.append((key, describe(child, f"{path}.{key}" if path else key, table)))
+        node.children.append((key, describe(child, nn.join(path, key), table)))
     return node

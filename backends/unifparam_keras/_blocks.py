@@ -21,19 +21,11 @@ from unifparam.roles import STATISTICS
 
 from ._adopt import Ref
 
-#: ``keras.ops`` names what the array API standard names otherwise or leaves out
+#: the ops ``keras.ops`` names otherwise (or, for ``gelu``, computes otherwise by default)
 OPS: dict[str, Callable[..., Any]] = {
     "transpose": K.transpose, "concat": lambda xs, axis=0: K.concatenate(xs, axis=axis),
-    "relu": K.relu, "sigmoid": K.sigmoid, "gelu": lambda x: K.gelu(x, approximate=False),
-    "softmax": lambda x, axis=-1: K.softmax(x, axis=axis),
+    "gelu": lambda x: K.gelu(x, approximate=False),
 }
-
-
-class _Holder:
-    """Plain holder Keras does not track: the block spec and every spec layer's Keras layer."""
-
-    def __init__(self, spec: nn.Block, memo: dict[int, Any]):
-        self.spec, self.memo = spec, memo
 
 
 class KerasBinding(Binding):
@@ -61,19 +53,20 @@ class BlockLayer(keras.Model):
     def __init__(self, spec: nn.Block, children: list[Any], memo: dict[int, Any], **kw: Any):
         super().__init__(**kw)
         self.stack = list(children)
-        self._unifparam = _Holder(spec, memo)
+        # plain attributes Keras does not track: the spec, and each spec layer's Keras layer
+        object.__setattr__(self, "_unifparam_spec", spec)
+        object.__setattr__(self, "_unifparam_memo", memo)
 
     def unifparam_refs(self) -> list[Ref]:
         """A Ref per own parameter (its variable exists once planned)."""
-        spec = self._unifparam.spec
-        return [Ref(self, name, store(name), store(name), None, d.role, d.axes,
+        return [Ref(self, d.name, store(d.name), store(d.name), None, d.role, d.axes,
                     d.trainable and d.name not in STATISTICS)
-                for name, d in ((d.name, d) for d in spec.param_decls())]
+                for d in self._unifparam_spec.param_decls()]
 
     def make_param(self, name: str, shape: tuple[int, ...]) -> None:
         """Create parameter ``name``'s variable with its planned shape (values come later)."""
         if vars(self).get(store(name)) is None:
-            p = self._unifparam.spec.parameter(name)
+            p = self._unifparam_spec.parameter(name)
             var = self.add_weight(shape=shape, initializer="zeros", trainable=p.trainable,
                                   name=name)
             object.__setattr__(self, store(name), var)
@@ -82,5 +75,5 @@ class BlockLayer(keras.Model):
         self.built = True  # children are built by the adapter, parameters by make_param
 
     def call(self, *inputs: Any, training: Any = None) -> Any:
-        with bound(KerasBinding(self._unifparam.memo, training)):
-            return self._unifparam.spec.forward(*inputs)
+        with bound(KerasBinding(self._unifparam_memo, training)):
+            return self._unifparam_spec.forward(*inputs)

@@ -10,6 +10,8 @@ Data stays channels-first (N, C, H, W), as the spec says.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import keras
@@ -26,6 +28,8 @@ def gelu_exact(x: Any) -> Any:
     return keras.activations.gelu(x, approximate=False)
 
 
+#: spec activation -> Keras's own name (or the registered gelu_exact), so that the layers
+#: serialize; KerasBinding.activation's plain functions (identity, exact gelu) would not
 _ACTIVATIONS: dict[str | None, Any] = {
     None: None, "identity": None, "relu": "relu", "sigmoid": "sigmoid", "tanh": "tanh",
     "gelu": gelu_exact, "softmax": "softmax",
@@ -125,10 +129,11 @@ def to_keras(spec: nn.Layer, path: str = "", memo: dict[int, Any] | None = None,
     """The Keras layer for ``spec`` and a table path -> Keras layer (every use's path)."""
     memo = {} if memo is None else memo
     table = {} if table is None else table
-    if id(spec) not in memo:
-        memo[id(spec)] = convert(spec, path, memo, table)
-    table[path] = memo[id(spec)]
-    return memo[id(spec)], table
+    if id(spec) in memo:  # used again: its sublayers are listed under this use's path too
+        for key, child in spec.children():
+            to_keras(child, nn.join(path, key), memo, table)
+    table[path] = convert.build(spec, memo, path, table)
+    return table[path], table
 
 
 convert = Converters("keras")
@@ -139,73 +144,55 @@ def _name(path: str) -> str:
 
 
 @convert.register(nn.Sequential)
-def _sequential(spec: nn.Sequential, path: str, memo: dict[int, Any],
+def _sequential(spec: nn.Sequential, memo: dict[int, Any], path: str,
                 table: dict[str, Any]) -> Any:
     kids = [to_keras(c, nn.join(path, k), memo, table)[0] for k, c in spec.children()]
     return Stack(kids, name=_name(path))
 
 
 @convert.register(nn.Block)
-def _block(spec: nn.Block, path: str, memo: dict[int, Any], table: dict[str, Any]) -> Any:
+def _block(spec: nn.Block, memo: dict[int, Any], path: str, table: dict[str, Any]) -> Any:
     from ._blocks import BlockLayer
     kids = [to_keras(c, nn.join(path, k), memo, table)[0] for k, c in spec.children()]
     return BlockLayer(spec, kids, memo, name=_name(path) if path else "block")
 
 
-@convert.register(nn.Dense)
-def _dense(spec: nn.Dense, path: str, *context: Any) -> Any:
-    layer = keras.layers.Dense(spec.units, activation=_ACTIVATIONS[spec.activation],
-                               use_bias=spec.use_bias, name=_name(path))
-    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
+def _leaf(make: Callable[[Any, str], Any],
+          input_shape: Callable[[Any], nn.Shape | None] = lambda spec: None,
+          ) -> Callable[..., Any]:
+    """The converter of a leaf kind: ``make(spec, name)``, named after its path, built now
+    when the spec gives its ``input_shape`` (L6); else the layer waits (L1)."""
+    def converter(spec: Any, memo: Any, path: str, *table: Any) -> Any:
+        layer, shape = make(spec, _name(path)), input_shape(spec)
+        if shape is not None:
+            layer.build(shape)
+        return layer
+    return converter
 
 
-@convert.register(nn.Conv2D)
-def _conv2d(spec: nn.Conv2D, path: str, *context: Any) -> Any:
-    layer = Conv2D(spec.filters, spec.kernel_size, strides=spec.stride, padding="valid",
-                   activation=_ACTIVATIONS[spec.activation], use_bias=spec.use_bias,
-                   pads=spec.pads, name=_name(path))
-    c = spec.in_channels
-    return _built(layer, None if c is None else (None, c, None, None))
+def _sized(size: str, *rest: None) -> Callable[[Any], nn.Shape | None]:
+    """Inputs ``(batch, spec.<size>, *rest)``; None while the spec leaves that size out."""
+    return lambda spec: None if getattr(spec, size) is None else (None, getattr(spec, size), *rest)
 
 
-@convert.register(nn.BatchNorm)
-def _batchnorm(spec: nn.BatchNorm, path: str, *context: Any) -> Any:
-    layer = BatchNorm(axis=1, momentum=1.0 - spec.momentum, epsilon=spec.eps, name=_name(path))
-    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
-
-
-@convert.register(nn.LayerNorm)
-def _layernorm(spec: nn.LayerNorm, path: str, *context: Any) -> Any:
-    layer = LayerNorm(axis=-1, epsilon=spec.eps, name=_name(path))
-    return _built(layer, None if spec.in_features is None else (None, spec.in_features))
-
-
-@convert.register(nn.Embedding)
-def _embedding(spec: nn.Embedding, path: str, *context: Any) -> Any:
-    layer = keras.layers.Embedding(spec.num_embeddings, spec.features, name=_name(path))
-    return _built(layer, (None,))
-
-
-@convert.register(nn.Flatten)
-def _flatten(spec: nn.Flatten, path: str, *context: Any) -> Any:
-    return keras.layers.Flatten(data_format="channels_last", name=_name(path))  # (C, H, W)
-
-
-@convert.register(nn.Dropout)
-def _dropout(spec: nn.Dropout, path: str, *context: Any) -> Any:
-    return keras.layers.Dropout(spec.rate, name=_name(path))
-
-
-@convert.register(nn.Activation)
-def _activation(spec: nn.Activation, path: str, *context: Any) -> Any:
-    return keras.layers.Activation(_ACTIVATIONS[spec.name] or "linear", name=_name(path))
-
-
-def _built(layer: Any, input_shape: tuple[int | None, ...] | None) -> Any:
-    """Build now when the spec gives every size (L6); else the layer waits (L1)."""
-    if input_shape is not None:
-        layer.build(input_shape)
-    return layer
+convert.register(nn.Dense)(_leaf(lambda s, name: keras.layers.Dense(
+    s.units, activation=_ACTIVATIONS[s.activation], use_bias=s.use_bias, name=name),
+    _sized("in_features")))
+convert.register(nn.Conv2D)(_leaf(lambda s, name: Conv2D(
+    s.filters, s.kernel_size, strides=s.stride, padding="valid",
+    activation=_ACTIVATIONS[s.activation], use_bias=s.use_bias, pads=s.pads, name=name),
+    _sized("in_channels", None, None)))
+convert.register(nn.BatchNorm)(_leaf(lambda s, name: BatchNorm(
+    axis=1, momentum=1.0 - s.momentum, epsilon=s.eps, name=name), _sized("in_features")))
+convert.register(nn.LayerNorm)(_leaf(lambda s, name: LayerNorm(
+    axis=-1, epsilon=s.eps, name=name), _sized("in_features")))
+convert.register(nn.Embedding)(_leaf(lambda s, name: keras.layers.Embedding(
+    s.num_embeddings, s.features, name=name), lambda s: (None,)))  # every size is known
+convert.register(nn.Flatten)(_leaf(lambda s, name: keras.layers.Flatten(
+    data_format="channels_last", name=name)))  # flattens (C, H, W) in that order
+convert.register(nn.Dropout)(_leaf(lambda s, name: keras.layers.Dropout(s.rate, name=name)))
+convert.register(nn.Activation)(_leaf(lambda s, name: keras.layers.Activation(
+    _ACTIVATIONS[s.name] or "linear", name=name)))
 
 
 # ---- views: a tied parameter reads its root's variable at call time ----------------------
@@ -224,19 +211,14 @@ def view(dst: Ref, src: Ref, transpose: bool) -> Any:
     return value if axes == list(range(ndim)) else ops.transpose(value, axes)
 
 
-_VIEW_CLASSES: dict[tuple[type, frozenset[str]], type] = {}
-
-
+@functools.cache
 def _view_class(cls: type, attrs: frozenset[str]) -> type:
-    """A subclass of ``cls`` whose ``attrs`` are read through the layer's links."""
-    key = (cls, attrs)
-    if key not in _VIEW_CLASSES:
-        def reader(attr: str) -> property:
-            return property(lambda self: view(*vars(self)["_unifparam_links"][attr]))
-        body = {a: reader(a) for a in attrs}
-        body.update(__module__=cls.__module__, __qualname__=cls.__qualname__)
-        _VIEW_CLASSES[key] = type(cls.__name__, (cls,), body)
-    return _VIEW_CLASSES[key]
+    """A subclass of ``cls`` whose ``attrs`` are read through the layer's links (one class
+    per pair, made once)."""
+    body: dict[str, Any] = {
+        a: property(lambda self, a=a: view(*vars(self)["_unifparam_links"][a])) for a in attrs}
+    body.update(__module__=cls.__module__, __qualname__=cls.__qualname__)
+    return type(cls.__name__, (cls,), body)
 
 
 def link(dst: Ref, src: Ref, transpose: bool) -> None:
@@ -249,8 +231,7 @@ def link(dst: Ref, src: Ref, transpose: bool) -> None:
     layer = dst.layer
     links = vars(layer).setdefault("_unifparam_links", {})
     links[dst.attr] = (dst, src, transpose)
-    base = getattr(layer, "_unifparam_base", type(layer))
-    vars(layer)["_unifparam_base"] = base
+    base = vars(layer).setdefault("_unifparam_base", type(layer))
     layer.__class__ = _view_class(base, frozenset(links))
     own = dst.own()
     if own is not None and any(v is own for v in layer._trainable_variables
