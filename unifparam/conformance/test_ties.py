@@ -127,3 +127,23 @@ def test_tie_incompatible_shapes_is_an_error_and_changes_nothing(build):
     with pytest.raises(up.TieError, match=r"\(8, 4\).*\(3, 8\)"):
         up.tie(net, net[0], net[1])
     assert len(up.params(net)) == 6 and net[1].weight.aliases == ()
+
+
+def test_P11_shared_container_is_one_set_of_storages(build):
+    inner = nn.Sequential(nn.Dense(6, activation="tanh"), nn.Dense(6))
+    net = build(nn.Sequential(nn.Dense(6), inner, inner))
+    x = inputs(3, 4)
+    y = up.to_numpy(net(x))
+    assert list(up.params(net)) == ["0.weight", "0.bias", "1.0.weight", "1.0.bias",
+                                    "1.1.weight", "1.1.bias"]
+    p = {n: q.numpy() for n, q in up.params(net).items()}
+
+    def dense(h, name):
+        return h @ p[f"{name}.weight"].T + p[f"{name}.bias"]
+
+    want = dense(x, "0")
+    for _ in range(2):  # both uses of the container compute with the same parameters
+        want = dense(np.tanh(dense(want, "1.0")), "1.1")
+    np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+    net[2][1].bias[0] = 7.0
+    assert net[1][1].bias[0] == 7.0  # the same storage under both uses
