@@ -82,6 +82,21 @@ def test_B2_my_dense_abstract_materialization_from_a_shape(build):
     assert net.weight.shape == (3, 7)
 
 
+def test_B2_a_block_used_twice_is_one_set_of_storages(build):
+    block = MyDense(5)
+    net = build(nn.Sequential(nn.Dense(5), block, block))
+    x = inputs(3, 4)
+    y = up.to_numpy(net(x))
+    assert list(up.params(net)) == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    v = _values(net)
+    want = _dense(v, "0", x)
+    for _ in range(2):  # both uses compute with the same parameters
+        want = np.maximum(_dense(v, "1", want), 0)
+    np.testing.assert_allclose(y, want, **TOL)
+    net[2].bias[0] = 7.0
+    assert net[1].bias[0] == 7.0
+
+
 def test_B3_named_nested_blocks_names_in_parameters_and_printout(build):
     seq = nn.Sequential()
     for i in range(2):
@@ -168,3 +183,4 @@ def test_B5_every_portable_op_agrees_with_numpy(build, op):
     if got.shape != want.shape and got.size == want.size == 1:  # MXNet: (1,) for a scalar
         got = got.reshape(want.shape)
     np.testing.assert_allclose(got, want, **TOL)
+
