@@ -60,7 +60,7 @@ _ON_FIRST_USE = {
     "build": "_verbs", "gradients": "_verbs", "initialize": "_verbs",
     "materialize": "_verbs", "params": "_verbs", "tie": "_verbs",
     "save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
-    "LoadReport": "checkpoint", "plot_histograms": "_display",
+    "LoadReport": "checkpoint", "plot_histograms": "_plots",
     "save_sharded": "_sharded", "load_sharded": "_sharded",
 }
 _RENAMED = {"backends": "registered"}
@@ -69,9 +69,9 @@ if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from . import init, nn, ops
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
     from ._convert import default_seed, set_seed, to_numpy
-    from ._display import plot_histograms
     from ._layout import placements
     from ._model import Model, Param
+    from ._plots import plot_histograms
     from ._registry import BackendInfo, get_backend
     from ._registry import registered as backends
     from ._sharded import load_sharded, save_sharded
