@@ -690,3 +690,16 @@ def first_uses(spec: Layer, path: str = "") -> Iterator[tuple[str, Layer]]:
             yield from visit(child, join(where, key))
 
     yield from visit(spec, path)
+
+
+def uses(spec: Layer, path: str = "") -> Iterator[tuple[str, Layer]]:
+    """Every use of every layer of ``spec`` with its canonical path (pre-order): a layer
+    used twice appears twice, with everything inside it.
+
+    >>> inner = Sequential(Dense(2))
+    >>> [p for p, _ in uses(Sequential(inner, inner))]
+    ['', '0', '0.0', '1', '1.0']
+    """
+    yield path, spec
+    for key, child in spec.children():
+        yield from uses(child, join(path, key))

@@ -124,16 +124,11 @@ class LayerNorm(keras.layers.LayerNormalization):
         self.input_spec = None
 
 
-def to_keras(spec: nn.Layer, path: str = "", memo: dict[int, Any] | None = None,
-             table: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+def to_keras(spec: nn.Layer) -> tuple[Any, dict[str, Any]]:
     """The Keras layer for ``spec`` and a table path -> Keras layer (every use's path)."""
-    memo = {} if memo is None else memo
-    table = {} if table is None else table
-    if id(spec) in memo:  # used again: its sublayers are listed under this use's path too
-        for key, child in spec.children():
-            to_keras(child, nn.join(path, key), memo, table)
-    table[path] = convert.build(spec, memo, path, table)
-    return table[path], table
+    memo: dict[int, Any] = {}
+    root = convert.build(spec, memo, "")
+    return root, {path: memo[id(layer)] for path, layer in nn.uses(spec)}
 
 
 convert = Converters("keras")
@@ -144,16 +139,15 @@ def _name(path: str) -> str:
 
 
 @convert.register(nn.Sequential)
-def _sequential(spec: nn.Sequential, memo: dict[int, Any], path: str,
-                table: dict[str, Any]) -> Any:
-    kids = [to_keras(c, nn.join(path, k), memo, table)[0] for k, c in spec.children()]
+def _sequential(spec: nn.Sequential, memo: dict[int, Any], path: str) -> Any:
+    kids = [convert.build(c, memo, nn.join(path, k)) for k, c in spec.children()]
     return Stack(kids, name=_name(path))
 
 
 @convert.register(nn.Block)
-def _block(spec: nn.Block, memo: dict[int, Any], path: str, table: dict[str, Any]) -> Any:
+def _block(spec: nn.Block, memo: dict[int, Any], path: str) -> Any:
     from ._blocks import BlockLayer
-    kids = [to_keras(c, nn.join(path, k), memo, table)[0] for k, c in spec.children()]
+    kids = [convert.build(c, memo, nn.join(path, k)) for k, c in spec.children()]
     return BlockLayer(spec, kids, memo, name=_name(path) if path else "block")
 
 
@@ -162,7 +156,7 @@ def _leaf(make: Callable[[Any, str], Any],
           ) -> Callable[..., Any]:
     """The converter of a leaf kind: ``make(spec, name)``, named after its path, built now
     when the spec gives its ``input_shape`` (L6); else the layer waits (L1)."""
-    def converter(spec: Any, memo: Any, path: str, *table: Any) -> Any:
+    def converter(spec: Any, memo: Any, path: str) -> Any:
         layer, shape = make(spec, _name(path)), input_shape(spec)
         if shape is not None:
             layer.build(shape)
