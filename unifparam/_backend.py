@@ -135,9 +135,10 @@ class Converters:
     ('my dense', 3)
     """
 
-    def __init__(self, backend: str):
+    def __init__(self, backend: str,
+                 table: Mapping[type[nn.Layer], Callable[..., Any]] | None = None):
         self.backend = backend
-        self.table: dict[type[nn.Layer], Callable[..., Any]] = {}
+        self.table: dict[type[nn.Layer], Callable[..., Any]] = dict(table or {})
 
     def register(self, *classes: type[nn.Layer]) -> Callable[[Callable[..., Any]],
                                                               Callable[..., Any]]:

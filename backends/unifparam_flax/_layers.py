@@ -123,21 +123,19 @@ def _block(spec: nn.Block, memo: dict[int, linen.Module]) -> linen.Module:
                                           for _, child in spec.children()))
 
 
-#: spec leaf layer class -> its linen module (a converter: spec, memo -> module)
-LEAVES: dict[type[nn.Layer], Callable[..., linen.Module]] = {
-    nn.Dense: lambda s, memo: Dense(s.units, use_bias=s.use_bias, activation=s.activation),
-    nn.Conv2D: lambda s, memo: Conv2D(s.filters, s.kernel_size, strides=(s.stride, s.stride),
-                                      padding=tuple((p, p) for p in s.pads),
-                                      use_bias=s.use_bias, activation=s.activation),
-    nn.BatchNorm: lambda s, memo: BatchNorm(axis=1, momentum=1.0 - s.momentum, epsilon=s.eps),
-    nn.LayerNorm: lambda s, memo: LayerNorm(epsilon=s.eps, use_fast_variance=False),
-    nn.Embedding: lambda s, memo: Embedding(s.num_embeddings, s.features),
-    nn.Flatten: lambda s, memo: Flatten(),
-    nn.Dropout: lambda s, memo: Dropout(s.rate),
-    nn.Activation: lambda s, memo: Activation(s.name),
-}
-for _kind, _make in LEAVES.items():
-    convert.register(_kind)(_make)
+convert.register(nn.Dense)(lambda s, memo: Dense(s.units, use_bias=s.use_bias,
+                                                  activation=s.activation))
+convert.register(nn.Conv2D)(lambda s, memo: Conv2D(
+    s.filters, s.kernel_size, strides=(s.stride, s.stride),
+    padding=tuple((p, p) for p in s.pads), use_bias=s.use_bias, activation=s.activation))
+convert.register(nn.BatchNorm)(lambda s, memo: BatchNorm(axis=1, momentum=1.0 - s.momentum,
+                                                         epsilon=s.eps))
+convert.register(nn.LayerNorm)(lambda s, memo: LayerNorm(epsilon=s.eps,
+                                                         use_fast_variance=False))
+convert.register(nn.Embedding)(lambda s, memo: Embedding(s.num_embeddings, s.features))
+convert.register(nn.Flatten)(lambda s, memo: Flatten())
+convert.register(nn.Dropout)(lambda s, memo: Dropout(s.rate))
+convert.register(nn.Activation)(lambda s, memo: Activation(s.name))
 
 
 # ---- where each canonical parameter lives, and in which layout -------------------------------

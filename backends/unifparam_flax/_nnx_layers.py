@@ -175,6 +175,7 @@ LEAVES: dict[type[nn.Layer], Callable[..., nnx.Module]] = {
     nn.Dropout: lambda s, n, rngs: Dropout(s.rate, rngs=nnx.Rngs(dropout=secrets.randbits(31))),
     nn.Activation: lambda s, n, rngs: Activation(s.name),
 }
+_MAKE = Converters("flax:nnx", LEAVES)
 
 
 def make(spec: nn.Layer, shape: tuple[int, ...] | None, rngs: nnx.Rngs) -> nnx.Module:
@@ -183,10 +184,7 @@ def make(spec: nn.Layer, shape: tuple[int, ...] | None, rngs: nnx.Rngs) -> nnx.M
         n = spec.in_channels if isinstance(spec, nn.Conv2D) else getattr(spec, "in_features", None)
     else:  # channels-first: a convolution's or batch norm's input size is axis 1
         n = int(shape[1] if isinstance(spec, nn.Conv2D | nn.BatchNorm) else shape[-1])
-    for kind, build in LEAVES.items():
-        if isinstance(spec, kind):
-            return build(spec, n, rngs)
-    raise TypeError(f"The flax:nnx backend has no conversion for {type(spec).__name__}.")
+    return _MAKE(spec, n, rngs)
 
 
 def ready(spec: nn.Layer) -> bool:
