@@ -32,7 +32,7 @@ from typing import Any
 
 from . import nn
 
-Shape = tuple[int | None, ...]
+Shape = nn.Shape
 
 #: Capability flags an adapter may declare; verbs check them and the conformance suite
 #: marks tests that need a missing one as expected failures (never silently skipped).

@@ -19,7 +19,7 @@ from ._backend import DEFERRED, MATERIALIZED, Backend, NativeParam, Plan
 from ._ckptfile import Checkpoint
 from .errors import UnifparamError, UnsupportedError, fmt_shape
 
-Shape = tuple[int | None, ...]
+Shape = nn.Shape
 #: The tensor table shows at most this many rows (then a count of the rest).
 MAX_TABLE_ROWS = 1000
 #: Files with more tensors than this are shown as a table, without rebuilding the spec.

@@ -34,7 +34,7 @@ from .errors import (
 if TYPE_CHECKING:
     from .init import Initializer
 
-Shape = tuple[int | None, ...]
+Shape = nn.Shape
 
 
 class Param:

@@ -36,7 +36,7 @@ from .errors import (
     fmt_shape,
 )
 
-Shape = tuple[int | None, ...]
+Shape = nn.Shape
 Values = dict[str, Callable[[], Any]]
 
 

@@ -25,7 +25,7 @@ from .errors import UnknownNameError, closest
 if TYPE_CHECKING:
     from .init import Initializer
 
-Shape = tuple[int | None, ...]
+Shape = nn.Shape
 
 
 @dataclass

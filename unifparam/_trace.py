@@ -29,7 +29,7 @@ from . import nn, ops
 from ._binding import Binding, bound
 from .errors import DataDependentError, InputShapeError, SpecError, fmt_shape
 
-Shape = tuple[int | None, ...]
+Shape = nn.Shape
 Traced = dict[str, tuple[Any, dict[str, Shape]]]
 
 MAX_BRANCHES = 100_000  # truth tests on one concrete trace before it is called endless

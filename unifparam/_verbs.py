@@ -36,7 +36,7 @@ from .errors import (
 )
 from .init import Default, Initializer, as_initializer
 
-Shape = tuple[int | None, ...]
+Shape = nn.Shape
 
 
 # ---- build ------------------------------------------------------------------------------

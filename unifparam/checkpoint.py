@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import _ckptfile
+from . import _ckptfile, nn
 from ._backend import MATERIALIZED, Plan
 from ._ckptfile import Checkpoint
 from ._lazy import np
@@ -42,7 +42,7 @@ from .errors import (
     fmt_shape,
 )
 
-Shape = tuple[int | None, ...]
+Shape = nn.Shape
 #: Files at least this large show a progress bar when stdout is a terminal.
 PROGRESS_THRESHOLD = 64 * 2**20
 
