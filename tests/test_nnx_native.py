@@ -349,3 +349,31 @@ def test_named_sequential_children_are_an_nnx_dict_of_their_names():
     assert up.params(net)["block 0.hidden.weight"].native_name == \
         "layers.block 0.layers.hidden.kernel"
     assert sorted(up.params(up.build(net.native))) == sorted(up.params(net))  # adopted back
+
+
+class MyRMSNorm(nnx.Module):
+    """A norm written by hand (as Llama's), with a ``weight`` and a projection ``kernel``."""
+
+    def __init__(self, features: int, *, rngs: nnx.Rngs):
+        self.weight = nnx.Param(np.ones(features, np.float32))
+        self.proj = nnx.Linear(features, 3, rngs=rngs)
+
+    def __call__(self, x):
+        return self.proj(x * self.weight[...] / np.sqrt((x ** 2).mean(-1, keepdims=True) + 1e-6))
+
+
+def test_roles_of_a_hand_written_norm_agree_with_torch():
+    torch = pytest.importorskip("torch")
+
+    class TorchRMSNorm(torch.nn.Module):
+        def __init__(self, features):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.ones(features))
+            self.proj = torch.nn.Linear(features, 3)
+
+    def roles(net):
+        return {n: (p.role, p.axes, p.shape) for n, p in up.params(net).items()}
+
+    nnx_roles = roles(up.build(MyRMSNorm(4, rngs=nnx.Rngs(0))))
+    assert nnx_roles == roles(up.build(TorchRMSNorm(4), backend="torch"))
+    assert nnx_roles["weight"][0] == "scale"  # unifparam.roles decides, for every adapter

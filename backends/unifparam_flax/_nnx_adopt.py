@@ -28,6 +28,7 @@ import jax
 from flax import nnx
 
 from unifparam import NativeLayer, NativeParam, nn
+from unifparam.roles import classify, family_of, local_name
 
 from ._layers import layout_perm, relayout
 
@@ -123,25 +124,30 @@ def is_parameter(value: Any) -> bool:
 
 def canonical(module: Any, attr: str, ndim: int
               ) -> tuple[str, str, tuple[str, ...] | None, str]:
-    """(canonical local name, role, axes, layout) of ``module.<attr>``."""
-    norm = isinstance(module, (nnx.BatchNorm, nnx.LayerNorm, nnx.RMSNorm, nnx.GroupNorm))
+    """(canonical local name, role, axes, layout) of ``module.<attr>``: the role and axes
+    from :func:`unifparam.roles.classify`, by the module's family."""
     if isinstance(module, nnx.BatchNorm) and attr in ("mean", "var"):
-        role = "running_mean" if attr == "mean" else "running_var"
-        return role, role, ("out",), "plain"
-    if attr == "scale":
-        return "weight", "scale", ("out",), "plain"
-    if attr == "bias":
-        return "bias", ("shift" if norm else "bias"), ("out",), "plain"
+        local = "running_mean" if attr == "mean" else "running_var"
+    else:
+        local = local_name(attr)
+    family = _family(module, attr)
+    role, axes = classify(family, local, ndim)
+    layout = "plain"
+    if attr == "kernel" and axes is not None:
+        layout = "conv" if family == "conv" else "dense"
+    return local, role, axes, layout
+
+
+def _family(module: Any, attr: str) -> str:
+    if isinstance(module, nnx.Conv):
+        return "conv"
+    if isinstance(module, nnx.Linear):
+        return "dense"
     if attr == "embedding":
-        return "weight", "embedding", ("vocab", "embed"), "plain"
-    if attr == "kernel" and isinstance(module, nnx.Conv) and ndim >= 3:
-        spatial = ("kd", "kh", "kw")[-(ndim - 2):]
-        return "weight", "weight", ("out", "in", *spatial), "conv"
-    if attr == "kernel" and isinstance(module, nnx.Linear) and ndim == 2:
-        return "weight", "weight", ("out", "in"), "dense"
-    if attr == "kernel":
-        return "weight", "weight", None, "plain"
-    return attr, "weight", None, "plain"
+        return "embedding"
+    if attr == "scale":
+        return "norm"
+    return family_of(type(module).__name__)
 
 
 def _text(module: Any, kind: str) -> str:
