@@ -306,3 +306,25 @@ def test_gradients_of_an_integer_output_name_the_fix():
     with pytest.raises(up.OutputError, match="loss=lambda out"):
         up.gradients(net, x(2, 4))
     np.testing.assert_array_equal(up.params(net)["dense.weight"].numpy(), before)
+
+
+class RMSNorm(gnn.Block):
+    """A norm written by hand, as Llama's: its ``weight`` is a scale."""
+
+    def __init__(self, features, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = self.params.get("weight", shape=(features,))
+
+    def forward(self, x):
+        return x * self.weight.data()
+
+
+def test_roles_come_from_the_shared_rules_of_unifparam_roles():
+    net = gnn.Sequential()
+    net.add(gnn.Conv2D(4, 3, in_channels=2), gnn.Conv2DTranspose(4, 3, in_channels=2),
+            RMSNorm(4))
+    listed = {n: (p.role, p.axes) for n, p in up.params(up.build(net)).items()}
+    assert listed["0.weight"] == ("weight", ("out", "in", "kh", "kw"))
+    # a transposed convolution's weight is (in, out, kh, kw): no axes, as torch's
+    assert listed["1.weight"] == ("weight", None)
+    assert listed["2.weight"] == ("scale", ("out",))

@@ -16,6 +16,7 @@ from mxnet.gluon import Block, Parameter
 from mxnet.gluon import nn as gnn
 
 from unifparam import NativeLayer, NativeParam
+from unifparam.roles import classify, family_of
 
 from ._layers import NATIVE_ATTR, NORMS
 
@@ -35,28 +36,26 @@ def canonical(block: Block, attr: str) -> str:
     return _CANONICAL.get(attr, attr) if isinstance(block, NORMS) else attr
 
 
-def role_and_axes(block: Block, attr: str) -> tuple[str, tuple[str, ...] | None]:
-    """The canonical role and logical axes of ``block.<attr>``."""
-    if attr in ("running_mean", "running_var"):
-        return attr, ("out",)
+def family(block: Block) -> str:
+    """The layer family of ``block`` (see :mod:`unifparam.roles`); a convolution is one
+    only in channels-first layout (Gluon's default)."""
     if isinstance(block, NORMS):
-        return ("scale" if attr == "gamma" else "shift"), ("out",)
+        return "norm"
     if isinstance(block, gnn.Embedding):
-        return "embedding", ("vocab", "embed")
-    if attr == "bias":
-        return "bias", ("out",)
+        return "embedding"
     if isinstance(block, gnn.Dense):
-        return "weight", ("out", "in")
-    if isinstance(block, gnn.conv_layers._Conv) and block._kwargs.get("layout", "NC")[:2] == "NC":
-        spatial = ("kd", "kh", "kw")[-len(block._kwargs["kernel"]):]
-        return "weight", ("out", "in", *spatial)
-    return "weight", None
+        return "dense"
+    if isinstance(block, gnn.conv_layers._Conv):
+        forward = block._op_name.lower() == "convolution"
+        return "conv" if forward and block._kwargs.get("layout", "NC")[:2] == "NC" else "other"
+    return family_of(type(block).__name__)
 
 
 def native_param(block: Block, attr: str, name: str, native_name: str) -> NativeParam:
     """A NativeParam for ``block.<attr>`` under canonical ``name``."""
     param = block._reg_params[attr]
-    role, axes = role_and_axes(block, attr)
+    ndim = None if param.shape is None else len(param.shape)
+    role, axes = classify(family(block), canonical(block, attr), ndim)
     return NativeParam(name=name, ref=(block, attr), shape=known_shape(param), role=role,
                        axes=axes, trainable=param.grad_req != "null",
                        dtype=np.dtype(param.dtype).name, native_name=native_name,
