@@ -118,3 +118,18 @@ def test_a_block_attribute_named_like_a_module_method_is_a_spec_error():
 
     with pytest.raises(up.SpecError, match="'train', which is a method of torch.nn.Module"):
         up.build(Trainer(), backend="torch")
+
+
+def test_a_hand_made_plan_with_no_default_and_no_fallback_names_the_storage():
+    from unifparam import Plan, Storage
+    from unifparam_torch._adapter import TorchBackend
+
+    class Scale(torch.nn.Module):  # no reset_parameters: torch has no default for it
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.empty(3, device="meta"))
+
+    module = Scale()
+    plan = Plan({"weight": Storage("weight", (module, "weight"), (3,), "float32")})
+    with pytest.raises(up.InitializerError, match="'weight': Scale has no reset_parameters"):
+        TorchBackend().allocate(module, plan)

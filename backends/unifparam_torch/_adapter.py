@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, default_loss
 from unifparam._convert import numpy_input
-from unifparam.errors import UnsupportedError
+from unifparam.errors import InitializerError, UnsupportedError
 
 from ._adopt import describe, native_param
 from ._layers import to_torch
@@ -292,7 +292,10 @@ def _fill_defaults(module: tnn.Module, storages: Mapping[str, Storage]) -> None:
     for attr, storage in storages.items():
         if attr not in stats or not hasattr(module, "reset_running_stats"):
             if storage.fallback is None:  # a plan made by hand: the core always gives one
-                raise ValueError(f"No default initializer for '{storage.name}' and no fallback.")
+                raise InitializerError(
+                    f"Storage '{storage.name}': {type(module).__name__} has no "
+                    f"reset_parameters and the plan gives no fallback. Give the Storage a "
+                    f"fallback, or fill='write'.")
             with torch.no_grad():
                 getattr(module, attr).copy_(torch.from_numpy(np.asarray(storage.fallback())))
 
