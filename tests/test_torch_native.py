@@ -121,8 +121,9 @@ def test_a_block_attribute_named_like_a_module_method_is_a_spec_error():
 
 
 def test_a_hand_made_plan_with_no_default_and_no_fallback_names_the_storage():
-    from unifparam import Plan, Storage
     from unifparam_torch._adapter import TorchBackend
+
+    from unifparam import Plan, Storage
 
     class Scale(torch.nn.Module):  # no reset_parameters: torch has no default for it
         def __init__(self):
