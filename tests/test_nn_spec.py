@@ -50,3 +50,17 @@ def test_spec_errors():
         nn.Dropout(1.5)
     with pytest.raises(SpecError, match="takes unifparam.nn layers"):
         nn.Sequential(object())
+
+
+@pytest.mark.parametrize("spec, x", [(nn.Dense(3), (2, 5)), (nn.Conv2D(4, 3), (2, 5, 8, 8)),
+                                     (nn.BatchNorm(), (2, 5, 4, 4)), (nn.LayerNorm(), (2, 7, 5))])
+def test_the_declared_input_size_is_the_one_infer_reads(spec, x):
+    """Adapters read ``given_input_size()`` and ``size_axis`` instead of each layer's field."""
+    assert spec.given_input_size() is None
+    given = type(spec)(**{**{f: getattr(spec, f) for f in spec.fields},
+                          spec.size_field: x[spec.size_axis]})
+    assert given.given_input_size() == 5
+    assert given.infer(x) == spec.infer(x)  # the size given is the size infer finds there
+    with pytest.raises(InputShapeError):
+        given.infer(tuple(n + 1 if i == spec.size_axis % len(x) else n
+                          for i, n in enumerate(x)))

@@ -56,11 +56,25 @@ class Layer:
 
     kind: str = "Layer"
     fields: tuple[str, ...] = ()
+    #: the constructor argument giving the input size the parameters depend on (Dense's
+    #: ``in_features``), and the input axis holding that size; None: no such size
+    size_field: str | None = None
+    size_axis: int = -1
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "kind" in cls.__dict__:
             KINDS[cls.kind] = cls
+
+    def given_input_size(self) -> int | None:
+        """The input size given at construction; None if left to inference (or none).
+
+        >>> Dense(3, in_features=4).given_input_size(), Conv2D(8, 3).given_input_size()
+        (4, None)
+        >>> Conv2D(8, 3).size_axis   # channels-first: the size is the input's axis 1
+        1
+        """
+        return None if self.size_field is None else getattr(self, self.size_field)
 
     def children(self) -> list[tuple[str, Layer]]:
         """Sub-layers as (key, layer), in order; empty for leaf layers."""
@@ -188,6 +202,7 @@ class Dense(Layer):
 
     kind = "Dense"
     fields = ("units", "activation", "use_bias", "in_features")
+    size_field = "in_features"
 
     def __init__(self, units: int, activation: str | None = None, *, use_bias: bool = True,
                  in_features: int | None = None, weight_init: Any = None, bias_init: Any = None):
@@ -234,6 +249,7 @@ class Conv2D(Layer):
     kind = "Conv2D"
     fields = ("filters", "kernel_size", "stride", "padding", "activation", "use_bias",
               "in_channels")
+    size_field, size_axis = "in_channels", 1
 
     def __init__(self, filters: int, kernel_size: int | tuple[int, int], stride: int = 1,
                  padding: int | str = 0, *, activation: str | None = None, use_bias: bool = True,
@@ -388,7 +404,7 @@ class Embedding(Layer):
 
 
 class _Norm(Layer):
-    axis: int = -1
+    size_field = "in_features"
 
     def __init__(self, in_features: int | None = None, *, eps: float = 1e-5):
         self.in_features = _check_size(self.kind, "in_features", in_features)
@@ -398,11 +414,11 @@ class _Norm(Layer):
         if len(x) < 2:
             raise InputShapeError(f"Layer '{path}' ({self.kind}) expects a batch dimension, "
                                   f"got shape {fmt_shape(x)}.")
-        n = x[self.axis]
+        n = x[self.size_axis]
         if self.in_features is not None and n != self.in_features:
             raise InputShapeError(
                 f"Layer '{path}' ({self.kind}) was given in_features={self.in_features} but its "
-                f"input has {n} features on axis {self.axis} (input shape {fmt_shape(x)}).")
+                f"input has {n} features on axis {self.size_axis} (input shape {fmt_shape(x)}).")
         return n
 
     def describe(self, shapes: dict[str, Shape] | None = None) -> str:
@@ -434,7 +450,7 @@ class BatchNorm(_Norm):
 
     kind = "BatchNorm"
     fields = ("in_features", "eps", "momentum")
-    axis = 1
+    size_axis = 1
 
     def __init__(self, in_features: int | None = None, *, eps: float = 1e-5, momentum: float = 0.1):
         super().__init__(in_features, eps=eps)

@@ -180,10 +180,7 @@ _MAKE = Converters("flax:nnx", LEAVES)
 
 def make(spec: nn.Layer, shape: tuple[int, ...] | None, rngs: nnx.Rngs) -> nnx.Module:
     """The NNX module of a leaf ``spec`` layer with input ``shape`` (None: sizes given)."""
-    if shape is None:  # the input size is given
-        n = spec.in_channels if isinstance(spec, nn.Conv2D) else getattr(spec, "in_features", None)
-    else:  # channels-first: a convolution's or batch norm's input size is axis 1
-        n = int(shape[1] if isinstance(spec, nn.Conv2D | nn.BatchNorm) else shape[-1])
+    n = spec.given_input_size() if shape is None else int(shape[spec.size_axis])
     return _MAKE(spec, n, rngs)
 
 

@@ -164,22 +164,26 @@ def _leaf(make: Callable[[Any, str], Any],
     return converter
 
 
-def _sized(size: str, *rest: None) -> Callable[[Any], nn.Shape | None]:
-    """Inputs ``(batch, spec.<size>, *rest)``; None while the spec leaves that size out."""
-    return lambda spec: None if getattr(spec, size) is None else (None, getattr(spec, size), *rest)
+def _sized(*rest: None) -> Callable[[Any], nn.Shape | None]:
+    """Inputs ``(batch, n, *rest)`` with the input size ``n`` the spec gives; None while it
+    leaves that size to inference."""
+    def input_shape(spec: nn.Layer) -> nn.Shape | None:
+        n = spec.given_input_size()
+        return None if n is None else (None, n, *rest)
+    return input_shape
 
 
 convert.register(nn.Dense)(_leaf(lambda s, name: keras.layers.Dense(
     s.units, activation=_ACTIVATIONS[s.activation], use_bias=s.use_bias, name=name),
-    _sized("in_features")))
+    _sized()))
 convert.register(nn.Conv2D)(_leaf(lambda s, name: Conv2D(
     s.filters, s.kernel_size, strides=s.stride, padding="valid",
     activation=_ACTIVATIONS[s.activation], use_bias=s.use_bias, pads=s.pads, name=name),
-    _sized("in_channels", None, None)))
+    _sized(None, None)))
 convert.register(nn.BatchNorm)(_leaf(lambda s, name: BatchNorm(
-    axis=1, momentum=1.0 - s.momentum, epsilon=s.eps, name=name), _sized("in_features")))
+    axis=1, momentum=1.0 - s.momentum, epsilon=s.eps, name=name), _sized()))
 convert.register(nn.LayerNorm)(_leaf(lambda s, name: LayerNorm(
-    axis=-1, epsilon=s.eps, name=name), _sized("in_features")))
+    axis=-1, epsilon=s.eps, name=name), _sized()))
 convert.register(nn.Embedding)(_leaf(lambda s, name: keras.layers.Embedding(
     s.num_embeddings, s.features, name=name), lambda s: (None,)))  # every size is known
 convert.register(nn.Flatten)(_leaf(lambda s, name: keras.layers.Flatten(

@@ -131,19 +131,22 @@ def _block(spec: nn.Block, memo: dict[int, tnn.Module]) -> tnn.Module:
     return BlockModule(spec, [(k, to_torch(c, memo)) for k, c in spec.children()], memo)
 
 
-def _sized(lazy: type, eager: type, size: str) -> Callable[[Any, Any], tnn.Module]:
-    """The converter making ``eager(spec, size)``, or ``lazy(spec)`` while the size is None."""
-    return lambda spec, memo: lazy(spec) if getattr(spec, size) is None else \
-        eager(spec, getattr(spec, size))
+def _sized(lazy: type, eager: type) -> Callable[[Any, Any], tnn.Module]:
+    """The converter making ``eager(spec, n)`` with the input size ``n`` the spec gives, or
+    ``lazy(spec)`` while it leaves that size to inference."""
+    def converter(spec: nn.Layer, memo: Any) -> tnn.Module:
+        n = spec.given_input_size()
+        return lazy(spec) if n is None else eager(spec, n)
+    return converter
 
 
-convert.register(nn.Dense)(_sized(LazyDense, Dense, "in_features"))
-convert.register(nn.Conv2D)(_sized(LazyConv2D, Conv2D, "in_channels"))
+convert.register(nn.Dense)(_sized(LazyDense, Dense))
+convert.register(nn.Conv2D)(_sized(LazyConv2D, Conv2D))
 convert.register(nn.BatchNorm)(_sized(
     lambda s: LazyBatchNorm(eps=s.eps, momentum=s.momentum),
-    lambda s, n: BatchNorm(n, eps=s.eps, momentum=s.momentum), "in_features"))
+    lambda s, n: BatchNorm(n, eps=s.eps, momentum=s.momentum)))
 convert.register(nn.LayerNorm)(_sized(lambda s: LazyLayerNorm(s.eps),
-                                      lambda s, n: tnn.LayerNorm(n, eps=s.eps), "in_features"))
+                                      lambda s, n: tnn.LayerNorm(n, eps=s.eps)))
 convert.register(nn.Embedding)(lambda s, memo: tnn.Embedding(s.num_embeddings, s.features))
 convert.register(nn.Flatten)(lambda s, memo: tnn.Flatten())
 convert.register(nn.Dropout)(lambda s, memo: tnn.Dropout(s.rate))
