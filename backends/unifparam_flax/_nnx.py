@@ -61,8 +61,7 @@ class NNXBackend(Backend):
     # ---- describe -------------------------------------------------------------------
     def build(self, spec: nn.Layer) -> tuple[NNXModel, dict[str, NativeParam]]:
         module = layers.convert.build(spec)
-        paths, specs = layers.paths_of(spec, module)
-        holder = NNXModel(module, spec, specs, paths)
+        holder = NNXModel(module, spec, dict(nn.uses(spec)), layers.paths_of(spec, module))
         natives: dict[str, NativeParam] = {}
         for path, layer in nn.first_uses(spec):
             where = SPEC_PARAMS.get(layer.kind, {})  # linen's leaf names are NNX's attributes

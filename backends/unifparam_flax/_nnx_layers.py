@@ -211,16 +211,13 @@ def _leaf(spec: nn.Layer, memo: dict[int, nnx.Module]) -> nnx.Module:
         Pending(spec.kind)
 
 
-def paths_of(spec: nn.Layer, module: nnx.Module
-             ) -> tuple[dict[str, Keys], dict[str, nn.Layer]]:
-    """Attribute path and spec layer of every canonical layer path of a spec-built tree
-    (every use of a shared layer): ``"block 0.hidden"`` -> ``("layers", "block 0", "layers",
-    "hidden")`` and that ``nn.Dense``."""
+def paths_of(spec: nn.Layer, module: nnx.Module) -> dict[str, Keys]:
+    """The attribute path of every canonical layer path of a spec-built tree (every use of a
+    shared layer): ``"block 0.hidden"`` -> ``("layers", "block 0", "layers", "hidden")``."""
     keys_of: dict[str, Keys] = {}
-    layer_of: dict[str, nn.Layer] = {}
 
     def visit(layer: nn.Layer, keys: Keys, path: str) -> None:
-        keys_of[path], layer_of[path] = keys, layer
+        keys_of[path] = keys
         if not layer.children():
             return
         owner = module_at(module, keys)
@@ -228,4 +225,4 @@ def paths_of(spec: nn.Layer, module: nnx.Module
             visit(child, (*keys, *owner.child_keys(key)), nn.join(path, key))
 
     visit(spec, (), "")
-    return keys_of, layer_of
+    return keys_of
