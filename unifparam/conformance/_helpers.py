@@ -38,7 +38,7 @@ def rgnet() -> nn.Sequential:
 def reference_mlp(values: dict[str, np.ndarray], layers: list[tuple[str, str | None]],
                   x: np.ndarray) -> np.ndarray:
     """Forward pass of Dense layers in numpy from canonical values: y = x @ W.T + b."""
-    acts = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0)}
+    acts = {None: lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh}
     for prefix, act in layers:
         x = acts[act](x @ values[f"{prefix}.weight"].T + values[f"{prefix}.bias"])
     return x

@@ -8,7 +8,7 @@ import pytest
 import unifparam as up
 from unifparam import init, nn, ops
 
-from ._helpers import FancyMLP, MyDense, TwoInputs, inputs
+from ._helpers import FancyMLP, MyDense, TwoInputs, inputs, reference_mlp
 
 TOL = {"rtol": 1e-4, "atol": 1e-5}
 
@@ -88,10 +88,8 @@ def test_B2_a_block_used_twice_is_one_set_of_storages(build):
     x = inputs(3, 4)
     y = up.to_numpy(net(x))
     assert list(up.params(net)) == ["0.weight", "0.bias", "1.weight", "1.bias"]
-    v = _values(net)
-    want = _dense(v, "0", x)
-    for _ in range(2):  # both uses compute with the same parameters
-        want = np.maximum(_dense(v, "1", want), 0)
+    # both uses compute with the same parameters
+    want = reference_mlp(_values(net), [("0", None), ("1", "relu"), ("1", "relu")], x)
     np.testing.assert_allclose(y, want, **TOL)
     net[2].bias[0] = 7.0
     assert net[1].bias[0] == 7.0
@@ -183,4 +181,3 @@ def test_B5_every_portable_op_agrees_with_numpy(build, op):
     if got.shape != want.shape and got.size == want.size == 1:  # MXNet: (1,) for a scalar
         got = got.reshape(want.shape)
     np.testing.assert_allclose(got, want, **TOL)
-

@@ -6,7 +6,7 @@ import pytest
 import unifparam as up
 from unifparam import init, nn
 
-from ._helpers import inputs
+from ._helpers import inputs, reference_mlp
 
 
 def test_P11_shared_layer_is_one_storage(build):
@@ -137,13 +137,8 @@ def test_P11_shared_container_is_one_set_of_storages(build):
     assert list(up.params(net)) == ["0.weight", "0.bias", "1.0.weight", "1.0.bias",
                                     "1.1.weight", "1.1.bias"]
     p = {n: q.numpy() for n, q in up.params(net).items()}
-
-    def dense(h, name):
-        return h @ p[f"{name}.weight"].T + p[f"{name}.bias"]
-
-    want = dense(x, "0")
-    for _ in range(2):  # both uses of the container compute with the same parameters
-        want = dense(np.tanh(dense(want, "1.0")), "1.1")
+    inner_use = [("1.0", "tanh"), ("1.1", None)]  # both uses compute with the same parameters
+    want = reference_mlp(p, [("0", None), *inner_use, *inner_use], x)
     np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
     net[2][1].bias[0] = 7.0
     assert net[1][1].bias[0] == 7.0  # the same storage under both uses
