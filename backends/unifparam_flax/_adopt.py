@@ -22,7 +22,7 @@ from unifparam import NativeLayer, NativeParam, nn
 from unifparam.errors import UnsupportedError
 from unifparam.roles import classify, family_of, local_name
 
-from ._layers import relayout
+from ._layers import layout_of, relayout
 from ._state import LayerInfo, Leaf, Path
 
 _KNOWN = (linen.Dense, linen.Conv, linen.ConvTranspose, linen.Embed, linen.LayerNorm,
@@ -193,10 +193,7 @@ def _canonical(m: Any, col: str, leaf: str, ndim: int, has_scale: bool, scope: s
     kind = _family(m, leaf, ndim, has_scale, scope)
     local = local_name(leaf)
     role, axes = classify(kind, local, ndim)
-    layout = "plain"
-    if leaf == "kernel" and axes is not None:
-        layout = "conv" if kind == "conv" else "dense"
-    return local, role, axes, layout
+    return local, role, axes, layout_of(leaf, kind, axes)
 
 
 def _family(m: Any, leaf: str, ndim: int, has_scale: bool, scope: str = "") -> str:

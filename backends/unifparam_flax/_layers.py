@@ -151,6 +151,14 @@ SPEC_PARAMS: dict[str, dict[str, tuple[str, str, str]]] = {
 }
 
 
+def layout_of(leaf: str, family: str, axes: tuple[str, ...] | None) -> str:
+    """The layout of a native leaf: a kernel whose axes are known is a Dense's ``(in, out)``
+    or a convolution's ``(*kernel, in, out)``; everything else is stored as is."""
+    if leaf != "kernel" or axes is None:
+        return "plain"
+    return "conv" if family == "conv" else "dense"
+
+
 def layout_perm(layout: str, ndim: int, to_native: bool) -> tuple[int, ...] | None:
     """The axes permutation from canonical to native layout, or back (None: the same)."""
     if (layout == "dense" and ndim == 2) or (layout == "conv" and ndim >= 3):

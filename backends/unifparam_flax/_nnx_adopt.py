@@ -30,7 +30,7 @@ from flax import nnx
 from unifparam import NativeLayer, NativeParam, nn
 from unifparam.roles import classify, family_of, local_name
 
-from ._layers import layout_perm, relayout
+from ._layers import layout_of, layout_perm, relayout
 
 Keys = tuple[str, ...]
 
@@ -132,10 +132,7 @@ def canonical(module: Any, attr: str, ndim: int
         local = local_name(attr)
     family = _family(module, attr)
     role, axes = classify(family, local, ndim)
-    layout = "plain"
-    if attr == "kernel" and axes is not None:
-        layout = "conv" if family == "conv" else "dense"
-    return local, role, axes, layout
+    return local, role, axes, layout_of(attr, family, axes)
 
 
 def _family(module: Any, attr: str) -> str:
