@@ -67,7 +67,8 @@ def check(backend: Backend, device: Any) -> str:
     if not backend.placeable(name):
         have = ", ".join(backend.devices())
         hint = " Without a GPU, use 'cpu'." if name.startswith("gpu") else ""
-        raise DeviceError(f"Device {name!r} (given as {device!r}) does not exist for the "
+        given = "" if device == name else f" (given as {device!r})"
+        raise DeviceError(f"Device {name!r}{given} does not exist for the "
                           f"{backend.configuration} backend; it has: {have}.{hint} Nothing was "
                           f"changed.")
     return name
