@@ -51,7 +51,13 @@ def parse(device: str) -> str:
 def name_of(backend: Backend, device: Any) -> str:
     """The portable name of ``device`` (a name or ``backend``'s own device object)."""
     if isinstance(device, str):
-        return parse(device)
+        try:
+            return parse(device)
+        except ArgumentValueError:  # a framework's own spelling ('/device:GPU:0')?
+            found = backend.device_name(device)
+            if found is None:
+                raise
+            return found
     found = backend.device_name(device)
     if found is None:
         raise ArgumentError(f"device={device!r}: expected a device name such as 'cpu' or "
