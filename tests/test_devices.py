@@ -101,3 +101,29 @@ def test_jax_device_objects_and_committed_inputs():
     assert net.device == "cpu:0" and net[0].weight.native.committed
     x = jax.device_put(np.ones((2, 4), np.float32), jax.devices("cpu")[0])
     assert net(x).shape == (2, 3)
+
+
+def _gpu_check(env):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, os.path.join(root, "benchmarks", "gpu_check.py")],
+                          capture_output=True, text=True, timeout=600, cwd=root,
+                          env={**os.environ, "PYTHONPATH": f"{root}:{root}/backends", **env})
+    return done.returncode, done.stdout + done.stderr[-3000:]
+
+
+def test_gpu_check_skips_cleanly_without_a_gpu():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the script checks it instead")
+    code, out = _gpu_check({"GPU_CHECK_FAKE": ""})
+    assert code == 0 and "SKIP gpu_check: no NVIDIA GPU" in out, out
+
+
+def test_gpu_check_dry_run_on_host_devices():
+    """Every check of the GPU script, with host device cpu:1 standing in for the GPU."""
+    pytest.importorskip("torch")
+    pytest.importorskip("flax")
+    code, out = _gpu_check({"GPU_CHECK_FAKE": "cpu:1", "GPU_CHECK_PARAMS": "6.8e7",
+                            "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert code == 0 and "FAIL" not in out, out
+    assert out.count("PASS [flax:nnx]") >= 10 and "PASS [timing] seeded GPU values" in out
