@@ -127,3 +127,18 @@ def test_gpu_check_dry_run_on_host_devices():
                             "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert code == 0 and "FAIL" not in out, out
     assert out.count("PASS [flax:nnx]") >= 10 and "PASS [timing] seeded GPU values" in out
+
+
+def test_torch_materialize_on_meta_drops_values_of_a_materialized_model():
+    pytest.importorskip("torch")
+    net = _torch_net()
+    up.materialize(net, input_shape=(2, 4))
+    up.materialize(net, device="meta")
+    assert {p.state for p in up.params(net).values()} == {"abstract"}
+
+
+def test_build_device_of_a_handle_uses_its_backend():
+    pytest.importorskip("torch")
+    net = _torch_net()
+    up.materialize(net, input_shape=(2, 4))
+    assert up.build(net, device="cpu") is net and net.device == "cpu:0"

@@ -51,7 +51,9 @@ def build(model: Any, backend: str | None = None, *, device: Any = None) -> Mode
     """
     if device is not None:
         from ._devices import check, to
-        check(get_backend(backend or detect(model)), device)  # before anything is built
+        be = model._st.backend if isinstance(model, Model) else \
+            get_backend(backend or detect(model))
+        check(be, device)  # before anything is built
         return to(build(model, backend), device)
     if backend is not None and not isinstance(backend, str):
         raise ArgumentError(f"build(backend={backend!r}): backend must be a name (str) such as "
@@ -308,16 +310,14 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     if mesh is not None:
         raise ArgumentError("materialize(device=..., mesh=...): a mesh places parameters on "
                             "its own devices; pass one of them.")
-    if name == "meta":  # torch's device without memory: abstract materialization
-        abstract, name = True, st.device
-    before, st.device = st.device, name
+    meta = name == "meta"  # torch's device without memory: abstract materialization
+    before, st.device = st.device, (st.device if meta else name)
     try:
-        _plan.materialize(st, inputs, input_shape, abstract, mesh, layout)
+        _plan.materialize(st, inputs, input_shape, abstract or meta, mesh, layout)
     except BaseException:
         st.device = before
         raise
-    if name is not None and of_state(st) != name and \
-            any(st.state_of(r) == MATERIALIZED for r in st.slots):
+    if any(st.state_of(r) == MATERIALIZED for r in st.slots) and (meta or of_state(st) != name):
         to(model, name)
     return model
 
