@@ -207,7 +207,8 @@ def test_an_accelerator_holds_the_same_values(build, backend):
     assert net.device == "gpu:0"
     for name, value in values(ref).items():
         np.testing.assert_array_equal(up.params(net)[name].numpy(), value)
-    np.testing.assert_allclose(net.to_numpy(net(x)), y, rtol=1e-4, atol=1e-5)
+    # GPUs may multiply float32 in TF32 (JAX's default precision there): loose tolerance
+    np.testing.assert_allclose(net.to_numpy(net(x)), y, rtol=1e-2, atol=1e-3)
     up.to(net, "cpu")
     assert net.device == "cpu:0"
-    np.testing.assert_allclose(net.to_numpy(net(x)), y, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(net.to_numpy(net(x)), y, rtol=1e-6, atol=1e-6)
