@@ -10,6 +10,7 @@ to the model's device.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -55,6 +56,13 @@ def default() -> str:
 def sharding(name: str | None) -> Any:
     """The single-device sharding placing a value on ``name`` (None: the default device)."""
     return None if name is None else jax.sharding.SingleDeviceSharding(native(name))
+
+
+def default_scope(name: str | None) -> Any:
+    """A context in which new jax arrays go to ``name`` (nothing for None, or a jax
+    without ``jax.default_device``: values are then placed by ``device_put`` only)."""
+    scope = getattr(jax, "default_device", None)
+    return contextlib.nullcontext() if name is None or scope is None else scope(native(name))
 
 
 def where(value: Any) -> str | None:

@@ -120,8 +120,7 @@ class NNXBackend(Backend):
         if plan.abstract:
             return native
         key = jax.random.key(secrets.randbits(31))
-        on_device = contextlib.nullcontext() if plan.device is None else \
-            jax.default_device(_devices.native(plan.device))  # flax's defaults run there
+        on_device = _devices.default_scope(plan.device)  # flax's defaults run there
         with on_device:
             for i, (name, storage) in enumerate(plan.storages.items()):
                 var = variable(native.module, storage.ref)
