@@ -15,10 +15,32 @@ nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
+#: A package index for PyTorch's CPU build, e.g. https://download.pytorch.org/whl/cpu: off a
+#: machine that has torch's CPU wheel locally, the pinned torch otherwise resolves to the
+#: CUDA build (several GB). Unset: pip resolves as configured (CI here).
+TORCH_INDEX = os.environ.get("UNIFPARAM_TORCH_INDEX", "")
+#: What the tour installs for each backend configuration (docs/install.md lists the same).
+TOUR_EXTRAS = {
+    "torch": "torch",
+    "keras": "tensorflow", "keras:tensorflow": "tensorflow",
+    "keras:jax": "keras,jax", "keras:torch": "keras,torch",
+    "flax": "flax", "flax:linen": "flax", "flax:nnx": "flax",
+    "mxnet": "mxnet",
+}
 
 
-def install(session: nox.Session, extras: str = "all,test") -> None:
-    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+def pip_args(extras: str, torch_index: str = TORCH_INDEX) -> list[str]:
+    """``pip install`` arguments for this clone with ``extras``, pinned by the constraints
+    (MXNet's own), taking torch from ``torch_index`` when given and torch is wanted."""
+    wanted = set(extras.split(","))
+    constraints = "constraints-mxnet.txt" if "mxnet" in wanted else "constraints.txt"
+    index = ["--extra-index-url", torch_index] if torch_index and wanted & {"torch", "all"} \
+        else []
+    return ["-c", constraints, *index, "-e", f".[{extras}]"]
+
+
+def install(session: nox.Session, extras: str = "all,test", **kwargs: bool) -> None:
+    session.install(*pip_args(extras), **kwargs)
 
 
 @nox.session(python=PYTHON)
@@ -57,9 +79,15 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def tour(session: nox.Session) -> None:
-    """The scenarios on UNIFPARAM_BACKEND (default torch): nox -s tour -- --backend keras:jax"""
-    install(session)
+    """The scenarios on UNIFPARAM_BACKEND (default torch): nox -s tour -- --backend keras:jax
+
+    Installs only what that backend needs (TOUR_EXTRAS), showing pip's progress.
+    """
     args = session.posargs or ["--backend", os.environ.get("UNIFPARAM_BACKEND", "torch")]
+    backend = args[args.index("--backend") + 1] if "--backend" in args[:-1] else "torch"
+    if backend not in TOUR_EXTRAS:
+        session.error(f"Unknown backend {backend!r}: one of {', '.join(TOUR_EXTRAS)}")
+    install(session, TOUR_EXTRAS[backend], silent=False)
     session.run("unifparam", "tour", *args)
 
 
@@ -87,7 +115,7 @@ def mxnet(session: nox.Session) -> None:
     tutorials' outputs (matplotlib for their figures).
     Run it before `nox -s tests`; that suite also finds this venv's interpreter.
     """
-    session.install("-c", "constraints-mxnet.txt", "-e", ".[mxnet,test,plot]")
+    install(session, "mxnet,test,plot")
     session.run("unifparam", "conformance", "--backend", "mxnet", "--json",
                 "conformance-mxnet.json")
     session.run("pytest", "tests/test_mxnet_native.py", "-q", "-p", "no:cacheprovider",

@@ -1,0 +1,146 @@
+"""Installing: docs/install.md's commands are the noxfile's, and the install hints the
+library prints work from where it was installed (a clone, a wheel file, an index)."""
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from unifparam import _install
+
+ROOT = Path(__file__).resolve().parents[1]
+INSTALL_MD = (ROOT / "docs" / "install.md").read_text()
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+
+
+def _noxfile() -> types.ModuleType:
+    """noxfile.py, imported with a stand-in for nox (the tests' environment has none)."""
+    fake = types.ModuleType("nox")
+    fake.options = types.SimpleNamespace()
+    fake.Session = object
+    fake.session = lambda *a, **k: (lambda f: f)
+    saved = sys.modules.get("nox")
+    sys.modules["nox"] = fake
+    try:
+        spec = importlib.util.spec_from_file_location("noxfile_under_test", ROOT / "noxfile.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        if saved is None:
+            del sys.modules["nox"]
+        else:
+            sys.modules["nox"] = saved
+
+
+NOXFILE = _noxfile()
+
+
+def _documented(args: list[str]) -> str:
+    return "python3 -m pip install " + shlex.join(args)
+
+
+@pytest.mark.parametrize("extras", sorted({*NOXFILE.TOUR_EXTRAS.values(), "all,test"}))
+def test_install_md_gives_the_command_the_noxfile_runs(extras):
+    command = _documented(NOXFILE.pip_args(extras, torch_index=""))
+    assert command in INSTALL_MD, f"docs/install.md lacks: {command}"
+    if "torch" in extras.split(",") or "all" in extras.split(","):  # CPU-only torch
+        cpu = _documented(NOXFILE.pip_args(extras, torch_index=CPU_INDEX))
+        assert "--extra-index-url" in cpu and cpu in INSTALL_MD, f"docs/install.md lacks: {cpu}"
+
+
+def test_install_md_names_each_tour_configuration_with_its_extras():
+    rows = dict(re.findall(r"^\| `([a-z:]+)`[^|]*\| `python3 -m pip install .*?'\.\[([a-z,]+)\]'",
+                           INSTALL_MD, re.M))
+    for config, extras in rows.items():
+        assert NOXFILE.TOUR_EXTRAS[config] == extras, config
+    assert set(rows) >= {"torch", "keras:jax", "keras:torch", "flax", "mxnet"}
+
+
+def test_the_torch_index_is_an_option_and_unset_changes_nothing():
+    assert NOXFILE.pip_args("all,test", torch_index="") == [
+        "-c", "constraints.txt", "-e", ".[all,test]"]
+    assert NOXFILE.pip_args("flax", torch_index=CPU_INDEX) == [
+        "-c", "constraints.txt", "-e", ".[flax]"]  # no torch, no index
+    assert NOXFILE.pip_args("mxnet,test,plot", torch_index=CPU_INDEX)[:2] == [
+        "-c", "constraints-mxnet.txt"]
+    assert f"UNIFPARAM_TORCH_INDEX={CPU_INDEX}" in INSTALL_MD
+    assert 'os.environ.get("UNIFPARAM_TORCH_INDEX"' in (ROOT / "noxfile.py").read_text()
+
+
+def test_the_tour_installs_less_than_the_tests():
+    tests_extras = {"all", "test", "docs"}
+    for config, extras in NOXFILE.TOUR_EXTRAS.items():
+        assert "test" not in extras and "all" not in extras, config
+    assert tests_extras  # the tests session keeps the full matrix (noxfile: "all,test,docs")
+    assert 'install(session, "all,test,docs")' in (ROOT / "noxfile.py").read_text()
+
+
+# ---- the hints ---------------------------------------------------------------------------
+def test_from_the_clone_the_hint_is_an_editable_install_of_it(monkeypatch, tmp_path):
+    assert _install.origin() == ("clone", str(ROOT))
+    monkeypatch.chdir(ROOT)
+    assert _install.command("torch") == "pip install -e '.[torch]'"
+    monkeypatch.chdir(tmp_path)
+    assert _install.command("keras,jax") == f"pip install -e '{ROOT}[keras,jax]'"
+    assert _install.hint("Install it with: pip install 'unifparam[flax]' (or conda)") == \
+        f"Install it with: pip install -e '{ROOT}[flax]' (or conda)"
+
+
+def test_a_folder_of_another_project_is_not_a_clone(tmp_path):
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "unifparam-extras"\n')
+    (tmp_path / "unifparam").mkdir()
+    assert _install.clone_root(tmp_path / "unifparam") is None
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "unifparam"\n')
+    assert _install.clone_root(tmp_path / "unifparam") == tmp_path.resolve()
+
+
+def test_the_wheel_file_is_read_from_pips_record():
+    wheel = {"url": "file:///tmp/my%20dist/unifparam-0.1.0-py3-none-any.whl",
+             "archive_info": {"hash": "sha256=00"}}
+    assert _install.wheel_file(json.dumps(wheel)) == "/tmp/my dist/unifparam-0.1.0-py3-none-any.whl"
+    for other in ({"url": "file:///src/unifparam", "dir_info": {"editable": True}},
+                  {"url": "https://example.org/u.whl", "archive_info": {}}):
+        assert _install.wheel_file(json.dumps(other)) is None
+    assert _install.wheel_file(None) is None and _install.wheel_file("not json") is None
+
+
+def test_installed_from_a_wheel_the_hint_names_that_wheel_and_pip_accepts_it(tmp_path):
+    """Builds this clone's wheel, installs it in a folder of its own and asks it for a hint."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for folder in ("unifparam", "backends"):
+        shutil.copytree(ROOT / folder, src / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, env=env, timeout=600,
+                   capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("unifparam-*.whl")
+    subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target",
+                    str(tmp_path / "site"), str(wheel)], check=True, env=env, timeout=600,
+                   capture_output=True)
+    shutil.rmtree(src)  # no clone left to find
+    proc = subprocess.run([sys.executable, "-c", "import unifparam, unifparam._install as i; "
+                           "print(unifparam.__file__); print(i.command('torch'))"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                          env={**env, "PYTHONPATH": str(tmp_path / "site")})
+    assert proc.returncode == 0, proc.stderr
+    where, hint = proc.stdout.splitlines()
+    assert where.startswith(str(tmp_path / "site"))
+    assert hint == f"pip install '{wheel}[torch]'"
+    dry = subprocess.run([*pip, "install", "--dry-run", "--no-deps", "--no-index",
+                          *shlex.split(hint)[2:]], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert dry.returncode == 0 and "Would install unifparam-0.1.0" in dry.stdout, dry.stderr
