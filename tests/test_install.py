@@ -144,3 +144,13 @@ def test_installed_from_a_wheel_the_hint_names_that_wheel_and_pip_accepts_it(tmp
                           *shlex.split(hint)[2:]], capture_output=True, text=True, env=env,
                          timeout=600)
     assert dry.returncode == 0 and "Would install unifparam-0.1.0" in dry.stdout, dry.stderr
+
+
+@pytest.mark.parametrize("page", sorted((ROOT / "docs" / "tutorials").glob("*.md")),
+                         ids=lambda p: p.name)
+def test_a_tutorials_run_it_yourself_tip_says_what_its_notebook_needs(page):
+    text = page.read_text()
+    tip = text.split('!!! tip "Run it yourself"', 1)[1].split("\n\n", 1)[0]
+    assert "pip install -e '.[" in tip and "jupyter" in tip
+    if "plot_histograms(" in text or "matplotlib" in text.split(tip)[1]:
+        assert "matplotlib" in tip and "plot]" in tip
