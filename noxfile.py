@@ -1,11 +1,13 @@
 """Sessions: mxnet and tests (everything CI runs), tour (the main job), conformance (the
-matrix), docs, bench. MXNet needs numpy < 1.24, so it has its own venv and runs first; the
-tests session compares its recordings against the other backends.
+matrix), docs, browser (the site in headless Chromium), bench. MXNet needs numpy < 1.24,
+so it has its own venv and runs first; the tests session compares its recordings against
+the other backends.
 
     python3 -m pip install nox && python3 -m nox -s mxnet tests
 """
 
 import os
+import shutil
 
 import nox
 
@@ -75,6 +77,18 @@ def docs(session: nox.Session) -> None:
     """
     install(session, "all,docs")
     build_docs(session)
+
+
+@nox.session(python=PYTHON)
+def browser(session: nox.Session) -> None:
+    """The built site in headless Chromium (tests/browser_check.py): every page renders, no
+    raw markup, nothing wider than 1280 px; one screenshot per page in site-screenshots/.
+    Skipped without Chromium (Debian: apt-get install chromium)."""
+    if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
+        session.skip("no Chromium: apt-get install chromium")
+    install(session, "all,docs")
+    build_docs(session)
+    session.run("python", "tests/browser_check.py", "site", "--screenshots", "site-screenshots")
 
 
 @nox.session(python=PYTHON)
