@@ -41,6 +41,16 @@ def pip_args(extras: str, torch_index: str = TORCH_INDEX) -> list[str]:
     return ["-c", constraints, *index, "-e", f".[{extras}]"]
 
 
+def tour_backend(args: list[str]) -> str:
+    """The backend ``unifparam tour`` will run with these arguments."""
+    for i, arg in enumerate(args):
+        if arg == "--backend" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--backend="):
+            return arg.partition("=")[2]
+    return os.environ.get("UNIFPARAM_BACKEND", "torch")
+
+
 def install(session: nox.Session, extras: str = "all,test", **kwargs: bool) -> None:
     session.install(*pip_args(extras), **kwargs)
 
@@ -98,7 +108,7 @@ def tour(session: nox.Session) -> None:
     Installs only what that backend needs (TOUR_EXTRAS), showing pip's progress.
     """
     args = session.posargs or ["--backend", os.environ.get("UNIFPARAM_BACKEND", "torch")]
-    backend = args[args.index("--backend") + 1] if "--backend" in args[:-1] else "torch"
+    backend = tour_backend(args)
     if backend not in TOUR_EXTRAS:
         session.error(f"Unknown backend {backend!r}: one of {', '.join(TOUR_EXTRAS)}")
     install(session, TOUR_EXTRAS[backend], silent=False)

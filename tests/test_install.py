@@ -76,11 +76,19 @@ def test_the_torch_index_is_an_option_and_unset_changes_nothing():
     assert 'os.environ.get("UNIFPARAM_TORCH_INDEX"' in (ROOT / "noxfile.py").read_text()
 
 
+def test_the_tour_installs_what_the_backend_it_runs_needs(monkeypatch):
+    monkeypatch.setenv("UNIFPARAM_BACKEND", "flax:nnx")
+    assert NOXFILE.tour_backend(["--backend", "keras:jax"]) == "keras:jax"
+    assert NOXFILE.tour_backend(["--backend=keras:torch"]) == "keras:torch"
+    assert NOXFILE.tour_backend([]) == "flax:nnx"  # unifparam tour reads it too
+    from unifparam._cli import every_configuration
+    assert {c for c, _ in every_configuration()} <= set(NOXFILE.TOUR_EXTRAS)
+
+
 def test_the_tour_installs_less_than_the_tests():
-    tests_extras = {"all", "test", "docs"}
     for config, extras in NOXFILE.TOUR_EXTRAS.items():
         assert "test" not in extras and "all" not in extras, config
-    assert tests_extras  # the tests session keeps the full matrix (noxfile: "all,test,docs")
+    # the tests session keeps the full matrix
     assert 'install(session, "all,test,docs")' in (ROOT / "noxfile.py").read_text()
 
 
