@@ -81,8 +81,6 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-
-
 def _importable(module: str) -> bool:
     """True if ``module`` can be found (without importing it)."""
     try:
@@ -154,12 +152,12 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     from ._install import hint
     from ._registry import registered
     from .errors import BackendNotInstalledError
-    backends = configurations(args.backend)
+    every = every_configuration() if args.backend == "all" else [(args.backend, True)]
+    backends, skipped = [c for c, ok in every if ok], [c for c, ok in every if not ok]
     if not backends:
         raise BackendNotInstalledError(
             "No backend is installed, so there is nothing to test. Install one, e.g. "
             + "; ".join(hint(i.install) for i in registered().values()))
-    skipped = [c for c, ok in every_configuration() if not ok] if args.backend == "all" else []
     for b in backends:
         preflight(b)
     runs = []
