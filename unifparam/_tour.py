@@ -9,6 +9,7 @@ line that names the backend (and P12, which is about each framework's own defaul
 from __future__ import annotations
 
 import ast
+import sys
 import textwrap
 from functools import cache
 from pathlib import Path
@@ -59,8 +60,7 @@ class _section:  # noqa: N801 (reads as a statement: with _section("P1 ..."):)
     """Prints the scenario's title and the code of the ``with`` block, before it runs."""
 
     def __init__(self, title: str) -> None:
-        import sys
-        self.title, self.line = title, sys._getframe(1).f_lineno
+        self.title, self.line = title, sys._getframe(1).f_lineno  # the `with` line
 
     def __enter__(self) -> None:
         print(f"\n== {self.title} ==")
