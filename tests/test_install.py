@@ -103,6 +103,15 @@ def test_from_the_clone_the_hint_is_an_editable_install_of_it(monkeypatch, tmp_p
         f"Install it with: pip install -e '{ROOT}[flax]' (or conda)"
 
 
+def test_pip_accepts_the_hint_given_in_the_clone():
+    hint = shlex.split(_install.command("torch"))  # pip install -e <clone>[torch]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    dry = subprocess.run([sys.executable, "-m", "pip", "--disable-pip-version-check", "install",
+                          "--dry-run", "--no-deps", "--no-index", "--no-build-isolation",
+                          *hint[2:]], capture_output=True, text=True, env=env, timeout=600)
+    assert dry.returncode == 0 and "Would install unifparam-0.1.0" in dry.stdout, dry.stderr
+
+
 def test_a_folder_of_another_project_is_not_a_clone(tmp_path):
     (tmp_path / "pyproject.toml").write_text('[project]\nname = "unifparam-extras"\n')
     (tmp_path / "unifparam").mkdir()
