@@ -67,6 +67,7 @@ window.addEventListener("load", () => {
                                [/\]\[[\w.]+\]/, "an unresolved reference link"],
                                [/(^|\s)\*\*\w[^*\n]*\w\*\*(\s|$)/, "bold markers"],
                                [/``\w/, "reST double backticks"], [/^!!! /m, "an admonition"],
+                               [/:(func|class|meth|mod|attr):`/, "a reST role"],
                                [/^>>> /m, "a doctest outside a code block"]]) {
       const at = raw.search(mark);
       if (at >= 0)
