@@ -57,9 +57,10 @@ def _import_keras(variant: str | None) -> None:
                     f"KERAS_BACKEND={variant} before anything imports keras (or use "
                     f"'keras:{current}').")
         elif importlib.util.find_spec(variant) is None:
+            from unifparam._install import command
             raise BackendNotInstalledError(
                 f"Backend 'keras:{variant}' needs {variant}, which is not installed. Install "
-                f"it with: pip install 'unifparam[{variant}]', or pick another Keras backend.")
+                f"it with: {command(variant)}, or pick another Keras backend.")
         else:
             os.environ["KERAS_BACKEND"] = variant
     elif "keras" not in sys.modules:
