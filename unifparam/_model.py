@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from . import nn
 from ._backend import ABSTRACT, MATERIALIZED
 from ._lazy import np
+from ._locking import serialized
 from ._plan import contiguous, run
 from ._state import ModelState, Node, Slot, flip
 from .errors import (
@@ -132,6 +133,7 @@ class Param:
         return self._slot.native_name
 
     # ---- values ---------------------------------------------------------------------
+    @serialized
     def numpy(self) -> np.ndarray:
         """A copy of the value as a numpy array, canonical layout."""
         shape, state = self._status
@@ -145,6 +147,7 @@ class Param:
         value = self.numpy()
         return value if dtype is None else value.astype(dtype)
 
+    @serialized
     def set(self, value: Any) -> None:
         """Replace the whole value (same shape; cast to the parameter's dtype)."""
         slot = self._slot
@@ -194,6 +197,7 @@ class Param:
         return ArgumentError(f"Cannot index parameter '{self._name}' with {index!r} "
                              f"({type(index).__name__}): {e}. Use ints, slices or arrays.")
 
+    @serialized
     def __getitem__(self, index: Any) -> np.ndarray:
         full = self.numpy()
         try:
@@ -201,6 +205,7 @@ class Param:
         except (IndexError, TypeError, ValueError) as e:
             raise self._index_error(index, e) from None
 
+    @serialized
     def __setitem__(self, index: Any, value: Any) -> None:
         full = self.numpy()
         arr = self._real(value)
@@ -217,6 +222,7 @@ class Param:
             raise self._index_error(index, e) from None
         self.set(full)
 
+    @serialized
     def _inplace(self, op: Any, other: Any) -> Param:
         current = self.numpy()
         arr = self._real(other)  # typed errors for strings, complex, overflow
@@ -311,6 +317,7 @@ class Model:
             layer = dict(layer.children())[key]
         return layer
 
+    @serialized
     def __call__(self, *inputs: Any, training: bool = False) -> Any:
         if self.path:
             from .errors import UnsupportedError

@@ -19,6 +19,7 @@ from typing import Any
 from . import _plan, nn
 from ._backend import MATERIALIZED
 from ._lazy import np
+from ._locking import serialized
 from ._model import Model, Param, ParamDict
 from ._registry import detect, get_backend
 from ._state import Registration, state_from_spec, state_from_tree
@@ -80,6 +81,7 @@ def build(model: Any, backend: str | None = None) -> Model:
 
 
 # ---- params -----------------------------------------------------------------------------
+@serialized
 def params(model: Model) -> ParamDict:
     """Ordered mapping name -> Param of a model or layer; each storage once, ties as aliases.
 
@@ -102,6 +104,7 @@ def params(model: Model) -> ParamDict:
 Select = str | Param | Model | Callable[[Param], bool] | Iterable[Any] | None
 
 
+@serialized
 def initialize(model: Model, init: Initializer | Callable | None = None, *, select: Select = None,
                force_reinit: bool = False, seed: int | None = None) -> None:
     """Register an initializer and fill every parameter whose shape is known.
@@ -206,6 +209,7 @@ def _select(model: Model, select: Select) -> dict[str, bool]:
 
 
 # ---- tie --------------------------------------------------------------------------------
+@serialized
 def tie(model: Model, a: Any, b: Any, *, transpose: bool = False) -> None:
     """Make ``b`` use ``a``'s storage: writes through either are seen by both, gradients add.
 
@@ -272,6 +276,7 @@ def _tie_pairs(model: Model, a: Any, b: Any, transpose: bool) -> list[tuple[str,
 
 
 # ---- materialize ------------------------------------------------------------------------
+@serialized
 def materialize(model: Model, *inputs: Any, input_shape: Any = None,
                 abstract: bool = False, mesh: Any = None, layout: Any = None) -> Model:
     """Infer every shape and fill every parameter with its registered initializer, once.
@@ -320,6 +325,7 @@ def model_handle(model: Any, verb: str) -> Model:
 
 
 # ---- compute ----------------------------------------------------------------------------
+@serialized
 def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = None
               ) -> dict[str, np.ndarray]:
     """Gradient of ``loss(net(*inputs))`` (default: the sum of outputs) for every trainable
