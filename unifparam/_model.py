@@ -25,6 +25,7 @@ from .errors import (
     ArgumentError,
     ArgumentValueError,
     DeferredParameterError,
+    HandleAttributeError,
     ParamIndexError,
     UnknownNameError,
     ValueShapeError,
@@ -350,14 +351,17 @@ class Model:
             return Param(object.__getattribute__(self, "_st"), node.params[name])
         if name in node.children:
             return Model(object.__getattribute__(self, "_st"), node.children[name])
-        raise AttributeError(f"Layer '{node.path or 'model'}' ({node.kind}) has no attribute "
-                             f"{name!r}.{closest(name, [*node.params, *node.children])}")
+        raise HandleAttributeError(f"Layer '{node.path or 'model'}' ({node.kind}) has no "
+                                   f"attribute {name!r}."
+                                   f"{closest(name, [*node.params, *node.children])}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, Param) and name in self._node.params and value._st is self._st:
             return  # the rebinding of `net[0].weight += 1`: the write already happened
-        raise AttributeError(f"Cannot assign {name!r} on a model handle. Write values with "
-                             f"p[...] = v, or tie parameters with unifparam.tie.")
+        raise HandleAttributeError(f"Cannot assign {name!r} on the handle of layer "
+                                   f"'{self._node.path or 'model'}' ({self._node.kind}). Write "
+                                   f"values with p[...] = v, or tie parameters with "
+                                   f"unifparam.tie.")
 
     def apply(self, fn: Any) -> Model:
         """Call ``fn(layer)`` on every sub-layer, children first, then this one (torch's order).

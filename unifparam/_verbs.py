@@ -298,10 +298,31 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     return model
 
 
+def _check_arity(loss: Callable[..., Any]) -> None:
+    """A typed error if ``loss`` cannot be called with one argument (the output)."""
+    import inspect
+    try:
+        signature = inspect.signature(loss)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call decides
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise ArgumentError(f"gradients(loss={getattr(loss, '__name__', loss)!r}): loss "
+                            f"takes {signature}, but it is called with one argument, the "
+                            f"model's output: loss=lambda y: (y ** 2).mean().") from None
+
+
 def _scalar(loss: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``loss`` checked to return one number (any framework's scalar tensor)."""
     def checked(out: Any) -> Any:
         value = loss(out)
+        if isinstance(value, (int, float, np.generic)):
+            raise ArgumentError(
+                f"gradients(loss={getattr(loss, '__name__', loss)!r}) returned the plain "
+                f"{type(value).__name__} {value!r}, which carries no gradient: compute it "
+                f"from the output with the framework's or unifparam.ops functions, e.g. "
+                f"loss=lambda y: (y ** 2).mean().")
         if value is None or not hasattr(value, "shape") and not isinstance(value, (int, float)):
             raise ArgumentError(f"gradients(loss={getattr(loss, '__name__', loss)!r}) returned "
                                 f"{type(value).__name__}; it must return a scalar of the "
@@ -345,7 +366,9 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     if loss is not None and not callable(loss):
         raise ArgumentError(f"gradients(loss={loss!r}): loss must be a function of the "
                             f"output returning a scalar, got {type(loss).__name__}.")
-    shapes = _plan.input_shapes(inputs, None)
+    if loss is not None:
+        _check_arity(loss)
+    shapes = _plan.input_shapes(inputs, None, _plan.receiver(st))
     if not st.all_in(MATERIALIZED):
         _plan.materialize(st, inputs, None, False)
     elif st.spec is not None:

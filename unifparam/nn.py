@@ -555,8 +555,16 @@ class Parameter:
 
     def __init__(self, shape: Shape | int, init: Any = None, role: str = "weight",
                  axes: tuple[str, ...] | None = None, trainable: bool = True):
+        from .roles import ROLES
+        if role not in ROLES:
+            raise (SpecError if isinstance(role, str) else SpecTypeError)(
+                f"Parameter(role={role!r}): role must be one of {', '.join(ROLES)}.")
+        if not isinstance(trainable, bool):
+            raise SpecTypeError(f"Parameter(trainable={trainable!r}): trainable must be True "
+                                f"or False.")
         self.init, self.role, self.trainable = init, role, trainable
         self.axes = None if axes is None else tuple(axes)
+        self._label = "Parameter"  # "Parameter 'w' of block MLP" once a block holds it
         self._shape: Shape = ()
         self.shape = shape  # type: ignore[assignment]
 
@@ -569,12 +577,12 @@ class Parameter:
         shape = (shape,) if isinstance(shape, int) or shape is None else tuple(shape)
         for d in shape:
             if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d <= 0):
-                raise SpecError(f"Parameter shape {shape!r}: sizes must be positive ints or "
-                                f"None (known from the input).")
+                raise SpecError(f"{self._label} shape {shape!r}: sizes must be positive ints "
+                                f"or None (known from the input).")
         old = self._shape
         if old and (len(old) != len(shape) or any(
                 a is not None and b is not None and a != b for a, b in zip(old, shape))):
-            raise SpecError(f"Parameter of shape {fmt_shape(old)} cannot become "
+            raise SpecError(f"{self._label} of shape {fmt_shape(old)} cannot become "
                             f"{fmt_shape(shape)}: only unknown (None) sizes may be filled.")
         self._shape = shape
 
@@ -630,11 +638,14 @@ class Block(Layer):
         if isinstance(value, (list, tuple)) and value and all(
                 isinstance(v, Layer) for v in value):
             value = Sequential(*value)
+        if isinstance(value, (Layer, Parameter)) or _holds_layers(value):
+            _check_member(self, name, value)
         if isinstance(value, Parameter):
             old = self._params.get(name)
             if old is not None and old is not value:  # re-declared in build(): same storage
                 old.shape = value.shape
                 return
+            value._label = f"Parameter {name!r} of block {type(self).__name__}"
             self.__dict__.pop(name, None)
             self._children.pop(name, None)
             self._params[name] = value
@@ -679,6 +690,37 @@ class Block(Layer):
         own = ", ".join(f"{n}={fmt_shape((shapes or {}).get(n) or p.shape)}"
                         for n, p in self._params.items())
         return f"{self.kind}({own})"
+
+
+def _holds_layers(value: Any) -> bool:
+    return isinstance(value, (list, tuple, dict)) and any(
+        isinstance(v, (Layer, Parameter))
+        for v in (value.values() if isinstance(value, dict) else value))
+
+
+def _check_member(block: Block, name: str, value: Any) -> None:
+    """Refuse what a block cannot hold: a dotted name, a list mixing layers with other
+    objects, a layer containing the block itself (a cycle)."""
+    where = f"{type(block).__name__}.{name}"
+    if "." in name or not name:
+        raise SpecError(f"{where}: attribute names become parameter names joined with '.', "
+                        f"so {name!r} cannot hold a layer or Parameter. Use a name without "
+                        f"'.', e.g. {name.replace('.', '_')!r}.")
+    if isinstance(value, dict):
+        raise SpecTypeError(f"{where}: a dict of layers is not registered. Use "
+                            f"nn.Sequential({{'name': layer, ...}}) or one attribute per layer.")
+    if isinstance(value, (list, tuple)):
+        i, bad = next((i, v) for i, v in enumerate(value) if not isinstance(v, Layer))
+        raise SpecTypeError(
+            f"{where}: a {type(value).__name__} of layers holds {type(bad).__name__} "
+            f"{bad!r:.40} at [{i}]. Only a list or tuple of unifparam.nn layers becomes a "
+            f"Sequential (an activation is nn.Activation('relu')); assign each Parameter as "
+            f"its own attribute.")
+    if isinstance(value, Layer):
+        if value is block or any(layer is block for _, layer in first_uses(value)):
+            raise SpecError(f"{where}: the layer assigned contains {type(block).__name__} "
+                            f"itself, a cycle (a block cannot be its own sub-layer). Assign "
+                            f"sub-layers that do not hold the block.")
 
 
 def join(path: str, key: str) -> str:
