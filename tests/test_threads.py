@@ -8,6 +8,7 @@ threads have joined.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import numpy as np
@@ -18,7 +19,8 @@ from unifparam import nn
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
-CONFIGS = ["torch", "flax:linen", "flax:nnx", f"keras:{os.environ.get('KERAS_BACKEND', 'jax')}"]
+CONFIGS = ["torch", "flax:linen", "flax:nnx", f"keras:{os.environ.get('KERAS_BACKEND', 'jax')}",
+           "mxnet"]
 ROUNDS = 24
 
 
@@ -84,10 +86,15 @@ def test_verbs_on_one_model_from_several_threads_see_only_consistent_states(conf
                worker(lambda i: seen["gradients"].append(up.gradients(net, x))),
                worker(save),
                worker(lambda i: seen["numpy"].append({"0.weight": net[0].weight.numpy()}))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # switch threads often: interleavings inside verbs
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
     assert not failures, f"{config}: a verb raised under threads: {failures[0]!r}"
     refs = {"forward": outs, "gradients": grads, "save": values,
             "numpy": [{"0.weight": v["0.weight"]} for v in values]}
