@@ -20,6 +20,7 @@ branches on values is traced again on the examples (layer outputs still zeros).
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -154,16 +155,24 @@ def check_forward(block: nn.Block, path: str, n: int) -> None:
     if type(block).forward is nn.Block.forward:
         raise SpecTypeError(f"{_where(block, path)} defines no forward: add "
                             f"def forward(self, x): ... returning its output.")
+    sig = _signature(type(block).forward)
+    if sig is None:  # no signature to read (a builtin): the call decides
+        return
     try:
-        inspect.signature(block.forward).bind(*range(n))
+        sig.bind(block, *range(n))
     except TypeError:
-        sig = inspect.signature(type(block).forward)
         raise SpecTypeError(f"{_where(block, path)}: forward{sig} cannot take {n} input"
                             f"{'s' if n != 1 else ''}. Give forward one parameter per input "
                             f"(def forward(self, x)), or call it with the inputs it "
                             f"declares.") from None
-    except ValueError:  # no signature to read (a builtin): let the call decide
-        pass
+
+
+@functools.lru_cache(maxsize=256)
+def _signature(forward: Callable[..., Any]) -> inspect.Signature | None:
+    try:
+        return inspect.signature(forward)
+    except (TypeError, ValueError):
+        return None
 
 
 def check_output(block: nn.Block, path: str, out: Any) -> None:

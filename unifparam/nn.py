@@ -514,6 +514,9 @@ class Sequential(Layer):
                 raise SpecError(f"Sequential: child name {key!r} must be a new non-empty "
                                 f"string without '.' (names join with '.' into parameter "
                                 f"names).")
+            if any(inner is self for _, inner in first_uses(layer)):
+                raise SpecError(f"Sequential: child {key!r} contains this Sequential itself, "
+                                f"a cycle (a layer cannot be its own sub-layer).")
             self._named[key] = layer
         return self
 

@@ -585,6 +585,14 @@ def _two_cycle() -> nn.Layer:
     return a
 
 
+def _sequential_cycle() -> nn.Layer:
+    outer = nn.Sequential(nn.Dense(2))
+    inner = _NoForward()
+    inner.outer = outer
+    outer.add(inner)
+    return outer
+
+
 def _list_with_text() -> nn.Layer:
     block = _NoForward()
     block.layers = [nn.Dense(3), "relu", nn.Dense(2)]
@@ -628,6 +636,8 @@ for id_, act, err, builtin, names in [
      ("'a.b'",)),
     ("self-cycle", lambda t: _self_cycle(), SE, ValueError, ("me", "cycle")),
     ("two-block-cycle", lambda t: _two_cycle(), SE, ValueError, ("_NoForward.a", "cycle")),
+    ("sequential-cycle", lambda t: _sequential_cycle(), SE, ValueError, ("Sequential",
+                                                                          "cycle")),
     ("list-with-non-layer", lambda t: _list_with_text(), ST, TypeError, ("layers", "str")),
     ("dict-of-layers", lambda t: setattr(_NoForward(), "heads", {"a": nn.Dense(2)}), ST,
      TypeError, ("heads",)),
