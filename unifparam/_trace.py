@@ -20,8 +20,6 @@ branches on values is traced again on the examples (layer outputs still zeros).
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,15 +27,8 @@ import numpy as np
 
 from . import nn, ops
 from ._binding import Binding, bound
-from .errors import (
-    DataDependentError,
-    InputShapeError,
-    OutputError,
-    SpecError,
-    SpecTypeError,
-    UnifparamError,
-    fmt_shape,
-)
+from ._blockcheck import check_forward, check_output, guarded
+from .errors import DataDependentError, InputShapeError, SpecError, fmt_shape
 
 Shape = nn.Shape
 Traced = dict[str, tuple[Any, dict[str, Shape]]]
@@ -113,11 +104,11 @@ class TraceBinding(Binding):
             check_forward(layer, path, len(args))
             if not layer.__dict__["_built"]:
                 with bound(None):  # build() sees the declared Parameters
-                    _guarded(layer, path, "build", shapes, lambda: layer.build(*shapes))
+                    guarded(layer, path, "build", shapes, lambda: layer.build(*shapes))
                 object.__setattr__(layer, "_built", True)
             own = {n: p.shape for n, p in layer.own_parameters()}
             self._record(layer, path, shapes[0] if len(shapes) == 1 else shapes, own)
-            out = _guarded(layer, path, "forward", shapes, lambda: layer.forward(*args))
+            out = guarded(layer, path, "forward", shapes, lambda: layer.forward(*args))
             check_output(layer, path, out)
             return out
         if len(args) != 1:
@@ -143,73 +134,6 @@ class TraceBinding(Binding):
                 f"build(self, *input_shapes), e.g. self.{name}.shape = (units, "
                 f"input_shape[-1]).")
         return self.array(np.zeros(p.shape, np.float32))  # type: ignore[arg-type]
-
-
-def _where(block: nn.Block, path: str) -> str:
-    return f"Block '{path or 'model'}' ({type(block).__name__})"
-
-
-def check_forward(block: nn.Block, path: str, n: int) -> None:
-    """A typed error naming the block if its ``forward`` is missing or cannot take ``n``
-    inputs."""
-    if type(block).forward is nn.Block.forward:
-        raise SpecTypeError(f"{_where(block, path)} defines no forward: add "
-                            f"def forward(self, x): ... returning its output.")
-    sig = _signature(type(block).forward)
-    if sig is None:  # no signature to read (a builtin): the call decides
-        return
-    try:
-        sig.bind(block, *range(n))
-    except TypeError:
-        raise SpecTypeError(f"{_where(block, path)}: forward{sig} cannot take {n} input"
-                            f"{'s' if n != 1 else ''}. Give forward one parameter per input "
-                            f"(def forward(self, x)), or call it with the inputs it "
-                            f"declares.") from None
-
-
-@functools.lru_cache(maxsize=256)
-def _signature(forward: Callable[..., Any]) -> inspect.Signature | None:
-    try:
-        return inspect.signature(forward)
-    except (TypeError, ValueError):
-        return None
-
-
-def check_output(block: nn.Block, path: str, out: Any) -> None:
-    """A typed error naming the block if ``forward`` returned something that is not arrays
-    (None, a string, an object)."""
-    leaves = list(out.values()) if isinstance(out, dict) else \
-        list(out) if isinstance(out, (tuple, list)) else [out]
-    for leaf in leaves:
-        if isinstance(leaf, (tuple, list, dict)):
-            check_output(block, path, leaf)
-        elif not isinstance(leaf, (np.ndarray, np.generic, int, float)) or isinstance(leaf, bool):
-            raise OutputError(f"{_where(block, path)}: forward returned "
-                              f"{type(leaf).__name__} {leaf!r:.40}; it must return arrays (the "
-                              f"output of a layer or of unifparam.ops). Is a return missing?")
-
-
-def _guarded(block: nn.Block, path: str, what: str, shapes: tuple[Shape, ...],
-             call: Callable[[], Any]) -> Any:
-    """``call()`` (the block's build or forward on the trace); a failure of the user's code
-    on shapes becomes a typed error naming the block, its input and its parameters."""
-    try:
-        return call()
-    except SpecError as e:
-        if what != "build":
-            raise
-        raise type(e)(f"{_where(block, path)}: its build failed: {e}") from None
-    except UnifparamError:
-        raise
-    except (ValueError, TypeError, IndexError) as e:
-        own = ", ".join(f"'{nn.join(path, n)}' {fmt_shape(p.shape)}"
-                        for n, p in block.own_parameters()) or "none"
-        x = ", ".join(fmt_shape(s) for s in shapes)
-        err = InputShapeError if what == "forward" and not isinstance(e, TypeError) \
-            else SpecTypeError if isinstance(e, TypeError) else SpecError
-        raise err(f"{_where(block, path)}: its {what} failed on input {x} with its "
-                  f"parameters {own}: {type(e).__name__}: {e}. Check the shapes the block "
-                  f"declares (or fills in build) against its input.") from e
 
 
 def _numpy_ops() -> dict[str, Callable[..., Any]]:

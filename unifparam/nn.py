@@ -635,14 +635,13 @@ class Block(Layer):
         object.__setattr__(self, "_built", False)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        _check_member(self, name, value)
         if "_children" not in self.__dict__:
             raise SpecError(f"{type(self).__name__}.__init__ must call super().__init__() "
                             f"before assigning {name!r}.")
         if isinstance(value, (list, tuple)) and value and all(
                 isinstance(v, Layer) for v in value):
             value = Sequential(*value)
-        if isinstance(value, (Layer, Parameter)) or _holds_layers(value):
-            _check_member(self, name, value)
         if isinstance(value, Parameter):
             old = self._params.get(name)
             if old is not None and old is not value:  # re-declared in build(): same storage
@@ -695,32 +694,29 @@ class Block(Layer):
         return f"{self.kind}({own})"
 
 
-def _holds_layers(value: Any) -> bool:
-    return isinstance(value, (list, tuple, dict)) and any(
-        isinstance(v, (Layer, Parameter))
-        for v in (value.values() if isinstance(value, dict) else value))
-
-
 def _check_member(block: Block, name: str, value: Any) -> None:
-    """Refuse what a block cannot hold: a dotted name, a list mixing layers with other
-    objects, a layer containing the block itself (a cycle)."""
+    """Refuse what a block cannot hold: a layer or Parameter under a dotted name, a list
+    mixing layers with other objects, a layer containing the block itself (a cycle)."""
+    items = [value] if isinstance(value, (Layer, Parameter)) else \
+        list(value.values()) if isinstance(value, dict) else \
+        list(value) if isinstance(value, (list, tuple)) else []
+    if not any(isinstance(v, (Layer, Parameter)) for v in items):
+        return
     where = f"{type(block).__name__}.{name}"
     if "." in name or not name:
         raise SpecError(f"{where}: attribute names become parameter names joined with '.', "
                         f"so {name!r} cannot hold a layer or Parameter. Use a name without "
                         f"'.', e.g. {name.replace('.', '_')!r}.")
-    if isinstance(value, dict):
-        raise SpecTypeError(f"{where}: a dict of layers is not registered. Use "
-                            f"nn.Sequential({{'name': layer, ...}}) or one attribute per layer.")
-    if isinstance(value, (list, tuple)):
-        i, bad = next((i, v) for i, v in enumerate(value) if not isinstance(v, Layer))
-        raise SpecTypeError(
-            f"{where}: a {type(value).__name__} of layers holds {type(bad).__name__} "
-            f"{bad!r:.40} at [{i}]. Only a list or tuple of unifparam.nn layers becomes a "
-            f"Sequential (an activation is nn.Activation('relu')); assign each Parameter as "
-            f"its own attribute.")
-    if isinstance(value, Layer):
-        if value is block or any(layer is block for _, layer in first_uses(value)):
+    if not isinstance(value, (Layer, Parameter)):
+        i, bad = next(((i, v) for i, v in enumerate(items) if not isinstance(v, Layer)),
+                      (None, None))
+        if i is not None:
+            raise SpecTypeError(
+                f"{where}: a {type(value).__name__} of layers holds {type(bad).__name__} "
+                f"{bad!r:.40} (item {i}). Only layers make a Sequential (an activation is "
+                f"nn.Activation('relu')); assign each Parameter as its own attribute.")
+    for layer in items:
+        if isinstance(layer, Layer) and any(inner is block for _, inner in first_uses(layer)):
             raise SpecError(f"{where}: the layer assigned contains {type(block).__name__} "
                             f"itself, a cycle (a block cannot be its own sub-layer). Assign "
                             f"sub-layers that do not hold the block.")
