@@ -298,9 +298,11 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     return model
 
 
-def _check_arity(loss: Callable[..., Any]) -> None:
+def _check_arity(loss: Callable[..., Any] | None) -> None:
     """A typed error if ``loss`` cannot be called with one argument (the output)."""
     import inspect
+    if loss is None or not callable(loss):
+        return
     try:
         signature = inspect.signature(loss)
     except (TypeError, ValueError):  # no signature to read (a builtin): the call decides
@@ -359,6 +361,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     (1, 8)
     """
     st = model_handle(model, "gradients")._st
+    _check_arity(loss)
     if "gradients" not in st.backend.capabilities:
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot compute gradients.")
     if not inputs:
@@ -366,8 +369,6 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     if loss is not None and not callable(loss):
         raise ArgumentError(f"gradients(loss={loss!r}): loss must be a function of the "
                             f"output returning a scalar, got {type(loss).__name__}.")
-    if loss is not None:
-        _check_arity(loss)
     shapes = _plan.input_shapes(inputs, None, _plan.receiver(st))
     if not st.all_in(MATERIALIZED):
         _plan.materialize(st, inputs, None, False)
