@@ -103,3 +103,48 @@ def test_verbs_on_one_model_from_several_threads_see_only_consistent_states(conf
         mixed = [i for i, r in enumerate(results) if not _which(r, refs[what])]
         assert not mixed, (f"{config}: {len(mixed)} of {ROUNDS} {what} results match neither "
                            f"seed's state (first at round {mixed[0]})")
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_element_writes_from_several_threads_are_never_lost(config):
+    """``p[i] = v`` reads, changes and writes back the whole parameter: without the lock, one
+    thread's write of row 0 could be undone by another's write of row 1."""
+    net = _build(config)
+    net(np.ones((2, 16), np.float32))
+    w = net[0].weight
+    rows = 4
+    start = threading.Barrier(rows)
+
+    def writer(row):
+        def run():
+            start.wait()
+            for i in range(1, ROUNDS + 1):
+                w[row] = float(i)
+        return threading.Thread(target=run)
+
+    threads = [writer(r) for r in range(rows)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    np.testing.assert_array_equal(w.numpy()[:rows], np.full((rows, 16), float(ROUNDS)))
+
+
+def test_verbs_run_inside_a_verb_of_the_same_model():
+    """The lock is re-entrant: a loss run by gradients may read the model's parameters."""
+    net = _build("torch")
+    x = np.ones((2, 16), np.float32)
+    net(x)
+    read = []
+
+    def loss(y):
+        read.append(net[0].weight.numpy().shape)
+        return (y ** 2).sum()
+
+    up.gradients(net, x, loss=loss)
+    assert read == [(64, 16)]
