@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
+from ._locking import serialized
 from .errors import ArgumentError, ArgumentValueError, DeviceError
 
 if TYPE_CHECKING:
@@ -127,6 +128,7 @@ def of_state(st: ModelState, roots: list[str] | None = None) -> str:
     return st.device or st.backend.default_device()
 
 
+@serialized
 def to(model: Model, device: Any) -> Model:
     """Move a built model's parameters and buffers to ``device``; returns the model.
 

@@ -19,6 +19,7 @@ from typing import Any
 from . import _plan, nn
 from ._backend import MATERIALIZED
 from ._lazy import np
+from ._locking import serialized
 from ._model import Model, Param, ParamDict
 from ._registry import detect, get_backend
 from ._state import Registration, state_from_spec, state_from_tree
@@ -87,6 +88,7 @@ def build(model: Any, backend: str | None = None, *, device: Any = None) -> Mode
 
 
 # ---- params -----------------------------------------------------------------------------
+@serialized
 def params(model: Model) -> ParamDict:
     """Ordered mapping name -> Param of a model or layer; each storage once, ties as aliases.
 
@@ -109,6 +111,7 @@ def params(model: Model) -> ParamDict:
 Select = str | Param | Model | Callable[[Param], bool] | Iterable[Any] | None
 
 
+@serialized
 def initialize(model: Model, init: Initializer | Callable | None = None, *, select: Select = None,
                force_reinit: bool = False, seed: int | None = None) -> None:
     """Register an initializer and fill every parameter whose shape is known.
@@ -213,6 +216,7 @@ def _select(model: Model, select: Select) -> dict[str, bool]:
 
 
 # ---- tie --------------------------------------------------------------------------------
+@serialized
 def tie(model: Model, a: Any, b: Any, *, transpose: bool = False) -> None:
     """Make ``b`` use ``a``'s storage: writes through either are seen by both, gradients add.
 
@@ -279,6 +283,7 @@ def _tie_pairs(model: Model, a: Any, b: Any, transpose: bool) -> list[tuple[str,
 
 
 # ---- materialize ------------------------------------------------------------------------
+@serialized
 def materialize(model: Model, *inputs: Any, input_shape: Any = None,
                 abstract: bool = False, mesh: Any = None, layout: Any = None,
                 device: Any = None) -> Model:
@@ -322,10 +327,33 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     return model
 
 
+def _check_arity(loss: Callable[..., Any] | None) -> None:
+    """A typed error if ``loss`` cannot be called with one argument (the output)."""
+    import inspect
+    if loss is None or not callable(loss):
+        return
+    try:
+        signature = inspect.signature(loss)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call decides
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise ArgumentError(f"gradients(loss={getattr(loss, '__name__', loss)!r}): loss "
+                            f"takes {signature}, but it is called with one argument, the "
+                            f"model's output: loss=lambda y: (y ** 2).mean().") from None
+
+
 def _scalar(loss: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``loss`` checked to return one number (any framework's scalar tensor)."""
     def checked(out: Any) -> Any:
         value = loss(out)
+        if isinstance(value, (int, float, np.generic)):
+            raise ArgumentError(
+                f"gradients(loss={getattr(loss, '__name__', loss)!r}) returned the plain "
+                f"{type(value).__name__} {value!r}, which carries no gradient: compute it "
+                f"from the output with the framework's or unifparam.ops functions, e.g. "
+                f"loss=lambda y: (y ** 2).mean().")
         if value is None or not hasattr(value, "shape") and not isinstance(value, (int, float)):
             raise ArgumentError(f"gradients(loss={getattr(loss, '__name__', loss)!r}) returned "
                                 f"{type(value).__name__}; it must return a scalar of the "
@@ -349,6 +377,7 @@ def model_handle(model: Any, verb: str) -> Model:
 
 
 # ---- compute ----------------------------------------------------------------------------
+@serialized
 def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = None
               ) -> dict[str, np.ndarray]:
     """Gradient of ``loss(net(*inputs))`` (default: the sum of outputs) for every trainable
@@ -361,6 +390,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     (1, 8)
     """
     st = model_handle(model, "gradients")._st
+    _check_arity(loss)
     if "gradients" not in st.backend.capabilities:
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot compute gradients.")
     if not inputs:
@@ -368,7 +398,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     if loss is not None and not callable(loss):
         raise ArgumentError(f"gradients(loss={loss!r}): loss must be a function of the "
                             f"output returning a scalar, got {type(loss).__name__}.")
-    shapes = _plan.input_shapes(inputs, None)
+    shapes = _plan.input_shapes(inputs, None, _plan.receiver(st))
     if not st.all_in(MATERIALIZED):
         _plan.materialize(st, inputs, None, False)
     elif st.spec is not None:
