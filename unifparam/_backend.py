@@ -270,6 +270,17 @@ class Backend(abc.ABC):
         value = self.read(native, ref)
         return [(tuple(slice(0, n) for n in value.shape), value)]
 
+    def trainable(self, native: Any, ref: Any) -> bool | None:
+        """Whether the framework trains this parameter now (torch ``requires_grad``, Keras
+        ``trainable``), read at every verb; None: as the adapter described it."""
+        return None
+
+    def watch(self, native: Any, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` right after the framework itself gives parameters memory (a
+        lazy layer's first native call), before that call computes: the core then applies
+        the initializers registered for them. Default: no hook (the core reports skipped
+        initializers at the next verb)."""
+
     def native_object(self, native: Any, ref: Any) -> Any:
         """The framework's own object for a parameter (torch Parameter, Keras Variable, ...)."""
         return None

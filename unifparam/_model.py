@@ -20,6 +20,7 @@ from ._backend import ABSTRACT, MATERIALIZED
 from ._lazy import np
 from ._plan import contiguous, run
 from ._state import ModelState, Node, Slot, flip
+from ._sync import check
 from .errors import (
     ArgumentError,
     ArgumentValueError,
@@ -91,7 +92,10 @@ class Param:
 
     @property
     def trainable(self) -> bool:
-        return self._slot.trainable
+        """Whether training updates it, as the framework says now (a frozen layer: False)."""
+        slot = self._slot
+        live = self._st.backend.trainable(self._st.native, slot.ref)
+        return slot.trainable if live is None else live
 
     @property
     def role(self) -> str:
@@ -315,6 +319,7 @@ class Model:
         if self.path:
             from .errors import UnsupportedError
             raise UnsupportedError(f"Call the whole model, not layer '{self.path}'.")
+        check(self._st)
         return run(self._st, inputs, training)
 
     def _child(self, key: str) -> Model:

@@ -22,6 +22,7 @@ from ._lazy import np
 from ._model import Model, Param, ParamDict
 from ._registry import detect, get_backend
 from ._state import Registration, state_from_spec, state_from_tree
+from ._sync import check, watch
 from ._ties import apply_tie, check_tie
 from .errors import (
     AlreadyInitializedWarning,
@@ -58,6 +59,7 @@ def build(model: Any, backend: str | None = None) -> Model:
                             f"{model.__name__}(...), not the class.")
     if isinstance(model, nn.Layer):
         st = state_from_spec(get_backend(backend), model)
+        watch(st)
         return Model(st, st.root)
     found = detect(model)
     if found is None and backend is None:
@@ -76,6 +78,7 @@ def build(model: Any, backend: str | None = None) -> Model:
         raise UnsupportedError(f"Backend {be.name!r} cannot adopt native models yet.")
     native, tree = be.adopt(model)
     st = state_from_tree(be, native, tree)
+    watch(st)
     return Model(st, st.root)
 
 
@@ -316,6 +319,7 @@ def model_handle(model: Any, verb: str) -> Model:
         raise ArgumentError(f"unifparam.{verb} takes a model handle from unifparam.build, "
                             f"got {type(model).__name__}. Wrap native models: "
                             f"unifparam.build(native).")
+    check(model._st)  # what the native model did by itself since the last verb
     return model
 
 
