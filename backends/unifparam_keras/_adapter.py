@@ -11,6 +11,7 @@ backend gets a :class:`unifparam.BackendConflictError`. References to parameters
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -243,6 +244,19 @@ class KerasBackend(Backend):
         _sync_torch_params(native.layers.values())
         return native
 
+    def trainable(self, native: KerasModel, ref: Any) -> bool:
+        """Keras's own flags, now: the layer's ``trainable`` (set on a layer, Keras sets it
+        on its sublayers and variables too) and the variable's."""
+        var = ref.own()
+        return bool(ref.trainable and native.model.trainable and ref.layer.trainable
+                    and (var is None or var.trainable))
+
+    def watch(self, native: KerasModel, callback: Callable[[], None]) -> None:
+        """Unbuilt layers call back right after Keras builds them (their first call)."""
+        for layer in native.layers.values():
+            if isinstance(layer, keras.layers.Layer) and not layer.built:
+                _after_build(layer, callback)
+
     def native_object(self, native: KerasModel, ref: Any) -> Any:
         return ref.own()
 
@@ -275,6 +289,25 @@ class KerasBackend(Backend):
 
     def to_numpy(self, value: Any) -> np.ndarray:
         return super().to_numpy(value.value if isinstance(value, keras.Variable) else value)
+
+
+def _after_build(layer: Any, callback: Callable[[], None]) -> None:
+    """Wrap the layer's ``build`` (Keras's own wrapper of it) to call ``callback`` after."""
+    inner = layer.build
+    callbacks = getattr(inner, "unifparam_callbacks", None)
+    if callbacks is not None:  # already wrapped: one more model watches it
+        callbacks.append(callback)
+        return
+
+    @functools.wraps(inner)  # keeps the signature Keras reads to pass the input shape
+    def build(*args: Any, **kwargs: Any) -> Any:
+        out = inner(*args, **kwargs)
+        for settle in list(build.unifparam_callbacks):  # type: ignore[attr-defined]
+            settle()
+        return out
+
+    build.unifparam_callbacks = [callback]  # type: ignore[attr-defined]
+    object.__setattr__(layer, "build", build)  # not tracked as layer state
 
 
 def _adoptable(buffer: np.ndarray, variant: str) -> Any:
