@@ -159,6 +159,12 @@ class KerasBackend(Backend):
                 layer = native.layers[path]
                 if not layer.built:
                     layer.build(tuple(shape))
+            for s in plan.storages.values():  # adopted unbuilt layers sized by a file
+                layer = s.ref.layer
+                x = None if layer.built or s.fill == ALIAS or hasattr(layer, "make_param") \
+                    else _adopt.input_shape_for(layer, s.ref.name, s.shape)
+                if x is not None:
+                    layer.build(x)
         if plan.mesh is not None:
             _place(plan)
         if not plan.abstract:
