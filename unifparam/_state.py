@@ -121,6 +121,12 @@ class ModelState:
         self.placement: tuple[Any, Any] | None = None  # (mesh, layout) of an abstract model
         self._index(root)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy (pickle, deepcopy) watches its own native model's lazy layers."""
+        self.__dict__.update(state)
+        from ._sync import watch
+        watch(self)
+
     def _index(self, node: Node) -> None:
         self.nodes[node.path] = node
         for child in node.children.values():
