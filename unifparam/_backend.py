@@ -211,6 +211,12 @@ class Backend(abc.ABC):
         """
         raise NotImplementedError
 
+    def check_input(self, native: Any, inputs: Sequence[Any] | None,
+                    input_shapes: Sequence[Shape]) -> None:
+        """Adopted models whose every shape is known: raise
+        :class:`~unifparam.InputShapeError` if the model cannot take inputs of
+        ``input_shapes`` (as the framework's own ``build`` would). Default: no check."""
+
     # ---- store ----------------------------------------------------------------------
     @abc.abstractmethod
     def allocate(self, native: Any, plan: Plan) -> Any:

@@ -116,6 +116,8 @@ def for_materialize(st: ModelState, inputs: Sequence[Any], shapes: Sequence[Shap
         layer_inputs, param_shapes = trace(st, shapes, inputs)
     elif shapes and not st.all_in(ABSTRACT, MATERIALIZED):
         st.call("infer", tuple(inputs) or None, tuple(shapes))
+    elif shapes:  # an adopted model already sized: the input must still fit it
+        st.backend.check_input(st.native, tuple(inputs) or None, tuple(shapes))
     done = (ABSTRACT, MATERIALIZED) if abstract else (MATERIALIZED,)
     todo = [r for r in st.slots if st.state_of(r) not in done]
     if not todo:

@@ -31,7 +31,9 @@ from unifparam.errors import (
     BackendConflictError,
     BackendNotFoundError,
     BackendNotInstalledError,
+    InputShapeError,
     UnsupportedError,
+    fmt_shape,
 )
 
 keras: Any = None  # imported by KerasBackend() once KERAS_BACKEND is settled
@@ -146,6 +148,26 @@ class KerasBackend(Backend):
                 except Exception as eager:
                     raise eager from symbolic
         return native
+
+    def check_input(self, native: KerasModel, inputs: Sequence[Any] | None,
+                    input_shapes: Sequence[Any]) -> None:
+        """A built model takes only inputs that fit it (Keras's ``build`` refuses others):
+        a symbolic call, which creates and changes nothing."""
+        dtypes = [getattr(x, "dtype", "float32") for x in inputs or ()] or [
+            "float32"] * len(input_shapes)
+        args = [keras.KerasTensor(tuple(s), dtype=_dtype(d))
+                for s, d in zip(input_shapes, dtypes)]
+        try:
+            with _lazy():
+                _call(native.model, args)
+        except Exception as e:  # noqa: BLE001 - Keras raises ValueError or its own types
+            built = getattr(native.model, "input_shape", None) if native.model.built else None
+            shapes = ", ".join(fmt_shape(tuple(s)) for s in input_shapes)
+            raise InputShapeError(
+                f"{type(native.model).__name__} {native.model.name!r} is already built"
+                f"{f' for inputs of shape {built}' if built else ''}; it cannot take an "
+                f"input of shape {shapes}: {_reason(e)}. Pass inputs "
+                f"of the shape it was built for, or build a new model.") from None
 
     def allocate(self, native: KerasModel, plan: Plan) -> KerasModel:
         """Spec layers build from their input shapes; then every variable without a value
@@ -314,6 +336,14 @@ def _after_build(layer: Any, callback: Callable[[], None]) -> None:
 
     build.unifparam_callbacks = [callback]  # type: ignore[attr-defined]
     object.__setattr__(layer, "build", build)  # not tracked as layer state
+
+
+def _reason(error: Exception) -> str:
+    """The line of a Keras error that says what did not fit (its text wraps it in more)."""
+    import re
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", x).strip() for x in str(error).splitlines()]
+    return next((x for x in lines if "expected" in x or "incompatible" in x),
+                lines[0] if lines else type(error).__name__)
 
 
 def _adoptable(buffer: np.ndarray, variant: str) -> Any:
