@@ -352,7 +352,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     roots = st.roots_under(model._node)
     refs = {n: st.slots[n].ref for n in roots if st.slots[n].trainable}
     grads = st.backend.gradients(st.native, inputs, None if loss is None else _scalar(loss),
-                                 refs)
+                                 refs) if refs else {}  # all frozen: nothing to differentiate
     for name, g in grads.items():
         st.slots[name].grad = g
     prefix = f"{model.path}." if model.path else ""

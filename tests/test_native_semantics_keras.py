@@ -1,0 +1,116 @@
+"""Keras's own deferred-build and ``trainable`` semantics, kept through unifparam.
+
+Each case mirrors a Keras test (``keras/src/models/sequential_test.py``,
+``keras/src/layers/layer_test.py``), rewritten to go through unifparam on an adopted
+model; the upstream test is named in each docstring. Runs on this process's Keras backend:
+``KERAS_BACKEND=jax|tensorflow|torch pytest tests/test_native_semantics_keras.py``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+import unifparam as up  # noqa: E402
+from unifparam import init  # noqa: E402
+
+L = keras.layers
+X = np.random.default_rng(0).random((3, 5), dtype=np.float32)
+
+
+def _deferred() -> keras.Sequential:
+    return keras.Sequential([L.Dense(4), L.BatchNormalization(), L.Dense(2)])
+
+
+def _numpy(value):
+    return np.asarray(up.to_numpy(value))
+
+
+# ---- a registered initializer, whoever builds the model first ------------------------------
+def test_native_first_call_applies_the_registered_initializer_before_computing():
+    """sequential_test.py test_basic_flow_deferred: the model builds on its first call."""
+    m = keras.Sequential([L.Dense(4), L.Dense(2)])
+    net = up.build(m)
+    up.initialize(net, init.Constant(0.25), seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = m(X)  # Keras's own call, as model.fit and model.predict make it
+        got = {n: p.numpy() for n, p in up.params(net).items()}
+    assert np.all(got["0.weight"] == 0.25) and np.all(got["1.bias"] == 0)
+    np.testing.assert_allclose(_numpy(y), np.outer(X.sum(1), np.full(2, 0.25 * 0.25 * 4)),
+                               rtol=1e-6)
+    assert all(p.state == "materialized" for p in up.params(net).values())
+
+
+def test_native_first_call_gives_the_values_unifparam_would_give():
+    a, b = _deferred(), _deferred()
+    na, nb = up.build(a), up.build(b)
+    up.initialize(na, init.Normal(std=0.3), seed=7)
+    up.initialize(nb, init.Normal(std=0.3), seed=7)
+    a(X)                   # Keras first
+    up.materialize(nb, X)  # unifparam first
+    for (n, p), q in zip(up.params(na).items(), up.params(nb).values()):
+        np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
+
+
+# ---- trainable, read from Keras every time ---------------------------------------------------
+def test_a_layer_frozen_before_adoption_is_not_trainable():
+    """layer_test.py test_trainable_init: Dense(trainable=False)."""
+    m = keras.Sequential([keras.Input((5,)), L.Dense(4, trainable=False), L.Dense(2)])
+    flags = {n: p.trainable for n, p in up.params(up.build(m)).items()}
+    assert flags == {"0.weight": False, "0.bias": False, "1.weight": True, "1.bias": True}
+
+
+def test_a_layer_frozen_after_adoption_gets_no_gradient():
+    """layer_test.py test_trainable_setting: trainable set after the layer exists."""
+    m = keras.Sequential([keras.Input((5,)), L.Dense(4), L.BatchNormalization(), L.Dense(2)])
+    net = up.build(m)
+    assert "0.weight" in up.gradients(net, X)
+    m.layers[0].trainable = False
+    assert up.params(net)["0.weight"].trainable is False
+    assert sorted(up.gradients(net, X)) == ["1.bias", "1.weight", "2.bias", "2.weight"]
+    assert up.params(net)["1.running_mean"].trainable is False  # statistics never train
+    m.trainable = False  # the whole model: nothing trains
+    assert up.gradients(net, X) == {}
+    m.trainable = True
+    assert "0.weight" in up.gradients(net, X)
+
+
+def test_a_frozen_variable_is_not_trainable():
+    """variables_test.py: Variable.trainable set on one variable."""
+    m = keras.Sequential([keras.Input((5,)), L.Dense(4)])
+    net = up.build(m)
+    m.layers[0].kernel.trainable = False
+    assert up.params(net)["0.weight"].trainable is False
+    assert sorted(up.gradients(net, X)) == ["0.bias"]
+
+
+# ---- build --------------------------------------------------------------------------------
+def test_a_built_model_refuses_a_conflicting_input_shape():
+    """sequential_test.py: building with another input shape raises 'already been
+    configured'; through unifparam it is an InputShapeError, and nothing changes."""
+    m = keras.Sequential([keras.Input((5,)), L.Dense(4)])
+    net = up.build(m)
+    before = net[0].weight.numpy()
+    with pytest.raises(up.InputShapeError, match=r"\(2, 7\)"):
+        up.materialize(net, input_shape=(2, 7))
+    with pytest.raises(ValueError, match="already been configured"):  # Keras's own
+        m.build((None, 7))
+    up.materialize(net, input_shape=(2, 5))  # the shape it was built for is fine
+    np.testing.assert_array_equal(net[0].weight.numpy(), before)
+
+
+def test_load_builds_an_unbuilt_sequential_from_the_file(tmp_path):
+    """sequential_test.py test_basic_flow_deferred, then weights loaded before any call."""
+    src = keras.Sequential([keras.Input((5,)), L.Dense(4), L.BatchNormalization(), L.Dense(2)])
+    path = str(tmp_path / "m.safetensors")
+    up.save(up.build(src), path)
+    dst = _deferred()
+    assert not dst.built
+    up.load(up.build(dst), path)
+    assert [tuple(v.shape) for v in dst.weights] == [tuple(v.shape) for v in src.weights]
+    np.testing.assert_allclose(_numpy(dst(X)), _numpy(src(X)), rtol=1e-6)
