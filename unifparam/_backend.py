@@ -281,6 +281,12 @@ class Backend(abc.ABC):
         ``trainable``), read at every verb; None: as the adapter described it."""
         return None
 
+    def structure(self, native: Any) -> Hashable | None:
+        """Adopted models whose layers can be added after adoption (an NNX module's new
+        attribute): a value that changes when the parameter listing would (the core then
+        adopts the model again, keeping registrations). Default None: never checked."""
+        return None
+
     def watch(self, native: Any, callback: Callable[[], None]) -> None:
         """Call ``callback()`` right after the framework itself gives parameters memory (a
         lazy layer's first native call), before that call computes: the core then applies

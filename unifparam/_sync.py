@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from ._backend import MATERIALIZED
@@ -31,10 +31,19 @@ if TYPE_CHECKING:
     from ._state import ModelState
 
 
+#: adopted model -> its adapter's structure fingerprint when last listed
+_LISTED: weakref.WeakKeyDictionary[ModelState, Hashable] = weakref.WeakKeyDictionary()
+
+
 def watch(st: ModelState) -> None:
     """Register with the adapter the callback that applies pending initializers when the
-    framework materializes storages itself (holds the state weakly)."""
+    framework materializes storages itself (holds the state weakly); note the adopted
+    model's structure, to see layers added to it later."""
     st.backend.watch(st.native, settler(st))
+    if st.spec is None:
+        mark = st.backend.structure(st.native)
+        if mark is not None:
+            _LISTED[st] = mark
 
 
 def settler(st: ModelState) -> Callable[[], None]:
@@ -78,6 +87,7 @@ def check(st: ModelState) -> None:
     """At a verb's start: trainable flags read from the framework again; initializers the
     framework's own materialization skipped are reported (values kept: they may have
     been trained since)."""
+    refresh_structure(st)
     refresh_trainable(st)
     skipped = pending(st)
     if not skipped:
@@ -100,3 +110,32 @@ def refresh_trainable(st: ModelState) -> None:
         live = st.backend.trainable(st.native, slot.ref)
         if live is not None:
             slot.trainable = live
+
+
+def refresh_structure(st: ModelState) -> None:
+    """An adopted model whose adapter says its structure changed (a layer added after
+    ``build``) is listed again; registrations, fill flags and explicit ties are kept."""
+    if st.spec is not None:
+        return
+    mark = st.backend.structure(st.native)
+    if mark is None:
+        return
+    if _LISTED.setdefault(st, mark) == mark:
+        return
+    from ._state import state_from_tree
+    native, tree = st.backend.adopt(st.backend.native_layer(st.native, ""))
+    new = state_from_tree(st.backend, native, tree)
+    for name, slot in new.slots.items():
+        old = st.slots.get(name)
+        if old is not None:
+            slot.reg, slot.initialized, slot.grad = old.reg, old.initialized, old.grad
+    for name, alias in st.aliases.items():  # explicit ties: the framework does not see them
+        if not alias.native and alias.root in new.slots and name in new.slots:
+            del new.slots[name]
+            new.aliases[name] = alias
+    st.native, st.slots, st.aliases = new.native, new.slots, new.aliases
+    st.root.kind, st.root.text = new.root.kind, new.root.text
+    st.root.children, st.root.params = new.root.children, new.root.params
+    st.nodes = {}
+    st._index(st.root)  # the root handle (net) keeps its Node object
+    _LISTED[st] = mark
