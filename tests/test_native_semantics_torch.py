@@ -15,9 +15,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter  # noqa: E402
+
 import unifparam as up  # noqa: E402
 from unifparam import init  # noqa: E402
-from torch.nn.parameter import UninitializedBuffer, UninitializedParameter  # noqa: E402
 
 X = np.ones((3, 5), np.float32)
 
@@ -155,17 +156,18 @@ def _saved(tmp_path, module: torch.nn.Module) -> str:
 
 
 @pytest.mark.parametrize("eager, lazy", [
-    (lambda: tnn.Linear(5, 4), lambda: tnn.LazyLinear(4)),                       # test_linear_state
+    (lambda: tnn.Linear(5, 4), lambda: tnn.LazyLinear(4)),  # test_linear_state
     (lambda: tnn.Linear(5, 4, dtype=torch.float64),
      lambda: tnn.LazyLinear(4, dtype=torch.float64)),
-    (lambda: tnn.Conv1d(3, 6, 3), lambda: tnn.LazyConv1d(6, 3)),                 # _check_lazy_conv_state
+    (lambda: tnn.Conv1d(3, 6, 3), lambda: tnn.LazyConv1d(6, 3)),  # _check_lazy_conv_state
     (lambda: tnn.Conv2d(3, 6, 3), lambda: tnn.LazyConv2d(6, 3)),
     (lambda: tnn.Conv3d(3, 6, 3), lambda: tnn.LazyConv3d(6, 3)),
     (lambda: tnn.ConvTranspose2d(5, 32, 2), lambda: tnn.LazyConvTranspose2d(32, 2)),
-    (lambda: tnn.BatchNorm1d(4), lambda: tnn.LazyBatchNorm1d()),                 # _check_lazy_norm_state
+    (lambda: tnn.BatchNorm1d(4), lambda: tnn.LazyBatchNorm1d()),  # _check_lazy_batchnorm_state
     (lambda: tnn.BatchNorm2d(4), lambda: tnn.LazyBatchNorm2d()),
     (lambda: tnn.InstanceNorm2d(4, affine=True, track_running_stats=True),
-     lambda: tnn.LazyInstanceNorm2d(affine=True, track_running_stats=True)),     # _check_lazy_instancenorm_state
+     lambda: tnn.LazyInstanceNorm2d(affine=True, track_running_stats=True)),
+    # (_check_lazy_instancenorm_state)
 ])
 def test_load_sizes_a_lazy_module_from_the_file(tmp_path, eager, lazy):
     torch.manual_seed(0)

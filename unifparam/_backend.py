@@ -216,6 +216,7 @@ class Backend(abc.ABC):
         """Adopted models whose every shape is known: raise
         :class:`~unifparam.InputShapeError` if the model cannot take inputs of
         ``input_shapes`` (as the framework's own ``build`` would). Default: no check."""
+        return None
 
     # ---- store ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -292,6 +293,7 @@ class Backend(abc.ABC):
         lazy layer's first native call), before that call computes: the core then applies
         the initializers registered for them. Default: no hook (the core reports skipped
         initializers at the next verb)."""
+        return None
 
     def native_object(self, native: Any, ref: Any) -> Any:
         """The framework's own object for a parameter (torch Parameter, Keras Variable, ...)."""
