@@ -139,6 +139,25 @@ def test_a_failed_materialize_leaves_lazy_modules_lazy():
     assert m(torch.ones(2, 5)).shape == (2, 2)
 
 
+def test_a_failing_initializer_leaves_lazy_modules_lazy():
+    m = _mlp()
+    net = up.build(m)
+    w, hooks = m[0].weight, dict(m[0]._forward_pre_hooks)
+
+    def broken(*args):
+        raise RuntimeError("no values today")
+    up.initialize(net, broken)
+    with pytest.raises(up.InitializerError, match="no values today"):
+        up.materialize(net, input_shape=(2, 5))
+    assert type(m[0]) is tnn.LazyLinear and m[0].weight is w
+    assert isinstance(w, UninitializedParameter) and w.device.type == "cpu"
+    assert dict(m[0]._forward_pre_hooks) == hooks and m[0].in_features == 0
+    assert up.params(net)["0.weight"].state == "deferred"
+    up.initialize(net, init.Constant(0.1))
+    m(torch.ones(2, 5))  # torch's own lazy hook still sizes it; the initializer applies
+    assert type(m[0]) is tnn.Linear and np.all(up.params(net)["0.weight"].numpy() == 0.1)
+
+
 def test_materialize_input_shape_uses_the_module_dtype():
     """test_materialize_dtype: a float64 lazy layer is probed with float64 inputs."""
     m = tnn.Sequential(tnn.LazyConv2d(8, 3, dtype=torch.float64))

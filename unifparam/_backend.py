@@ -218,6 +218,11 @@ class Backend(abc.ABC):
         ``input_shapes`` (as the framework's own ``build`` would). Default: no check."""
         return None
 
+    def uninfer(self, native: Any) -> Any:
+        """Undo the last :meth:`infer` (the plan that followed it failed): layers it sized
+        are unsized again; return state. Default: nothing to undo."""
+        return native
+
     # ---- store ----------------------------------------------------------------------
     @abc.abstractmethod
     def allocate(self, native: Any, plan: Plan) -> Any:

@@ -109,20 +109,28 @@ def for_materialize(st: ModelState, inputs: Sequence[Any], shapes: Sequence[Shap
                     abstract: bool, mesh: Any = None, layout: Any = None
                     ) -> tuple[Plan, Values] | None:
     """The plan that materializes ``st`` (None if nothing is left to do); changes nothing
-    but an adopted model's abstract shapes."""
+    but an adopted model's abstract shapes, undone (``Backend.uninfer``) if the plan fails."""
     layer_inputs: dict[str, Shape] = {}
     param_shapes: dict[str, Shape] = {}
+    inferred = False
     if shapes and st.spec is not None:
         layer_inputs, param_shapes = trace(st, shapes, inputs)
     elif shapes and not st.all_in(ABSTRACT, MATERIALIZED):
         st.call("infer", tuple(inputs) or None, tuple(shapes))
+        inferred = True
     elif shapes:  # an adopted model already sized: the input must still fit it
         st.backend.check_input(st.native, tuple(inputs) or None, tuple(shapes))
     done = (ABSTRACT, MATERIALIZED) if abstract else (MATERIALIZED,)
     todo = [r for r in st.slots if st.state_of(r) not in done]
     if not todo:
         return None
-    return for_shapes(st, todo, param_shapes, layer_inputs, abstract, mesh=mesh, layout=layout)
+    try:
+        return for_shapes(st, todo, param_shapes, layer_inputs, abstract, mesh=mesh,
+                          layout=layout)
+    except BaseException:
+        if inferred:  # a failing user initializer: the lazy layers are lazy again
+            st.call("uninfer")
+        raise
 
 
 def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, Shape],

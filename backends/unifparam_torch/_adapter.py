@@ -72,6 +72,8 @@ class TorchBackend(Backend):
             dtype = next((t.dtype for t in [*native.parameters(), *native.buffers()]
                           if t.is_floating_point()), torch.get_default_dtype())
             args = [torch.empty(tuple(s), device="meta", dtype=dtype) for s in input_shapes]
+        _UNDO[native] = [_snapshot(m) for m in native.modules()
+                         if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()]
         trial = _shallow_copy(native)
         if trial is not None:
             try:
@@ -85,6 +87,11 @@ class TorchBackend(Backend):
         _meta_forward(native, args)
         return native
 
+    def uninfer(self, native: tnn.Module) -> tnn.Module:
+        for restore in _UNDO.pop(native, ()):
+            restore()
+        return native
+
     def allocate(self, native: tnn.Module, plan: Plan) -> tnn.Module:
         """Lazy spec layers learn their input size (a meta input); then planned tensors get
         CPU memory, filled by the module's ``reset_parameters`` where the plan says DEFAULT.
@@ -94,6 +101,7 @@ class TorchBackend(Backend):
             if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
                 _uninitialized_to_meta(module)
                 module._infer_parameters(module, (torch.empty(tuple(shape), device="meta"),))
+        _UNDO.pop(native, None)
         fresh: dict[int, tuple[tnn.Module, dict[str, Storage]]] = {}
         for storage in plan.storages.values():
             module, attr = storage.ref
@@ -274,6 +282,36 @@ def _shallow_copy(native: tnn.Module) -> tnn.Module | None:
         return copy.deepcopy(native, memo)
     except Exception:  # noqa: BLE001 - an attribute deepcopy refuses: no trial run
         return None
+
+
+#: root module -> how to undo the last infer (its lazy modules as they were)
+_UNDO: weakref.WeakKeyDictionary[tnn.Module, list[Callable[[], None]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _snapshot(module: tnn.Module) -> Callable[[], None]:
+    """A function putting a lazy ``module`` back as it is now: its class, attributes and
+    hooks (torch's lazy hook removes its own), and its uninitialized tensors, in place."""
+    cls, attrs = module.__class__, dict(vars(module))
+    hooks = {k: dict(v) for k, v in attrs.items() if isinstance(v, dict)
+             and k not in ("_parameters", "_buffers", "_modules")}
+    lazy = {k: (t, t.requires_grad, t.device, t.dtype) for k, t in
+            [*module._parameters.items(), *module._buffers.items()]
+            if isinstance(t, UninitializedTensorMixin)}
+
+    def restore() -> None:
+        module.__class__ = cls
+        for key in set(vars(module)) - set(attrs):
+            delattr(module, key)
+        for key, value in attrs.items():
+            if key in hooks:  # in place: RemovableHandles hold these dicts weakly
+                value.clear()
+                value.update(hooks[key])
+            object.__setattr__(module, key, value)
+        for t, grad, device, dtype in lazy.values():
+            kind = UninitializedParameter if isinstance(t, tnn.Parameter) else UninitializedBuffer
+            torch.utils.swap_tensors(t, kind(grad, device, dtype))
+    return restore
 
 
 # ---- a lazy layer materialized by torch itself (its own first call) ----------------------
