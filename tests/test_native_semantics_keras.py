@@ -114,3 +114,38 @@ def test_load_builds_an_unbuilt_sequential_from_the_file(tmp_path):
     up.load(up.build(dst), path)
     assert [tuple(v.shape) for v in dst.weights] == [tuple(v.shape) for v in src.weights]
     np.testing.assert_allclose(_numpy(dst(X)), _numpy(src(X)), rtol=1e-6)
+
+
+def test_fit_on_a_deferred_model_starts_from_the_registered_initializer():
+    """trainer_test.py: model.fit builds an unbuilt model itself (symbolically; inside a
+    tf.function on TensorFlow); the registered values are those it starts from."""
+    y = np.zeros((3, 2), np.float32)
+    fitted = []
+    for first in ("keras", "unifparam"):
+        m = _deferred()
+        net = up.build(m)
+        up.initialize(net, init.Normal(std=0.3), seed=3)
+        if first == "unifparam":
+            up.materialize(net, X)
+        m.compile(optimizer="sgd", loss="mse")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", up.InitializerSkippedWarning)
+            m.fit(X, y, epochs=1, batch_size=3, shuffle=False, verbose=0)
+            fitted.append({n: p.numpy() for n, p in up.params(net).items()})
+    for name in fitted[0]:
+        np.testing.assert_allclose(fitted[0][name], fitted[1][name], rtol=1e-5, atol=1e-7,
+                                   err_msg=name)
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copied_handle_drives_its_own_copied_model(how):
+    """sequential_test.py test_pickleable: a Keras model pickles; its handle too."""
+    import copy
+    import pickle
+    m = keras.Sequential([keras.Input((5,)), L.Dense(4), L.Dense(2)])
+    net = up.build(m)
+    twin = copy.deepcopy(net) if how == "deepcopy" else pickle.loads(pickle.dumps(net))
+    twin[0].weight[...] = 2.0
+    assert np.all(_numpy(twin.native.layers[0].kernel) == 2.0)
+    assert not np.all(net[0].weight.numpy() == 2.0)
+    np.testing.assert_allclose(_numpy(twin(X)), _numpy(twin.native(X)), rtol=1e-6)

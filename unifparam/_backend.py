@@ -182,6 +182,9 @@ class Backend(abc.ABC):
     name: str = ""
     variant: str | None = None  # e.g. "jax" for keras:jax
     capabilities: frozenset[str] = frozenset()
+    #: a copied handle of an adopted model adopts the copied native model again (its
+    #: layers do not copy along with it: Keras pickles each layer by its config)
+    copy_by_adoption: bool = False
 
     @property
     def configuration(self) -> str:

@@ -357,13 +357,13 @@ class Model:
         raise AttributeError(f"Cannot assign {name!r} on a model handle. Write values with "
                              f"p[...] = v, or tie parameters with unifparam.tie.")
 
-    def __getstate__(self) -> tuple[ModelState, Node]:
-        return self._st, self._node
+    def __getstate__(self) -> tuple[ModelState, str]:
+        return self._st, self._node.path
 
-    def __setstate__(self, state: tuple[ModelState, Node]) -> None:
+    def __setstate__(self, state: tuple[ModelState, str]) -> None:
         """Unpickled or deep-copied (the native model along): ``__setattr__`` refuses."""
         object.__setattr__(self, "_st", state[0])
-        object.__setattr__(self, "_node", state[1])
+        object.__setattr__(self, "_node", state[0].nodes[state[1]])
 
     def apply(self, fn: Any) -> Model:
         """Call ``fn(layer)`` on every sub-layer, children first, then this one (torch's order).

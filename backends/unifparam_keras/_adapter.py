@@ -103,6 +103,7 @@ class KerasBackend(Backend):
 
     name = "keras"
     capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients", "native_apply"})
+    copy_by_adoption = True
 
     def __init__(self, variant: str | None = None):
         _import_keras(variant)
@@ -330,12 +331,45 @@ def _after_build(layer: Any, callback: Callable[[], None]) -> None:
     @functools.wraps(inner)  # keeps the signature Keras reads to pass the input shape
     def build(*args: Any, **kwargs: Any) -> Any:
         out = inner(*args, **kwargs)
-        for settle in list(build.unifparam_callbacks):  # type: ignore[attr-defined]
-            settle()
+        callbacks = build.unifparam_callbacks  # type: ignore[attr-defined]
+        for var in layer.variables:  # built symbolically (model.fit): values come later
+            if var._value is None:
+                _after_value(var, callbacks)
+        with _eager():
+            for settle in list(callbacks):
+                settle()
         return out
 
     build.unifparam_callbacks = [callback]  # type: ignore[attr-defined]
     object.__setattr__(layer, "build", build)  # not tracked as layer state
+
+
+def _eager() -> Any:
+    """Writes made while TensorFlow traces a function (``model.fit`` builds the model
+    inside its ``tf.function``) run eagerly, once, not as ops of the traced graph."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.init_scope()
+    return nullcontext()
+
+
+def _after_value(var: Any, callbacks: list[Callable[[], None]]) -> None:
+    """Call ``callbacks`` once Keras gives the variable built without a value (a symbolic
+    build, as ``model.fit`` makes) its initial value."""
+    inner = var._deferred_initialize
+    if getattr(inner, "unifparam_wrapped", False):
+        return
+
+    def deferred_initialize(*args: Any, **kwargs: Any) -> Any:
+        out = inner(*args, **kwargs)
+        del var._deferred_initialize  # once: the class's method again
+        with _eager():
+            for settle in list(callbacks):
+                settle()
+        return out
+
+    deferred_initialize.unifparam_wrapped = True  # type: ignore[attr-defined]
+    var._deferred_initialize = deferred_initialize
 
 
 def _reason(error: Exception) -> str:
