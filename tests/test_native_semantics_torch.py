@@ -230,3 +230,52 @@ def test_load_sizes_a_raw_uninitialized_parameter_and_buffer(tmp_path):
     up.load(up.build(dst), path)
     assert torch.equal(dst.test_param.detach(), torch.arange(6.0).reshape(2, 3))
     assert torch.equal(dst.test_buffer, torch.ones(2, 3))
+
+
+LAZY = [  # (lazy module, its eager twin, input shape): _check_lazy_conv, _check_lazy_norm
+    (lambda: tnn.LazyLinear(4), lambda: tnn.Linear(5, 4), (2, 5)),
+    (lambda: tnn.LazyConv1d(6, 3), lambda: tnn.Conv1d(3, 6, 3), (2, 3, 8)),
+    (lambda: tnn.LazyConv2d(6, 3), lambda: tnn.Conv2d(3, 6, 3), (2, 3, 8, 8)),
+    (lambda: tnn.LazyConv3d(6, 3), lambda: tnn.Conv3d(3, 6, 3), (2, 3, 5, 5, 5)),
+    (lambda: tnn.LazyConvTranspose1d(6, 3), lambda: tnn.ConvTranspose1d(3, 6, 3), (2, 3, 8)),
+    (lambda: tnn.LazyConvTranspose2d(6, 3), lambda: tnn.ConvTranspose2d(3, 6, 3), (2, 3, 8, 8)),
+    (lambda: tnn.LazyConvTranspose3d(6, 3), lambda: tnn.ConvTranspose3d(3, 6, 3),
+     (2, 3, 5, 5, 5)),
+    (lambda: tnn.LazyBatchNorm1d(), lambda: tnn.BatchNorm1d(3), (2, 3)),
+    (lambda: tnn.LazyBatchNorm2d(), lambda: tnn.BatchNorm2d(3), (2, 3, 4, 4)),
+    (lambda: tnn.LazyBatchNorm3d(), lambda: tnn.BatchNorm3d(3), (2, 3, 4, 4, 4)),
+    (lambda: tnn.LazyInstanceNorm1d(affine=True, track_running_stats=True),
+     lambda: tnn.InstanceNorm1d(3, affine=True, track_running_stats=True), (2, 3, 8)),
+    (lambda: tnn.LazyInstanceNorm2d(affine=True, track_running_stats=True),
+     lambda: tnn.InstanceNorm2d(3, affine=True, track_running_stats=True), (2, 3, 4, 4)),
+    (lambda: tnn.LazyInstanceNorm3d(affine=True, track_running_stats=True),
+     lambda: tnn.InstanceNorm3d(3, affine=True, track_running_stats=True), (2, 3, 4, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("lazy, eager, x", LAZY)
+def test_materialize_turns_a_lazy_module_into_its_eager_class(lazy, eager, x):
+    """_check_lazy_conv / _check_lazy_norm: shapes and class as torch's own first call."""
+    m, reference = tnn.Sequential(lazy()), eager()
+    net = up.build(m)
+    up.materialize(net, input_shape=x)
+    assert type(m[0]) is type(reference)
+    for name, t in reference.state_dict().items():
+        assert getattr(m[0], name).shape == t.shape, name
+    assert m(torch.ones(x)).shape == reference(torch.ones(x)).shape
+
+
+@pytest.mark.parametrize("lazy, eager, x", LAZY)
+def test_a_pickled_lazy_handle_materializes_on_its_own(lazy, eager, x):
+    """_check_lazy_conv_pickle / _check_lazy_norm_pickle: a lazy module pickles, and the
+    unpickled one is still lazy; through unifparam the handle does too."""
+    net = up.build(tnn.Sequential(lazy()))
+    twin = pickle.loads(pickle.dumps(net))
+    assert isinstance(twin.native[0], torch.nn.modules.lazy.LazyModuleMixin)
+    up.initialize(twin, init.Constant(0.5))
+    twin.native(torch.ones(x))  # torch's own call sizes it; the initializer applies
+    assert all(p.state == "materialized" for p in up.params(twin).values())
+    assert all(p.state == "deferred" for p in up.params(net).values())
+    weight = up.params(twin)["0.weight"]
+    expected = 0.5 if weight.role == "weight" else 1.0  # a norm's scale: its role's 1
+    assert np.all(weight.numpy() == expected)
