@@ -149,3 +149,26 @@ def test_a_copied_handle_drives_its_own_copied_model(how):
     assert np.all(_numpy(twin.native.layers[0].kernel) == 2.0)
     assert not np.all(net[0].weight.numpy() == 2.0)
     np.testing.assert_allclose(_numpy(twin(X)), _numpy(twin.native(X)), rtol=1e-6)
+
+
+class _Sub(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.hidden = L.Dense(4, activation="relu")
+        self.out = L.Dense(2)
+
+    def call(self, x):
+        return self.out(self.hidden(x))
+
+
+def test_a_subclassed_model_built_by_its_first_call_gets_the_initializer():
+    """sequential_test.py test_basic_flow_as_a_submodel / model_test.py: a subclassed
+    model's layers build on its first call."""
+    m = _Sub()
+    net = up.build(m)
+    up.initialize(net, init.Constant(0.25), seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", up.InitializerSkippedWarning)
+        y = _numpy(m(X))
+    assert np.all(net.hidden.weight.numpy() == 0.25) and np.all(net.out.weight.numpy() == 0.25)
+    np.testing.assert_allclose(y, np.outer(X.sum(1), np.full(2, 0.25 * 0.25 * 4)), rtol=1e-6)
