@@ -70,9 +70,29 @@ class BackendInfo:
             return None
 
 
+_REGISTERED: dict[str, BackendInfo] = {}  # register_backend(): used before entry points
+
+
+def register_backend(info: BackendInfo) -> None:
+    """Register a backend by its :class:`BackendInfo`, without an installed entry point
+    (an adapter on ``PYTHONPATH``, a source checkout); it replaces one of the same name.
+
+    >>> import unifparam_torch                           # doctest: +SKIP
+    >>> unifparam.register_backend(unifparam_torch.INFO)  # doctest: +SKIP
+    """
+    if not isinstance(info, BackendInfo):
+        from .errors import ArgumentError
+        raise ArgumentError(f"register_backend takes a unifparam.BackendInfo, got "
+                            f"{type(info).__name__}.")
+    _REGISTERED[info.name] = info
+    registered.cache_clear()
+    _load.cache_clear()
+
+
 @cache
 def registered() -> dict[str, BackendInfo]:
-    """Every registered backend, by name (entry points, read once per process)."""
+    """Every registered backend, by name (entry points, read once per process, and
+    :func:`register_backend`)."""
     from importlib.metadata import entry_points
     found: dict[str, BackendInfo] = {}
     for ep in entry_points(group=GROUP):
@@ -89,6 +109,7 @@ def registered() -> dict[str, BackendInfo]:
                           BrokenBackendWarning, stacklevel=2)
             continue
         found[info.name] = info
+    found.update(_REGISTERED)
     return dict(sorted(found.items(), key=lambda kv: (_rank(kv[0]), kv[0])))
 
 
