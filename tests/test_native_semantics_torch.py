@@ -60,6 +60,30 @@ def test_native_first_call_gives_the_values_unifparam_would_give():
             np.testing.assert_array_equal(p.numpy(), q.numpy(), err_msg=n)
 
 
+def test_an_initializer_no_hook_could_apply_is_reported_not_dropped():
+    """The core's fallback, for adapters without a hook (here: the hook removed by hand)."""
+    m = _mlp()
+    net = up.build(m)
+    up.initialize(net, init.Constant(0.25), seed=5)
+    for layer in (m[0], m[2]):
+        layer._forward_pre_hooks.clear()  # torch's lazy hook and unifparam's alike
+    m[0].weight.materialize((4, 5))  # sized by hand, as a framework might do natively
+    m[0].bias.materialize((4,))
+    m[2].weight.materialize((2, 4))
+    m[2].bias.materialize((2,))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.fill_(-1.0)
+    with pytest.warns(up.InitializerSkippedWarning, match="'0.weight'.*force_reinit=True"):
+        listed = up.params(net)
+    assert np.all(listed["0.weight"].numpy() == -1.0)  # the framework's values are kept
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        up.params(net)  # reported once
+    up.initialize(net, init.Constant(0.25), seed=5, force_reinit=True)
+    assert np.all(up.params(net)["0.weight"].numpy() == 0.25)
+
+
 def test_a_copy_of_the_handle_applies_its_own_initializer():
     """test_lazy_linear_pickle: a pickled or deep-copied handle carries its module along."""
     m = _mlp()
