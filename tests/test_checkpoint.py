@@ -364,9 +364,15 @@ def test_adopted_native_models_save_and_load_by_canonical_names(tmp_path):
     assert torch.equal(source[2].weight, target[2].weight)
     lazy = up.build(torch.nn.Sequential(torch.nn.LazyLinear(8), torch.nn.ReLU(),
                                         torch.nn.LazyLinear(2)))
-    with pytest.raises(up.CheckpointMismatchError, match=r"adopted.*materialize\(net, X\)"):
-        up.load(lazy, path)  # a native lazy layer cannot be sized without an input
-    assert {p.state for p in up.params(lazy).values()} == {"deferred"}
+    up.load(lazy, path)  # native lazy layers sized by the file, as load_state_dict does
+    assert {p.state for p in up.params(lazy).values()} == {"materialized"}
+    np.testing.assert_array_equal(lazy[0].weight.numpy(), source[0].weight.detach().numpy())
+    lazy = up.build(torch.nn.Sequential(torch.nn.LazyLinear(8), torch.nn.ReLU(),
+                                        torch.nn.LazyLinear(2)))
     up.materialize(lazy, input_shape=(1, 4), abstract=True)
     up.load(lazy, path)
     np.testing.assert_array_equal(lazy[0].weight.numpy(), source[0].weight.detach().numpy())
+    wrong = up.build(torch.nn.Sequential(torch.nn.LazyLinear(9)))  # the file's is 8 rows
+    with pytest.raises(up.CheckpointMismatchError, match="0.weight"):
+        up.load(wrong, path, strict=False)
+    assert up.params(wrong)["0.weight"].state == "deferred"

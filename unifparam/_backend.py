@@ -185,6 +185,9 @@ class Backend(abc.ABC):
     name: str = ""
     variant: str | None = None  # e.g. "jax" for keras:jax
     capabilities: frozenset[str] = frozenset()
+    #: a copied handle of an adopted model adopts the copied native model again (its
+    #: layers do not copy along with it: Keras pickles each layer by its config)
+    copy_by_adoption: bool = False
 
     @property
     def configuration(self) -> str:
@@ -213,6 +216,18 @@ class Backend(abc.ABC):
         Must not allocate parameter memory nor change values already there.
         """
         raise NotImplementedError
+
+    def check_input(self, native: Any, inputs: Sequence[Any] | None,
+                    input_shapes: Sequence[Shape]) -> None:
+        """Adopted models whose every shape is known: raise
+        :class:`~unifparam.InputShapeError` if the model cannot take inputs of
+        ``input_shapes`` (as the framework's own ``build`` would). Default: no check."""
+        return None
+
+    def uninfer(self, native: Any) -> Any:
+        """Undo the last :meth:`infer` (the plan that followed it failed): layers it sized
+        are unsized again; return state. Default: nothing to undo."""
+        return native
 
     # ---- store ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -272,6 +287,24 @@ class Backend(abc.ABC):
         ``(index, numpy block)``, the first replica of each shard. Unsharded: all of it."""
         value = self.read(native, ref)
         return [(tuple(slice(0, n) for n in value.shape), value)]
+
+    def trainable(self, native: Any, ref: Any) -> bool | None:
+        """Whether the framework trains this parameter now (torch ``requires_grad``, Keras
+        ``trainable``), read at every verb; None: as the adapter described it."""
+        return None
+
+    def structure(self, native: Any) -> Hashable | None:
+        """Adopted models whose layers can be added after adoption (an NNX module's new
+        attribute): a value that changes when the parameter listing would (the core then
+        adopts the model again, keeping registrations). Default None: never checked."""
+        return None
+
+    def watch(self, native: Any, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` right after the framework itself gives parameters memory (a
+        lazy layer's first native call), before that call computes: the core then applies
+        the initializers registered for them. Default: no hook (the core reports skipped
+        initializers at the next verb)."""
+        return None
 
     def native_object(self, native: Any, ref: Any) -> Any:
         """The framework's own object for a parameter (torch Parameter, Keras Variable, ...)."""

@@ -21,6 +21,7 @@ from ._lazy import np
 from ._locking import serialized
 from ._plan import contiguous, run
 from ._state import ModelState, Node, Slot, flip
+from ._sync import check
 from .errors import (
     ArgumentError,
     ArgumentValueError,
@@ -100,7 +101,10 @@ class Param:
 
     @property
     def trainable(self) -> bool:
-        return self._slot.trainable
+        """Whether training updates it, as the framework says now (a frozen layer: False)."""
+        slot = self._slot
+        live = self._st.backend.trainable(self._st.native, slot.ref)
+        return slot.trainable if live is None else live
 
     @property
     def role(self) -> str:
@@ -337,6 +341,7 @@ class Model:
         if self.path:
             from .errors import UnsupportedError
             raise UnsupportedError(f"Call the whole model, not layer '{self.path}'.")
+        check(self._st)
         return run(self._st, inputs, training)
 
     def _child(self, key: str) -> Model:
@@ -376,6 +381,14 @@ class Model:
                                    f"'{self._node.path or 'model'}' ({self._node.kind}). Write "
                                    f"values with p[...] = v, or tie parameters with "
                                    f"unifparam.tie.")
+
+    def __getstate__(self) -> tuple[ModelState, str]:
+        return self._st, self._node.path
+
+    def __setstate__(self, state: tuple[ModelState, str]) -> None:
+        """Unpickled or deep-copied (the native model along): ``__setattr__`` refuses."""
+        object.__setattr__(self, "_st", state[0])
+        object.__setattr__(self, "_node", state[0].nodes[state[1]])
 
     def apply(self, fn: Any) -> Model:
         """Call ``fn(layer)`` on every sub-layer, children first, then this one (torch's order).

@@ -109,18 +109,28 @@ def for_materialize(st: ModelState, inputs: Sequence[Any], shapes: Sequence[Shap
                     abstract: bool, mesh: Any = None, layout: Any = None
                     ) -> tuple[Plan, Values] | None:
     """The plan that materializes ``st`` (None if nothing is left to do); changes nothing
-    but an adopted model's abstract shapes."""
+    but an adopted model's abstract shapes, undone (``Backend.uninfer``) if the plan fails."""
     layer_inputs: dict[str, Shape] = {}
     param_shapes: dict[str, Shape] = {}
+    inferred = False
     if shapes and st.spec is not None:
         layer_inputs, param_shapes = trace(st, shapes, inputs)
     elif shapes and not st.all_in(ABSTRACT, MATERIALIZED):
         st.call("infer", tuple(inputs) or None, tuple(shapes))
+        inferred = True
+    elif shapes:  # an adopted model already sized: the input must still fit it
+        st.backend.check_input(st.native, tuple(inputs) or None, tuple(shapes))
     done = (ABSTRACT, MATERIALIZED) if abstract else (MATERIALIZED,)
     todo = [r for r in st.slots if st.state_of(r) not in done]
     if not todo:
         return None
-    return for_shapes(st, todo, param_shapes, layer_inputs, abstract, mesh=mesh, layout=layout)
+    try:
+        return for_shapes(st, todo, param_shapes, layer_inputs, abstract, mesh=mesh,
+                          layout=layout)
+    except BaseException:
+        if inferred:  # a failing user initializer: the lazy layers are lazy again
+            st.call("uninfer")
+        raise
 
 
 def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, Shape],
@@ -133,8 +143,9 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     ``layout`` places each storage (see :mod:`unifparam._layout`) and producers take an
     optional block index."""
     shapes: dict[str, tuple[int, ...]] = {}
-    if st.spec is None and any(st.state_of(r) == DEFERRED for r in todo):
-        deferred = [r for r in todo if st.state_of(r) == DEFERRED]
+    deferred = [r for r in todo if st.spec is None and st.state_of(r) == DEFERRED
+                and not complete(unify(param_shapes.get(r), st.status(r)[0]))]  # type: ignore
+    if deferred:  # an adopted layer sized by a plan's shapes (a file's) needs no input
         raise InputShapeError(
             f"Parameters {', '.join(map(repr, deferred[:4]))} belong to an adopted native "
             f"model, whose layers unifparam cannot size without an input. Call "

@@ -122,6 +122,27 @@ class ModelState:
         self.device: str | None = None  # where new storages go (unifparam.to, device=)
         self._index(root)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy (pickle, deepcopy) watches its own native model's lazy layers."""
+        self.__dict__.update(state)
+        from ._sync import watch
+        watch(self)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """An adopted model of a backend whose layers copy apart from their model (Keras
+        pickles each layer by its config) is copied as its native model, adopted again."""
+        if self.spec is not None or not self.backend.copy_by_adoption:
+            return super().__reduce_ex__(protocol)
+        if any(not a.native for a in self.aliases.values()):
+            from .errors import UnsupportedError
+            raise UnsupportedError(
+                f"A {self.backend.configuration} model with explicit ties cannot be copied or "
+                f"pickled: the framework's copy does not keep them. Save it with "
+                f"unifparam.save and load into a new model.")
+        regs = {n: (s.reg, s.initialized) for n, s in self.slots.items()}
+        return readopt, (self.backend.configuration, self.backend.native_layer(self.native, ""),
+                         regs)
+
     def _index(self, node: Node) -> None:
         self.nodes[node.path] = node
         for child in node.children.values():
@@ -240,6 +261,19 @@ def state_from_tree(backend: Backend, native: Any, tree: NativeLayer) -> ModelSt
     st = ModelState(backend, native, visit(tree), None)
     st.slots = {s.name: s for s in slots}
     st.aliases = aliases
+    return st
+
+
+def readopt(configuration: str, native: Any, regs: dict[str, Any]) -> ModelState:
+    """The state of a copied adopted model: adopted again, registrations kept by name."""
+    from ._registry import get_backend
+    from ._sync import watch
+    backend = get_backend(configuration)
+    st = state_from_tree(backend, *backend.adopt(native))
+    for name, (reg, initialized) in regs.items():
+        if name in st.slots:
+            st.slots[name].reg, st.slots[name].initialized = reg, initialized
+    watch(st)
     return st
 
 

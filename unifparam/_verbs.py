@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _plan, nn
+from . import _plan, _sync, nn
 from ._backend import MATERIALIZED
 from ._lazy import np
 from ._locking import serialized
@@ -66,6 +66,7 @@ def build(model: Any, backend: str | None = None, *, device: Any = None) -> Mode
                             f"{model.__name__}(...), not the class.")
     if isinstance(model, nn.Layer):
         st = state_from_spec(get_backend(backend), model)
+        _sync.watch(st)
         return Model(st, st.root)
     found = detect(model)
     if found is None and backend is None:
@@ -84,6 +85,7 @@ def build(model: Any, backend: str | None = None, *, device: Any = None) -> Mode
         raise UnsupportedError(f"Backend {be.name!r} cannot adopt native models yet.")
     native, tree = be.adopt(model)
     st = state_from_tree(be, native, tree)
+    _sync.watch(st)
     return Model(st, st.root)
 
 
@@ -373,6 +375,7 @@ def model_handle(model: Any, verb: str) -> Model:
         raise ArgumentError(f"unifparam.{verb} takes a model handle from unifparam.build, "
                             f"got {type(model).__name__}. Wrap native models: "
                             f"unifparam.build(native).")
+    _sync.check(model._st)  # what the native model did by itself since the last verb
     return model
 
 
@@ -407,7 +410,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     roots = st.roots_under(model._node)
     refs = {n: st.slots[n].ref for n in roots if st.slots[n].trainable}
     grads = st.backend.gradients(st.native, inputs, None if loss is None else _scalar(loss),
-                                 refs)
+                                 refs) if refs else {}  # all frozen: nothing to differentiate
     for name, g in grads.items():
         st.slots[name].grad = g
     prefix = f"{model.path}." if model.path else ""

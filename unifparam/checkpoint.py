@@ -328,6 +328,8 @@ def _root_state(model: Model, verb: str) -> ModelState:
     if model.path:
         raise UnsupportedError(f"unifparam.{verb} works on the whole model, not layer "
                                f"'{model.path}'. Pass the model returned by unifparam.build.")
+    from ._sync import check
+    check(model._st)
     return model._st
 
 

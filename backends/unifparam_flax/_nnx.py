@@ -85,6 +85,20 @@ class NNXBackend(Backend):
         tree, paths = describe(native)
         return NNXModel(native, paths=paths), tree
 
+    def structure(self, native: NNXModel) -> tuple[str, ...] | None:
+        """Adopted modules: every parameter's canonical name (a submodule assigned after
+        ``build`` changes it); None for spec-built models, which only unifparam changes,
+        and once a transposed tie is made (its view would not survive a new listing)."""
+        if native.spec is not None or native.specs or native.views:
+            return None
+        names: list[str] = []
+        stack = [describe(native.module)[0]]
+        while stack:
+            layer = stack.pop()
+            names += [p.name for p in layer.params.values()]
+            stack += [child for _, child in layer.children]
+        return tuple(names)
+
     def infer(self, native: NNXModel, inputs: Sequence[Any] | None,
               input_shapes: Sequence[Any]) -> NNXModel:
         """NNX modules know every shape when constructed: nothing to infer."""

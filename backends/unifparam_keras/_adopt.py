@@ -122,6 +122,28 @@ def known_shape(ref: Ref) -> nn.Shape | None:
     return (None,) if ref.axes == ("out",) else None
 
 
+def input_shape_for(layer: Any, name: str, shape: tuple[int, ...]) -> tuple[int | None, ...] | None:
+    """An input shape that builds the unbuilt known ``layer`` so that its parameter
+    ``name`` gets canonical ``shape`` (a checkpoint's), None if ``shape`` does not tell.
+
+    >>> input_shape_for(keras.layers.Dense(4), "weight", (4, 5))   # doctest: +SKIP
+    (None, 5)
+    """
+    L = keras.layers  # noqa: N806
+    if isinstance(layer, L.Embedding):
+        return (None, None)
+    if isinstance(layer, L.Dense) and name == "weight":
+        return (None, shape[1])
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and name == "weight":
+        space = (None,) * layer.rank
+        return (None, *space, shape[1]) if layer.data_format == "channels_last" else \
+            (None, shape[1], *space)
+    if isinstance(layer, (L.LayerNormalization, L.BatchNormalization)) and \
+            layer.axis in (-1, [-1]):
+        return (None, shape[0])
+    return None
+
+
 def native_param(ref: Ref, name: str) -> NativeParam:
     """The NativeParam of ``ref`` under canonical ``name``."""
     var = ref.own()
