@@ -38,6 +38,7 @@ import sys, time
 import numpy as np
 from unifparam import _ckptfile
 path, seed, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+_ckptfile.UNNAMED_TEMP = sys.argv[4] == "1"
 rng = np.random.default_rng(seed)
 values = {f"{i}.weight": rng.random((64, 32 + i)).astype(np.float32) for i in range(6)}
 calls = []
@@ -54,8 +55,11 @@ print("done", flush=True)
 """
 
 
-def start_saver(path: Path, seed: int, stop: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path), str(seed), str(stop)],
+def start_saver(path: Path, seed: int, stop: int, unnamed: bool = False) -> subprocess.Popen:
+    """A save stopped after ``stop`` tensors; ``unnamed``: with an O_TMPFILE temporary (Linux),
+    else with the named temporary file used elsewhere."""
+    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path), str(seed), str(stop),
+                             str(int(unnamed))],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if line.strip() != "ready":
@@ -92,6 +96,21 @@ def test_killed_first_save_leaves_no_file(tmp_path):
     path = tmp_path / "new.safetensors"
     kill(start_saver(path, 2, 3))
     assert not path.exists() and len(temps(tmp_path)) == 1
+
+
+LINUX = pytest.mark.skipif(not _ckptfile.UNNAMED_TEMP, reason="O_TMPFILE is Linux-only")
+
+
+@LINUX
+@pytest.mark.parametrize("stop", [1, 4])
+def test_killed_save_on_linux_leaves_nothing_behind(tmp_path, stop):
+    path = tmp_path / "model.safetensors"
+    _ckptfile.write(path, arrays(1), META)
+    before = path.read_bytes()
+    kill(start_saver(path, 2, stop, unnamed=True))
+    assert os.listdir(tmp_path) == ["model.safetensors"] and path.read_bytes() == before
+    kill(start_saver(tmp_path / "new.safetensors", 2, stop, unnamed=True))
+    assert os.listdir(tmp_path) == ["model.safetensors"]
 
 
 def test_next_save_removes_stale_temps_of_dead_savers_only(tmp_path):
@@ -132,6 +151,7 @@ def chunks(*args):
 _ckptfile._chunks = chunks
 up.save(net, {str(tmp_path / "m.safetensors")!r})
 """
+    code = code.replace("real = ", "_ckptfile.UNNAMED_TEMP = False\nreal = ", 1)
     old = up.build(nn.Sequential(nn.Dense(256, in_features=512), nn.Dense(64, in_features=256)),
                    backend="torch")
     up.initialize(old, init.Constant(1.0))
@@ -297,7 +317,8 @@ def test_os_refusing_the_temporary_file_is_typed(tmp_path, monkeypatch, code, cl
     real = os.open
 
     def refuse(p, flags, *a, **kw):
-        if flags & os.O_CREAT:
+        unnamed = getattr(os, "O_TMPFILE", 0)
+        if flags & os.O_CREAT or unnamed and flags & unnamed == unnamed:
             raise OSError(code, os.strerror(code), p)
         return real(p, flags, *a, **kw)
     monkeypatch.setattr(os, "open", refuse)
