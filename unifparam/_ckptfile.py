@@ -461,14 +461,15 @@ def _check_offsets(path: str, tensors: dict[str, TensorInfo], data_size: int) ->
                          f"(truncated or padded)")
 
 
-def _read_metadata(ck: Checkpoint) -> None:
-    """Parse and check unifparam's own metadata entries (a file claiming the format)."""
+def _read_metadata(ck: Checkpoint, need_digests: bool = True) -> None:
+    """Parse and check unifparam's own metadata entries (a file claiming the format).
+    ``need_digests=False``: a directory's index, whose shards carry the digests."""
     meta, path = ck.metadata, ck.path
     unknown = sorted(set(meta) - KNOWN_KEYS)
     if unknown:
         raise _bad(path, f"it claims the {FORMAT} format but its metadata has unknown keys "
                          f"{', '.join(repr(k[:40]) for k in unknown[:4])}")
-    if "digests" not in meta and ck.tensors:
+    if "digests" not in meta and ck.tensors and need_digests:
         raise _bad(path, f"it claims the {FORMAT} format but records no digests, so its "
                          f"values cannot be checked")
     if meta.get("format_version") != FORMAT_VERSION:
@@ -685,7 +686,7 @@ def _header(plan: Mapping[str, tuple[str, tuple[int, ...], Any]],
             offsets: Mapping[str, tuple[int, int]], metadata: Mapping[str, str],
             digests: Mapping[str, str]) -> bytes:
     meta = dict(metadata)
-    if plan:
+    if plan and digests:
         meta["digests"] = json.dumps(digests, sort_keys=True, separators=(",", ":"))
     doc: dict[str, Any] = {"__metadata__": dict(sorted(meta.items()))}
     for name in sorted(plan):
