@@ -282,6 +282,9 @@ def read(path: str | os.PathLike[str], *, verify: bool = True) -> Checkpoint:
         raise _bad(path, "its __metadata__ is not a mapping of strings to strings")
     if len(header) > MAX_TENSORS:
         raise _bad(path, f"its header has more than {MAX_TENSORS:,} tensors, the limit")
+    if meta.get("format") != FORMAT and _claims_format(meta):
+        raise _bad(path, f"its metadata has unifparam's entries but its format is "
+                         f"{str(meta.get('format'))[:40]!r}, not {FORMAT!r}")
     writer = "unifparam" if meta.get("format") == FORMAT else foreign_writer(meta)
     tensors = {name: _tensor(path, name, entry) for name, entry in header.items()}
     _check_offsets(path, tensors, size - 8 - n)
@@ -289,6 +292,14 @@ def read(path: str | os.PathLike[str], *, verify: bool = True) -> Checkpoint:
     if writer == "unifparam":
         _read_metadata(ck)
     return ck
+
+
+def _claims_format(meta: Mapping[str, Any]) -> bool:
+    """Whether metadata looks like unifparam's (so it must say the format exactly): an
+    edited format tag does not turn a unifparam file into an unchecked foreign one."""
+    fmt = meta.get("format")
+    return ("unifparam_version" in meta or "digests" in meta
+            or (isinstance(fmt, str) and fmt.lower().startswith("unifparam")))
 
 
 def foreign_writer(meta: Mapping[str, Any]) -> str:
