@@ -16,6 +16,7 @@ first change, so a failed load leaves the model exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -58,6 +59,8 @@ class LoadReport:
     #: False for a file another tool wrote: no digests recorded, values read as they are.
     verified: bool = True
     writer: str = "unifparam"  # who wrote the file (see inspect_file)
+    #: (stored name, parameter name) pairs that ``rename`` rules mapped
+    renamed: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
         extra = "" if self.verified else f", verified=False, writer={self.writer!r}"
@@ -132,13 +135,16 @@ class _Match:
 
 
 def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
-         progress: bool | None = None, verify: bool = True) -> LoadReport:
+         progress: bool | None = None, verify: bool = True, rename: Any = None
+         ) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any backend, same spec).
 
     ``path`` is a file or a directory (``model.safetensors``, or the index and shards that
     ``save_pretrained`` and :func:`unifparam.save_sharded` write). A file another tool wrote
     loads as plain tensors under their stored names (``report.verified`` is False: it
-    records no digests).
+    records no digests). ``rename`` maps the file's names and layouts onto another
+    implementation's (a list of :class:`Rule`, or a function name -> name or None), checked
+    before any change and listed in ``report.renamed``.
 
     A model whose shapes are unknown is materialized from the file's shapes (no example
     input). Ties recorded in the file are restored. ``strict=False`` loads the names both
@@ -150,17 +156,24 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     >>> report.missing, report.unexpected
     ((), ())
     """
-    return load_into(model, path, strict=strict, progress=progress, verify=verify)
+    return load_into(model, path, strict=strict, progress=progress, verify=verify,
+                     rename=rename)
 
 
 def load_into(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
               progress: bool | None = None, verify: bool = True, mesh: Any = None,
-              layout: Any = None) -> LoadReport:
+              layout: Any = None, rename: Any = None) -> LoadReport:
     """:func:`load`, placing storages not materialized yet on ``mesh`` by ``layout``."""
     from ._ckptdir import open_checkpoint
     st = _root_state(model, "load")
     ck = open_checkpoint(path, verify=verify)
+    renamed: tuple[tuple[str, str], ...] = ()
+    if rename is not None:
+        from ._ckptnames import mapped
+        ck, renamed = mapped(ck, rename, lambda name: _model_shape(st, name))
     match = _match(st, ck, strict)
+    if renamed:
+        match.report = dataclasses.replace(match.report, renamed=renamed)
     todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
     if todo:  # checked on the state before the file's ties are made: nothing changes yet
         _planned(st, ck, match, todo, pre_tie=True, mesh=mesh, layout=layout)
@@ -183,6 +196,13 @@ def load_into(model: Model, path: str | os.PathLike[str], *, strict: bool = True
                 st.slots[root].initialized = True
         pages.settle()
     return match.report
+
+
+def _model_shape(st: ModelState, name: str) -> Any:
+    if name not in st.slots and name not in st.aliases:
+        return None
+    root, transposed = st.resolve(name)
+    return flip(st.status(root)[0], transposed)
 
 
 def _reader(array: Any, transposed: bool, advance: Callable[[int], None], pages: _Pages
@@ -403,4 +423,6 @@ def inspect_file(path: str | os.PathLike[str]) -> str:
     return describe(open_checkpoint(path))
 
 
-__all__ = ["LoadReport", "PROGRESS_THRESHOLD", "inspect_file", "load", "save"]
+from ._ckptnames import Rule  # noqa: E402  (re-exported: unifparam.checkpoint.Rule)
+
+__all__ = ["LoadReport", "PROGRESS_THRESHOLD", "Rule", "inspect_file", "load", "save"]
