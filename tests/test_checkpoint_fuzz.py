@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import unifparam as up
-from unifparam import _ckptfile, init, nn
+from unifparam import init, nn
 
 torch = pytest.importorskip("torch")
 MUTANTS = 3000

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from ._ckptdir import CheckpointSet
 from ._ckptfile import NAME, Checkpoint, TensorInfo, Tie
@@ -58,7 +58,7 @@ class Rule:
         return not (self.transpose or self.part or self.reshape)
 
 
-Rules = Union[Sequence[Rule], Callable[[str], Union[str, None]]]
+Rules = Sequence[Rule] | Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
