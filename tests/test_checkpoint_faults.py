@@ -439,3 +439,40 @@ def test_unstorable_dtypes_and_metadata_are_refused_before_any_file(tmp_path):
     with pytest.raises(up.CheckpointFormatError, match="is not|name"):
         _ckptfile.write(path, {"../x": np.zeros(2)}, META)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- kill -9 at random points of a save (Linux: nothing left behind) ---------------------
+LOOPING_SAVER = """
+import sys
+import numpy as np
+from unifparam import _ckptfile
+path = sys.argv[1]
+values = [{f"{i}.weight": np.full((256, 256 + i), seed, np.float32) for i in range(8)}
+          for seed in (1.0, 2.0)]
+print("ready", flush=True)
+k = 0
+while True:
+    _ckptfile.write(path, values[k % 2], {"format": _ckptfile.FORMAT, "format_version": "1"})
+    k += 1
+"""
+
+
+@pytest.mark.skipif(not _ckptfile.UNNAMED_TEMP, reason="O_TMPFILE is Linux-only")
+def test_kill_at_random_points_of_saves_leaves_only_a_whole_file(tmp_path):
+    rng = np.random.default_rng(27)
+    path = tmp_path / "m.safetensors"
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", LOOPING_SAVER, str(path)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        try:
+            proc.wait(timeout=float(rng.uniform(0.0, 0.4)))
+        except subprocess.TimeoutExpired:
+            pass
+        kill(proc)
+        left = os.listdir(tmp_path)
+        assert left in ([], ["m.safetensors"]), left
+        if left:
+            got = _ckptfile.read(path).arrays()
+            assert len({float(v.flat[0]) for v in got.values()}) == 1
+            assert all((v == v.flat[0]).all() for v in got.values())
