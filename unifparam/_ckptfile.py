@@ -306,7 +306,7 @@ def foreign_writer(meta: Mapping[str, Any]) -> str:
     """Who wrote a file without unifparam's format, as far as its metadata tells."""
     fmt = meta.get("format")
     if not isinstance(fmt, str):
-        return "another tool (no format recorded: safetensors save_file, keras_hub, ...)"
+        return "another tool: a plain safetensors file (no format recorded: save_file, keras_hub)"
     return WRITERS.get(fmt, f"another tool (format {fmt[:40]!r})")
 
 
