@@ -223,6 +223,25 @@ def test_hostile_directories_are_typed_refusals(sharded, case):
     assert all(np.array_equal(v, before[k]) for k, v in values(net).items())
 
 
+def test_links_inside_the_directory_and_a_hub_cache_snapshot_are_followed(tmp_path):
+    repo = tmp_path / "models--tiny"
+    (repo / "blobs").mkdir(parents=True)
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    up.save_sharded(model(10), tmp_path / "src", max_shard_bytes=64)
+    for p in (tmp_path / "src").iterdir():  # as huggingface_hub lays a download out
+        blob = repo / "blobs" / p.name.replace(".", "_")
+        blob.write_bytes(p.read_bytes())
+        (snap / p.name).symlink_to(Path("..") / ".." / "blobs" / blob.name)
+    assert same_as(snap, 10)
+    inner = tmp_path / "inner"
+    up.save_sharded(model(11), inner, max_shard_bytes=64)
+    shard = first_shard(inner)
+    (inner / shard).rename(inner / "elsewhere-in-dir.bin")
+    (inner / shard).symlink_to("elsewhere-in-dir.bin")
+    assert same_as(inner, 11)
+
+
 def test_load_sharded_on_a_hostile_directory_is_typed(sharded):
     HOSTILE["passwd"][0](sharded)
     with pytest.raises(up.CheckpointFormatError):
