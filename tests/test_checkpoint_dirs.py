@@ -248,6 +248,23 @@ def test_load_sharded_on_a_hostile_directory_is_typed(sharded):
         up.load_sharded(model(), sharded)
     with pytest.raises(up.CheckpointPathError):
         up.load(model(), None)
+    with pytest.raises(up.CheckpointPathError):
+        up.load_sharded(model(), None)
+
+
+def test_a_float64_shard_does_not_load_into_a_float32_model(tmp_path):
+    safetensors_numpy.save_file({k: v.astype(np.float64) for k, v in ARRAYS.items()
+                                 if k.startswith("0.")}, str(tmp_path / "a.safetensors"))
+    safetensors_numpy.save_file({k: v for k, v in ARRAYS.items() if k.startswith("1.")},
+                                str(tmp_path / "b.safetensors"))
+    index = {"metadata": {"total_size": 1}, "weight_map": {
+        k: ("a" if k.startswith("0.") else "b") + ".safetensors" for k in ARRAYS}}
+    (tmp_path / _ckptdir.INDEX).write_text(json.dumps(index))
+    net = model(12)
+    before = values(net)
+    with pytest.raises(up.CheckpointMismatchError, match="float32 in the model but float64"):
+        up.load_sharded(net, tmp_path)
+    assert all(np.array_equal(v, before[k]) for k, v in values(net).items())
 
 
 # ---- faults: a killed sharded save, concurrent saves and loads --------------------------
