@@ -252,6 +252,23 @@ def test_load_sharded_on_a_hostile_directory_is_typed(sharded):
         up.load_sharded(model(), None)
 
 
+def test_bad_save_sharded_targets_are_typed(tmp_path):
+    with pytest.raises(up.CheckpointPathError):
+        up.save_sharded(model(1), None)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(up.CheckpointNotFoundError, match="it is a file"):
+        up.save_sharded(model(1), tmp_path / "file")
+    with pytest.raises(up.CheckpointNotFoundError, match="does not exist"):
+        up.save_sharded(model(1), tmp_path / "file" / "sub")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_an_oversized_index_is_refused_before_parsing(sharded):
+    os.truncate(sharded / _ckptdir.INDEX, _ckptdir.MAX_INDEX_BYTES + 1)  # sparse
+    with pytest.raises(up.CheckpointFormatError, match="over the limit"):
+        up.load(model(), sharded)
+
+
 def test_a_float64_shard_does_not_load_into_a_float32_model(tmp_path):
     safetensors_numpy.save_file({k: v.astype(np.float64) for k, v in ARRAYS.items()
                                  if k.startswith("0.")}, str(tmp_path / "a.safetensors"))

@@ -27,7 +27,7 @@ from typing import Any
 from . import _ckptfile
 from ._backend import MATERIALIZED
 from ._lazy import np
-from .errors import InputShapeError
+from .errors import CheckpointNotFoundError, InputShapeError
 
 INDEX = "model.safetensors.index.json"
 
@@ -48,12 +48,19 @@ def save_sharded(model: Any, directory: str | os.PathLike[str], *,
     if not st.all_in(MATERIALIZED):
         raise InputShapeError("save_sharded needs a materialized model: call "
                               "unifparam.materialize(net, X) first.")
-    os.makedirs(directory, exist_ok=True)
+    directory = _ckptfile._fspath(directory, "save")
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise CheckpointNotFoundError(f"Cannot save to {directory}: it is a file, not a "
+                                      f"directory. Give a directory path (it is created).")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as e:
+        raise _ckptfile._os_error(directory, e, "save") from None
     arrays, metadata = contents(st, _whole)
     try:
         _ckptdir.write_sharded(directory, arrays, metadata, max_shard_bytes)
     except _Partial:
-        _save_together(st, os.fspath(directory), max_shard_bytes)
+        _save_together(st, directory, max_shard_bytes)
 
 
 def _whole(st: Any, name: str) -> Any:
