@@ -53,13 +53,17 @@ class CheckpointSet(Checkpoint):
 
     def arrays(self, *, verify: bool | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
+        owner = self.__dict__.setdefault("_owner", {})
         for part in self.parts:
-            out.update(part.arrays(verify=verify))
+            got = part.arrays(verify=verify)
+            owner.update({id(a): part for a in got.values()})
+            out.update(got)
         return out
 
     def release(self, array: Any) -> None:
-        for part in self.parts:  # each unmaps only what lies in its own mapping
-            part.release(array)
+        part = self.__dict__.get("_owner", {}).get(id(array))
+        for p in [part] if part is not None else self.parts:
+            p.release(array)  # each unmaps only what lies in its own mapping
 
     def check_digests(self) -> None:
         for part in self.parts:
