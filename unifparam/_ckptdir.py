@@ -54,6 +54,8 @@ class CheckpointSet(Checkpoint):
     def arrays(self, *, verify: bool | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         owner = self.__dict__.setdefault("_owner", {})
+        if self.verify if verify is None else verify:
+            self.check_digests()  # every shard at once, then each part's arrays() skips it
         for part in self.parts:
             got = part.arrays(verify=verify)
             owner.update({id(a): part for a in got.values()})
@@ -66,8 +68,17 @@ class CheckpointSet(Checkpoint):
             p.release(array)  # each unmaps only what lies in its own mapping
 
     def check_digests(self) -> None:
-        for part in self.parts:
-            part.check_digests()
+        """Every shard's digests, several shards at a time (hashlib releases the GIL)."""
+        todo = [p for p in self.parts if not p._verified]
+        workers = min(len(todo), os.cpu_count() or 1, 8)
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda p: p.check_digests(), todo))
+        else:
+            for part in todo:
+                part.check_digests()
+        self._verified = True
 
 
 def _bad(path: str, why: str) -> CheckpointFormatError:
