@@ -31,6 +31,8 @@ def _edit_json(rng, header: dict) -> None:
     meta = header["__metadata__"]
     names = [k for k in header if k != "__metadata__"]
     kind = rng.integers(9)
+    if len(names) < 2 and kind in (4, 7):  # a shard of one tensor: nothing to swap with
+        kind = 0
     key = list(meta)[rng.integers(len(meta))]
     name = names[rng.integers(len(names))]
     if kind == 0:
@@ -104,3 +106,69 @@ def test_no_mutant_loads_different_values(original, tmp_path):
         assert _same(net, want), f"mutant {i} loaded different values"
         outcomes["same"] += 1
     assert outcomes["refused"] > MUTANTS // 2 and outcomes["same"] > 0, outcomes
+
+
+# ---- the same for a sharded directory: mutants of its index or of one shard --------------
+DIR_MUTANTS = 600
+
+
+def _mutate_index(rng, raw: bytes) -> bytes:
+    doc = json.loads(raw)
+    kind = rng.integers(6)
+    names = sorted(doc["weight_map"])
+    shards = sorted(set(doc["weight_map"].values()))
+    name = names[rng.integers(len(names))]
+    if kind == 0:
+        out = bytearray(raw)
+        for at in rng.integers(0, len(raw), rng.integers(1, 4)):
+            out[at] ^= int(rng.integers(1, 256))
+        return bytes(out)
+    if kind == 1:
+        return raw[:int(rng.integers(0, len(raw)))]
+    if kind == 2:
+        doc["weight_map"][name] = shards[rng.integers(len(shards))]
+    elif kind == 3:
+        doc["weight_map"][name] = ["../" + shards[0], "/etc/passwd", "", "x.safetensors"][
+            rng.integers(4)]
+    elif kind == 4:
+        key = sorted(doc["metadata"])[rng.integers(len(doc["metadata"]))]
+        doc["metadata"][key + "x"] = doc["metadata"].pop(key)
+    else:
+        del doc["weight_map"][name]
+    return json.dumps(doc).encode()
+
+
+def test_no_directory_mutant_loads_different_values(original, tmp_path):
+    _, want = original
+    net = up.build(nn.Sequential(nn.Dense(6, in_features=4), nn.Dense(3)), backend="torch")
+    up.materialize(net, input_shape=(2, 4))
+    for name, p in up.params(net).items():
+        p[...] = want[name]
+    good = tmp_path / "good"
+    up.save_sharded(net, good, max_shard_bytes=64)
+    files = {p.name: p.read_bytes() for p in good.iterdir()}
+    index = "model.safetensors.index.json"
+    rng = np.random.default_rng(24)
+    work = tmp_path / "mutant"
+    outcomes = {"refused": 0, "same": 0}
+    for i in range(DIR_MUTANTS):
+        work.mkdir()
+        for fname, blob in files.items():
+            (work / fname).write_bytes(blob)
+        if rng.integers(2):
+            (work / index).write_bytes(_mutate_index(rng, files[index]))
+        else:
+            victim = sorted(f for f in files if f != index)[rng.integers(len(files) - 1)]
+            (work / victim).write_bytes(mutate(rng, files[victim]))
+        other = up.build(nn.Sequential(nn.Dense(6), nn.Dense(3)), backend="torch")
+        try:
+            up.load(other, work)
+        except up.CheckpointError:
+            outcomes["refused"] += 1
+        else:
+            assert _same(other, want), f"directory mutant {i} loaded different values"
+            outcomes["same"] += 1
+        for p in work.iterdir():
+            p.unlink()
+        work.rmdir()
+    assert outcomes["refused"] > DIR_MUTANTS // 2 and outcomes["same"] > 0, outcomes
