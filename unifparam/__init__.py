@@ -30,6 +30,7 @@ from .errors import (
     CheckpointPermissionError,
     DataDependentError,
     DeferredParameterError,
+    DeviceError,
     InitializerError,
     InputShapeError,
     LayoutError,
@@ -62,6 +63,8 @@ _ON_FIRST_USE = {
     "save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
     "LoadReport": "checkpoint", "plot_histograms": "_plots",
     "save_sharded": "_sharded", "load_sharded": "_sharded",
+    "devices": "_devices", "num_gpus": "_devices", "to": "_devices",
+    "register_backend": "_registry",
 }
 _RENAMED = {"backends": "registered"}
 
@@ -69,10 +72,11 @@ if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from . import init, nn, ops
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
     from ._convert import default_seed, set_seed, to_numpy
+    from ._devices import devices, num_gpus, to
     from ._layout import placements
     from ._model import Model, Param
     from ._plots import plot_histograms
-    from ._registry import BackendInfo, get_backend
+    from ._registry import BackendInfo, get_backend, register_backend
     from ._registry import registered as backends
     from ._sharded import load_sharded, save_sharded
     from ._summary import summary
@@ -109,11 +113,14 @@ __all__ = [
     "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "Converters",
     "CheckpointError", "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
-    "DataDependentError", "DeferredParameterError", "InitializerError", "InputShapeError",
+    "DataDependentError", "DeferredParameterError", "DeviceError", "InitializerError",
+    "InputShapeError",
     "LayoutError", "LoadReport", "Model", "NativeLayer", "NativeParam", "OutputError", "Param",
     "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
-    "build", "default_seed", "get_backend", "gradients", "init", "initialize", "inspect_file",
-    "load", "load_sharded", "materialize", "nn", "ops", "params", "placements",
-    "plot_histograms", "save", "save_sharded", "set_seed", "summary", "tie", "to_numpy",
+    "build", "default_seed", "devices", "get_backend", "gradients", "init", "initialize",
+    "inspect_file",
+    "load", "load_sharded", "materialize", "nn", "num_gpus", "ops", "params", "placements",
+    "plot_histograms", "register_backend", "save", "save_sharded", "set_seed", "summary",
+    "tie", "to", "to_numpy",
 ]

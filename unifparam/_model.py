@@ -85,6 +85,13 @@ class Param:
         return self._slot.dtype
 
     @property
+    def device(self) -> str:
+        """Where the value is, as the framework reports it now: ``"cpu:0"``, ``"gpu:1"``
+        (docs/devices.md); before it has memory, where it will be materialized."""
+        from ._devices import of_state
+        return of_state(self._st, [self._st.resolve(self._name)[0]])
+
+    @property
     def state(self) -> str:
         """``"deferred"`` (shape unknown), ``"abstract"`` (no memory) or ``"materialized"``."""
         return self._status[1]
@@ -295,6 +302,13 @@ class Model:
     def backend(self) -> str:
         """The backend configuration, as ``build(..., backend=)`` takes it (``keras:jax``)."""
         return self._st.backend.configuration
+
+    @property
+    def device(self) -> str:
+        """Where the model's parameters are, read from the framework each time
+        (``"cpu:0"``; several comma-joined). Move them with :func:`unifparam.to`."""
+        from ._devices import of_state
+        return of_state(self._st, self._st.roots_under(self._node))
 
     @property
     def native(self) -> Any:

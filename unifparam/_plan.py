@@ -201,7 +201,7 @@ def _for_shapes(st: ModelState, todo: Sequence[str], shapes: dict[str, tuple[int
         shard = placement.get(root)
         storages[name] = Storage(name, ref, shape, st.slots[root].dtype, ALIAS,
                                  shard[::-1] if shard is not None and t else shard)
-    return Plan(storages, abstract, dict(layer_inputs), mesh), values
+    return Plan(storages, abstract, dict(layer_inputs), mesh, device=st.device), values
 
 
 def _pending_aliases(st: ModelState, shapes: Mapping[str, tuple[int, ...]], abstract: bool

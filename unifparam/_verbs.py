@@ -40,14 +40,21 @@ Shape = nn.Shape
 
 
 # ---- build ------------------------------------------------------------------------------
-def build(model: Any, backend: str | None = None) -> Model:
+def build(model: Any, backend: str | None = None, *, device: Any = None) -> Model:
     """A Model handle for a spec or a native model (torch Module, Keras model, Flax module).
 
     The backend comes from ``backend``, else the native object's type, else
-    ``UNIFPARAM_BACKEND``.
+    ``UNIFPARAM_BACKEND``. With ``device`` (``"gpu:0"``, docs/devices.md) parameters are
+    materialized there, and a native model's existing ones are moved there.
 
     >>> net = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)), backend="torch")
     """
+    if device is not None:
+        from ._devices import check, to
+        be = model._st.backend if isinstance(model, Model) else \
+            get_backend(backend or detect(model))
+        check(be, device)  # before anything is built
+        return to(build(model, backend), device)
     if backend is not None and not isinstance(backend, str):
         raise ArgumentError(f"build(backend={backend!r}): backend must be a name (str) such as "
                             f"'torch' or 'keras:jax', got {type(backend).__name__}.")
@@ -273,7 +280,8 @@ def _tie_pairs(model: Model, a: Any, b: Any, transpose: bool) -> list[tuple[str,
 
 # ---- materialize ------------------------------------------------------------------------
 def materialize(model: Model, *inputs: Any, input_shape: Any = None,
-                abstract: bool = False, mesh: Any = None, layout: Any = None) -> Model:
+                abstract: bool = False, mesh: Any = None, layout: Any = None,
+                device: Any = None) -> Model:
     """Infer every shape and fill every parameter with its registered initializer, once.
 
     Give example inputs or ``input_shape`` (batch first). With ``abstract=True`` shapes are
@@ -285,11 +293,32 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     wins, unmatched replicated) shard the parameters; each device makes only its own
     block of seeded values, equal bit for bit to the unsharded ones (docs/sharding.md).
 
+    ``device`` (``"cpu"``, ``"gpu:1"``, ``"cuda:0"`` or the framework's device object) is
+    where parameters get their memory; an abstract model remembers it. Parameters already
+    materialized elsewhere are moved there (:func:`unifparam.to`, docs/devices.md).
+
     >>> materialize(net, input_shape=(1, 20), abstract=True)
     >>> materialize(net, X, mesh=mesh, layout={"*.weight": ("model", None)})
+    >>> materialize(net, X, device="gpu")
     """
-    _plan.materialize(model_handle(model, "materialize")._st, inputs, input_shape, abstract,
-                      mesh, layout)
+    st = model_handle(model, "materialize")._st
+    if device is None:
+        _plan.materialize(st, inputs, input_shape, abstract, mesh, layout)
+        return model
+    from ._devices import check, of_state, to
+    name = check(st.backend, device)
+    if mesh is not None:
+        raise ArgumentError("materialize(device=..., mesh=...): a mesh places parameters on "
+                            "its own devices; pass one of them.")
+    meta = name == "meta"  # torch's device without memory: abstract materialization
+    before, st.device = st.device, (st.device if meta else name)
+    try:
+        _plan.materialize(st, inputs, input_shape, abstract or meta, mesh, layout)
+    except BaseException:
+        st.device = before
+        raise
+    if any(st.state_of(r) == MATERIALIZED for r in st.slots) and (meta or of_state(st) != name):
+        to(model, name)
     return model
 
 

@@ -91,6 +91,11 @@ class UnsupportedError(UnifparamError, NotImplementedError):
     """The backend lacks a capability this call needs."""
 
 
+class DeviceError(UnifparamError, LookupError):
+    """A device that does not exist for the backend (``"gpu:3"`` with one GPU), or a
+    device name unifparam cannot read; the message lists the devices that exist."""
+
+
 class OutputError(UnifparamError, TypeError):
     """A model output a verb cannot use (``gradients`` of an output with no float values)."""
 

@@ -19,7 +19,7 @@ from mxnet.gluon import Block, HybridBlock, Parameter
 
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED, default_loss
-from unifparam._convert import numpy_input
+from unifparam._convert import numpy_input, to_numpy
 from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, known_shape, native_param
@@ -87,13 +87,16 @@ class MXNetBackend(Backend):
         """Set every planned shape; then Gluon's default values where the plan says DEFAULT
         (unless abstract). Storages the core writes next get their data from ``write``;
         ties hold meanwhile, since a tie is one Parameter object."""
+        ctx = _context(plan.device) if plan.device is not None else None
         for storage in plan.storages.values():
             param = _param(storage.ref)
             param._unifparam_planned = True  # a block's own parameter: abstract from now
+            if ctx is not None:
+                param._unifparam_ctx = ctx  # where write() gives it its first data
             if known_shape(param) != storage.shape:
                 param.shape = storage.shape
             if not plan.abstract and storage.fill == DEFAULT and param._data is None:
-                _init_data(param, _default_values(param))
+                _init_data(param, _default_values(param), ctx or CPU)
         _clear_graphs(native)
         return native
 
@@ -109,12 +112,14 @@ class MXNetBackend(Backend):
         return shape, (ABSTRACT if all(map(_complete, ref[0]._reg_params.values())) else DEFERRED)
 
     def read(self, native: Block, ref: Ref) -> np.ndarray:
-        return _param(ref).data(CPU).asnumpy()
+        param = _param(ref)
+        return param.data(param.list_ctx()[0]).asnumpy()
 
     def write(self, native: Block, ref: Ref, value: np.ndarray) -> Block:
         param = _param(ref)
         if param._data is None:
-            _init_data(param, nd.array(value, dtype=param.dtype, ctx=CPU))
+            ctx = getattr(param, "_unifparam_ctx", CPU)
+            _init_data(param, nd.array(value, dtype=param.dtype, ctx=ctx), ctx)
         else:
             param.set_data(value)  # copies into the existing NDArray
         return native
@@ -147,11 +152,47 @@ class MXNetBackend(Backend):
     def native_layer(self, native: Block, path: str) -> Block:
         return _block_at(native, path)
 
+    # ---- devices ---------------------------------------------------------------------
+    def devices(self) -> list[str]:
+        return ["cpu:0", *(f"gpu:{i}" for i in range(mx.context.num_gpus()))]
+
+    def placeable(self, device: str) -> bool:
+        """Any ``cpu:N`` (Gluon's ``mx.cpu(N)`` contexts all live in host memory)."""
+        return device in self.devices() or device.startswith("cpu:")
+
+    def device_name(self, device: Any) -> str | None:
+        if not isinstance(device, mx.Context):
+            return None
+        kind = "gpu" if device.device_type == "gpu" else "cpu"
+        return f"{kind}:{device.device_id}"
+
+    def native_device(self, device: str) -> mx.Context:
+        return _context(device)
+
+    def device_of(self, native: Block, ref: Ref) -> str | None:
+        param = _param(ref)
+        if param._data is None:
+            return None
+        return ",".join(str(self.device_name(c)) for c in param.list_ctx())
+
+    def move(self, native: Block, device: str) -> Block:
+        """Every Parameter with data (a tie is one Parameter object) onto ``device``:
+        Gluon's ``reset_ctx`` keeps its data, ``grad_req`` and dtype."""
+        ctx = _context(device)
+        params = {id(p): p for b in _blocks(native) for p in b._reg_params.values()}
+        for param in params.values():
+            param._unifparam_ctx = ctx
+            if param._data is not None and param.list_ctx() != [ctx]:
+                param.reset_ctx(ctx)
+        _clear_graphs(native)
+        return native
+
     # ---- compute -------------------------------------------------------------------
     def run(self, native: Block, inputs: Sequence[Any], training: bool) -> tuple[Any, Block]:
         mode = autograd.train_mode() if training else autograd.predict_mode()
+        ctx = _model_context(native)
         with mode:
-            return native(*(_as_nd(x) for x in inputs)), native
+            return native(*(_as_nd(x, ctx) for x in inputs)), native
 
     def gradients(self, native: Block, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
@@ -159,14 +200,15 @@ class MXNetBackend(Backend):
         for p in params.values():
             if p.grad_req != "null":
                 p.zero_grad()  # a parameter the output does not use keeps no stale gradient
-        xs = [_as_nd(x) for x in inputs]
+        ctx = _model_context(native)
+        xs = [_as_nd(x, ctx) for x in inputs]
         with autograd.record(train_mode=False):
             out = native(*xs)
             value = loss(out) if loss is not None else default_loss(
                 out, nd.sum, lambda x: np.dtype(x.dtype).kind == "f")
         value.backward()
         return {n: (np.zeros(p.shape, np.float32) if p.grad_req == "null"
-                    else p.grad(CPU).asnumpy()) for n, p in params.items()}
+                    else p.grad(p.list_ctx()[0]).asnumpy()) for n, p in params.items()}
 
 
 def _param(ref: Ref) -> Parameter:
@@ -212,11 +254,11 @@ def _default_values(param: Parameter) -> nd.NDArray:
     return data
 
 
-def _init_data(param: Parameter, data: nd.NDArray) -> None:
-    """Give ``param`` its first data (on the CPU), as Gluon's deferred init does."""
+def _init_data(param: Parameter, data: nd.NDArray, ctx: mx.Context = CPU) -> None:
+    """Give ``param`` its first data (on ``ctx``), as Gluon's deferred init does."""
     param._deferred_init = ()
     with autograd.pause():
-        param._init_impl(data, [CPU])
+        param._init_impl(data, [ctx])
 
 
 def _clear_graphs(root: Block) -> None:
@@ -288,8 +330,27 @@ def _shape_only(block: HybridBlock) -> Callable[..., Any]:
     return forward
 
 
-def _as_nd(x: Any) -> nd.NDArray:
+def _as_nd(x: Any, ctx: mx.Context | None = None) -> nd.NDArray:
+    """An input as an NDArray on ``ctx`` (default the CPU): numpy and other frameworks'
+    arrays through the host."""
+    ctx = ctx or CPU
     if isinstance(x, nd.NDArray):
-        return x
-    arr = numpy_input(x)
-    return nd.array(arr, dtype=arr.dtype, ctx=CPU)
+        return x if x.context == ctx else x.as_in_context(ctx)
+    arr = numpy_input(to_numpy(x) if hasattr(x, "shape") and not isinstance(x, np.ndarray)
+                      else x)
+    return nd.array(arr, dtype=arr.dtype, ctx=ctx)
+
+
+def _context(device: str) -> mx.Context:
+    """``"cpu:1"`` -> ``mx.cpu(1)``, ``"gpu:0"`` -> ``mx.gpu(0)``."""
+    kind, _, index = device.partition(":")
+    return (mx.gpu if kind == "gpu" else mx.cpu)(int(index or 0))
+
+
+def _model_context(native: Block) -> mx.Context | None:
+    """Where the model's first Parameter with data is: inputs go there."""
+    for block in _blocks(native):
+        for param in block._reg_params.values():
+            if param._data is not None:
+                return param.list_ctx()[0]
+    return None
