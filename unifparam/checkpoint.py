@@ -16,6 +16,7 @@ first change, so a failed load leaves the model exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -56,10 +57,16 @@ class LoadReport:
     missing: tuple[str, ...] = ()
     unexpected: tuple[str, ...] = ()
     tied: tuple[str, ...] = ()  # names tied by this load, as the file records
+    #: False for a file another tool wrote: no digests recorded, values read as they are.
+    verified: bool = True
+    writer: str = "unifparam"  # who wrote the file (see inspect_file)
+    #: (stored name, parameter name) pairs that ``rename`` rules mapped
+    renamed: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
+        extra = "" if self.verified else f", verified=False, writer={self.writer!r}"
         return (f"LoadReport(loaded={len(self.loaded)}, missing={list(self.missing)}, "
-                f"unexpected={list(self.unexpected)})")
+                f"unexpected={list(self.unexpected)}{extra})")
 
 
 # ---- save -------------------------------------------------------------------------------
@@ -72,10 +79,16 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
 
     >>> unifparam.save(net, "net.safetensors")
     """
+    arrays, metadata = contents(_root_state(model, "save"))
+    _ckptfile.write(path, arrays, metadata)
+
+
+def contents(st: ModelState, fetch: Callable[[ModelState, str], Callable[[], Any]] | None = None
+             ) -> tuple[dict[str, _ckptfile.Pending], dict[str, str]]:
+    """What a save writes: each storage (fetched when written) and the metadata."""
     from . import __version__
     from ._specio import spec_to_json
 
-    st = _root_state(model, "save")
     for name, slot in st.slots.items():
         shape, state = st.status(name)
         if state != MATERIALIZED:
@@ -84,7 +97,7 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
             raise UnsupportedError(f"Parameter '{name}' has dtype {slot.dtype}, which the "
                                    f"checkpoint format cannot store.")
     arrays = {name: _ckptfile.Pending(slot.dtype, tuple(st.status(name)[0]),  # type: ignore[arg-type]
-                                      _fetch(st, name))
+                                      (fetch or _fetch)(st, name))
               for name, slot in st.slots.items()}  # read one at a time, as they are written
     metadata = {
         "format": _ckptfile.FORMAT, "format_version": _ckptfile.FORMAT_VERSION,
@@ -96,7 +109,7 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
     if st.spec is not None:
         with contextlib.suppress(SpecError):  # a user-defined layer: no spec recorded
             metadata["spec"] = spec_to_json(st.spec)
-    _ckptfile.write(path, arrays, metadata)
+    return arrays, metadata
 
 
 def _fetch(st: ModelState, name: str) -> Callable[[], Any]:
@@ -125,8 +138,16 @@ class _Match:
 
 @serialized
 def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
-         progress: bool | None = None, verify: bool = True) -> LoadReport:
+         progress: bool | None = None, verify: bool = True, rename: Any = None
+         ) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any backend, same spec).
+
+    ``path`` is a file or a directory (``model.safetensors``, or the index and shards that
+    ``save_pretrained`` and :func:`unifparam.save_sharded` write). A file another tool wrote
+    loads as plain tensors under their stored names (``report.verified`` is False: it
+    records no digests). ``rename`` maps the file's names and layouts onto another
+    implementation's (a list of :class:`Rule`, or a function name -> name or None), checked
+    before any change and listed in ``report.renamed``.
 
     A model whose shapes are unknown is materialized from the file's shapes (no example
     input). Ties recorded in the file are restored. ``strict=False`` loads the names both
@@ -138,12 +159,27 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     >>> report.missing, report.unexpected
     ((), ())
     """
+    return load_into(model, path, strict=strict, progress=progress, verify=verify,
+                     rename=rename)
+
+
+def load_into(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
+              progress: bool | None = None, verify: bool = True, mesh: Any = None,
+              layout: Any = None, rename: Any = None) -> LoadReport:
+    """:func:`load`, placing storages not materialized yet on ``mesh`` by ``layout``."""
+    from ._ckptdir import open_checkpoint
     st = _root_state(model, "load")
-    ck = _ckptfile.read(path, verify=verify)
+    ck = open_checkpoint(path, verify=verify)
+    renamed: tuple[tuple[str, str], ...] = ()
+    if rename is not None:
+        from ._ckptnames import mapped
+        ck, renamed = mapped(ck, rename, lambda name: _model_shape(st, name))
     match = _match(st, ck, strict)
+    if renamed:
+        match.report = dataclasses.replace(match.report, renamed=renamed)
     todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
     if todo:  # checked on the state before the file's ties are made: nothing changes yet
-        _planned(st, ck, match, todo, pre_tie=True)
+        _planned(st, ck, match, todo, pre_tie=True, mesh=mesh, layout=layout)
     arrays = ck.arrays()  # memory-mapped: bytes are read as they are copied into storage
     pages = _Pages(ck)
     with _progress(sum(arrays[g.source].nbytes for g in match.groups),
@@ -154,7 +190,8 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
             apply_tie(st, a, b, t)
         if todo:
             todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
-            plan, values = _planned(st, ck, match, todo, pre_tie=False, values=writes)
+            plan, values = _planned(st, ck, match, todo, pre_tie=False, values=writes,
+                                    mesh=mesh, layout=layout)
             apply(st, plan, values)
         for root, make in writes.items():  # storages that already had memory
             if root not in (plan.storages if todo else ()):
@@ -164,9 +201,18 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     return match.report
 
 
+def _model_shape(st: ModelState, name: str) -> Any:
+    if name not in st.slots and name not in st.aliases:
+        return None
+    root, transposed = st.resolve(name)
+    return flip(st.status(root)[0], transposed)
+
+
 def _reader(array: Any, transposed: bool, advance: Callable[[int], None], pages: _Pages
             ) -> Callable[[], Any]:
-    def read() -> Any:
+    def read(index: Any = None) -> Any:
+        if index is not None:  # one block of a storage placed on a mesh
+            return np.ascontiguousarray((array.T if transposed else array)[tuple(index)])
         pages.settle()  # the tensor read before has been written by now
         if transposed:
             value = contiguous(array.T)
@@ -206,7 +252,8 @@ class _Pages:
 
 
 def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre_tie: bool,
-             values: dict[str, Any] | None = None) -> tuple[Plan, dict[str, Any]]:
+             values: dict[str, Any] | None = None, mesh: Any = None, layout: Any = None
+             ) -> tuple[Plan, dict[str, Any]]:
     """The plan that materializes ``todo`` from the file's shapes (before or after its ties)."""
     shapes: dict[str, Shape] = {}
     for g in match.groups:
@@ -217,7 +264,8 @@ def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre
                 if main == root:
                     shapes[other] = flip(shapes[root], t)
     try:
-        return for_shapes(st, todo, shapes, {}, False, values=values, dry=pre_tie)
+        return for_shapes(st, todo, shapes, {}, False, values=values, dry=pre_tie, mesh=mesh,
+                          layout=layout)
     except InputShapeError as e:
         raise CheckpointMismatchError(f"Cannot materialize the model from {ck.path}: {e} "
                                       f"Nothing was loaded.") from None
@@ -262,7 +310,8 @@ def _match(st: ModelState, ck: Checkpoint, strict: bool) -> _Match:
     _check_values(st, ck, groups, post)
     _check_ties(st, ties, ck.path)
     loaded = tuple(n for n in names if n in file_root)
-    report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties))
+    report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties),
+                        verified=ck.verified, writer=ck.writer)
     return _Match(groups, ties, post, report)
 
 
@@ -366,13 +415,19 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
 def inspect_file(path: str | os.PathLike[str]) -> str:
     """A checkpoint's summary: names, shapes, dtypes, ties, size (no framework needed).
 
+    ``path`` is a file or a checkpoint directory; the summary says who wrote it and whether
+    its values are verified by digests.
+
     When the file records its spec, the text includes exactly what ``unifparam.summary``
     printed for the saved model.
 
     >>> print(inspect_file("net.safetensors"))
     """
+    from ._ckptdir import open_checkpoint
     from ._ckptinspect import describe
-    return describe(_ckptfile.read(path))
+    return describe(open_checkpoint(path))
 
 
-__all__ = ["LoadReport", "PROGRESS_THRESHOLD", "inspect_file", "load", "save"]
+from ._ckptnames import Rule  # noqa: E402  (re-exported: unifparam.checkpoint.Rule)
+
+__all__ = ["LoadReport", "PROGRESS_THRESHOLD", "Rule", "inspect_file", "load", "save"]
