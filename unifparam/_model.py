@@ -260,6 +260,10 @@ def not_ready(name: str, shape: Shape | None, state: str) -> str:
     if state == ABSTRACT:
         return (f"Parameter '{name}' has shape {fmt_shape(shape)} but no memory yet (materialized "
                 f"abstractly). Call unifparam.materialize(net) to allocate and initialize it.")
+    if shape is not None and None not in shape:
+        return (f"Parameter '{name}' has shape {fmt_shape(shape)} but no values yet. Call "
+                f"unifparam.initialize(net) (a model whose sizes are all known gets memory "
+                f"then), unifparam.materialize(net, X) or run net(X) once.")
     return (f"Parameter '{name}' has shape {fmt_shape(shape)}: its input size is not known yet. "
             f"Call unifparam.materialize(net, X) or run net(X) once.")
 

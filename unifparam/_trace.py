@@ -136,11 +136,14 @@ def _numpy_ops() -> dict[str, Callable[..., Any]]:
     return ops._numpy_table()
 
 
-def trace_blocks(spec: nn.Layer, shapes: Sequence[Shape], examples: Sequence[Any] | None
-                 ) -> Traced:
-    """Every called layer's input shape(s) and parameter shapes (see :func:`trace`)."""
+def trace_blocks(spec: nn.Layer, shapes: Sequence[Shape], examples: Sequence[Any] | None,
+                 partial: bool = False) -> Traced:
+    """Every called layer's input shape(s) and parameter shapes (see :func:`trace`).
+
+    ``partial``: a forward that tests values returns what it reached before the test
+    (shapes only: exact), instead of raising :class:`DataDependentError`."""
     try:
-        return _run(spec, [np.zeros(s, np.float32) for s in shapes], _Abstract)  # type: ignore
+        return _run(spec, [np.zeros(s, np.float32) for s in shapes], _Abstract, partial)
     except DataDependentError:
         if examples is None:
             raise
@@ -149,10 +152,15 @@ def trace_blocks(spec: nn.Layer, shapes: Sequence[Shape], examples: Sequence[Any
     return _run(spec, [to_numpy(x) for x in examples], _Concrete)
 
 
-def _run(spec: nn.Layer, inputs: list[np.ndarray], kind: type[np.ndarray]) -> Traced:
+def _run(spec: nn.Layer, inputs: list[np.ndarray], kind: type[np.ndarray],
+         partial: bool = False) -> Traced:
     binding = TraceBinding(spec, kind)
     with bound(binding), np.errstate(all="ignore"):
-        binding.call_layer(spec, tuple(inputs))
+        try:
+            binding.call_layer(spec, tuple(inputs))
+        except DataDependentError:
+            if not partial:
+                raise
     return binding.out
 
 

@@ -154,6 +154,7 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
         if make is not None:
             st.call("write", st.slots[name].ref, _plan.contiguous(make()))
         st.slots[name].initialized = True
+    _plan.materialize_known(st)
     if kept:
         shown = ", ".join(repr(n) for n in kept[:5]) + (", ..." if len(kept) > 5 else "")
         warnings.warn(f"Parameters {shown} are already initialized; kept their values. Pass "

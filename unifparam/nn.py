@@ -112,6 +112,10 @@ class Layer:
         if binding is None:
             raise SpecError(f"A {type(self).__name__} spec runs only inside a built model's "
                             f"forward. Build it first: net = unifparam.build(spec); net(X).")
+        from ._binding import guard
+        check = guard()
+        if check is not None:  # the first call: a layer without storage is sized now
+            check(self, inputs)
         return binding.call_layer(self, inputs)
 
     def __repr__(self) -> str:
