@@ -62,11 +62,13 @@ _ON_FIRST_USE = {
     "save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
     "LoadReport": "checkpoint", "plot_histograms": "_plots",
     "save_sharded": "_sharded", "load_sharded": "_sharded",
+    "save_arrays": "_arrays", "load_arrays": "_arrays",
 }
 _RENAMED = {"backends": "registered"}
 
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from . import init, nn, ops
+    from ._arrays import load_arrays, save_arrays
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
     from ._convert import default_seed, set_seed, to_numpy
     from ._layout import placements
@@ -114,6 +116,7 @@ __all__ = [
     "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
     "build", "default_seed", "get_backend", "gradients", "init", "initialize", "inspect_file",
-    "load", "load_sharded", "materialize", "nn", "ops", "params", "placements",
-    "plot_histograms", "save", "save_sharded", "set_seed", "summary", "tie", "to_numpy",
+    "load", "load_arrays", "load_sharded", "materialize", "nn", "ops", "params", "placements",
+    "plot_histograms", "save", "save_arrays", "save_sharded", "set_seed", "summary", "tie",
+    "to_numpy",
 ]

@@ -170,3 +170,25 @@ def test_R6_ops_make_arrays_the_same_on_every_backend(build):
     assert norm.shape == ()  # a full reduction is 0-d everywhere (MXNet's is (1,) natively)
     np.testing.assert_allclose(norm, np.linalg.norm(expect), rtol=1e-6)
     np.testing.assert_array_equal(ramp, [1, 2, 3])
+
+
+def test_G6_arrays_and_a_model_clone_through_files(build, tmp_path):
+    net = build(nn.Sequential(nn.Dense(4, activation="relu"), nn.Dense(2)))
+    x = inputs(2, 3)
+    y = net(x)
+    up.save_arrays({"x": x, "y": y}, tmp_path / "xy.safetensors")
+    back = up.load_arrays(tmp_path / "xy.safetensors")
+    np.testing.assert_array_equal(back["y"], up.to_numpy(y))
+    up.save(net, tmp_path / "net.safetensors")
+    clone = build(nn.Sequential(nn.Dense(4, activation="relu"), nn.Dense(2)))
+    up.load(clone, tmp_path / "net.safetensors")
+    np.testing.assert_array_equal(up.to_numpy(clone(x)), up.to_numpy(y))
+
+
+def test_G2_param_data_reads_and_writes_and_print_shows_values(build):
+    net = build(nn.Sequential(nn.Dense(2)))
+    net(inputs(1, 3))
+    bias = net[0].bias
+    bias.data = np.array([1.5, -2.0])
+    np.testing.assert_array_equal(bias.data, [1.5, -2.0])
+    assert str(bias).splitlines() == [repr(bias), "[ 1.5 -2. ]"]
