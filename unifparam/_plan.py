@@ -450,6 +450,12 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
                                f"(without memory). Call materialize(net, X) instead.")
     if mesh is None and st.placement is not None:  # placed when materialized abstractly
         mesh, layout = st.placement
+    if inputs and not abstract and mesh is None and st.spec is not None \
+            and _has_blocks(st.spec) and not st.all_in(MATERIALIZED):
+        from ._firstcall import first_call  # sized on the real forward, as net(X)
+        check_indices(st, inputs)
+        first_call(st, inputs, False)
+        return
     shapes = input_shapes(inputs, input_shape)
     check_indices(st, inputs)
     made = for_materialize(st, inputs, shapes, abstract, mesh, layout)
@@ -467,6 +473,16 @@ def materialize_known(st: ModelState) -> None:
     apply(st, *for_shapes(st, todo, {}, {}, False))
 
 
+def check_call(st: ModelState, inputs: Sequence[Any]) -> None:
+    """Before running a materialized spec model: input sizes, checked by shapes only (a
+    forward that tests values is checked up to its first test, then run as is)."""
+    try:
+        trace(st, input_shapes(inputs, None))
+    except DataDependentError:
+        pass
+    check_indices(st, inputs)
+
+
 def _has_blocks(spec: nn.Layer) -> bool:
     return any(isinstance(layer, nn.Block) for _, layer in nn.first_uses(spec))
 
@@ -482,11 +498,7 @@ def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
             return first_call(st, inputs, training)
         materialize(st, inputs, None, False)
     elif st.spec is not None:
-        try:  # input sizes checked by shapes only; a forward testing values is run as is
-            trace(st, input_shapes(inputs, None))
-        except DataDependentError:
-            pass
-        check_indices(st, inputs)
+        check_call(st, inputs)
     else:  # an adopted model may take any batch size its framework does: dtypes only
         for i, x in enumerate(inputs):
             _check_dtype(x, f"input {i}" if len(inputs) > 1 else "the input")

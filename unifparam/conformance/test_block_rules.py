@@ -192,3 +192,13 @@ def test_G2_param_data_reads_and_writes_and_print_shows_values(build):
     bias.data = np.array([1.5, -2.0])
     np.testing.assert_array_equal(bias.data, [1.5, -2.0])
     assert str(bias).splitlines() == [repr(bias), "[ 1.5 -2. ]"]
+
+
+def test_R1_materialize_and_gradients_run_the_loop_on_real_values_too(build):
+    block = DoublesUntilLarge()
+    net = build(block)
+    x = inputs(2, 5)
+    up.materialize(net, x)
+    assert net.hidden.weight.state == "materialized" and block.doublings > 0
+    grads = up.gradients(net, x)
+    assert grads["out.weight"].shape == (3, 8)
