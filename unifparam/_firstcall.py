@@ -22,7 +22,7 @@ from . import nn
 from ._backend import DEFERRED, MATERIALIZED
 from ._binding import guarded
 from ._state import ModelState, complete, unify
-from .errors import DataDependentError
+from .errors import DataDependentError, InputShapeError
 
 Shape = nn.Shape
 
@@ -81,7 +81,15 @@ def first_call(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
             if sizer.request is None:  # a real error of the forward (any framework wraps
                 raise                  # the signal in its own type: the request says)
         layer, path, args = sizer.request
-        _materialize(st, *_size(st, layer, path, args))
+        if not _materialize(st, *_size(st, layer, path, args)):
+            shapes = ", ".join(str(tuple(int(d) for d in a.shape)) for a in args)
+            fix = ("fill it in the block's build(self, *input_shapes)" if isinstance(
+                layer, nn.Block) else "a Sequential is sized as a whole, and a block in it "
+                "tests values: give the input sizes of the layers after that block "
+                "(in_features=...), or call them from a block's forward")
+            raise InputShapeError(
+                f"Layer '{path}' ({layer.kind}) could not be sized from its input {shapes}: "
+                f"a size its parameters need is still unknown; {fix}.")
     raise RuntimeError(f"The first call sized layers {MAX_RUNS} times without finishing.")
 
 
@@ -95,9 +103,12 @@ def _size(st: ModelState, layer: nn.Layer, path: str, args: tuple[Any, ...]
         examples: Any = tuple(to_numpy(a) for a in args)
     except Exception:  # arrays inside a compiled function have shapes, not values
         examples = None
-    traced = trace_blocks(layer, shapes, examples, partial=True) \
-        if any(isinstance(x, nn.Block) for _, x in nn.first_uses(layer)) \
-        else _leaf_trace(layer, shapes)
+    if not any(isinstance(x, nn.Block) for _, x in nn.first_uses(layer)):
+        return _collect(st, _leaf_trace(layer, shapes), path)
+    try:  # blocks inside: traced on the real input's values where they test values
+        traced = trace_blocks(layer, shapes, examples)
+    except DataDependentError:
+        traced = trace_blocks(layer, shapes, None, partial=True)
     return _collect(st, traced, path)
 
 
@@ -121,8 +132,9 @@ def _collect(st: ModelState, traced: dict[str, Any], prefix: str
 
 
 def _materialize(st: ModelState, layer_inputs: dict[str, Shape],
-                 param_shapes: dict[str, Shape]) -> None:
-    """Materialize every layer whose storages all have known shapes (one plan)."""
+                 param_shapes: dict[str, Shape]) -> bool:
+    """Materialize every layer whose storages all have known shapes (one plan); whether
+    there was any."""
     from ._plan import apply, for_shapes
 
     def known(name: str) -> bool:
@@ -136,3 +148,4 @@ def _materialize(st: ModelState, layer_inputs: dict[str, Shape],
             todo += [r for r in roots if r not in todo and st.state_of(r) != MATERIALIZED]
     if todo:
         apply(st, *for_shapes(st, todo, param_shapes, layer_inputs, False))
+    return bool(todo)
