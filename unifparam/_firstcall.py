@@ -4,7 +4,7 @@ control flow on values behaves on the first call exactly as on every later one.
 
 What a shape-only trace knows before the forward first tests a value is materialized at
 once; then the backend runs the real forward. A layer it reaches that has no storage yet
-stops that run (:func:`check`, called by ``nn.Layer.__call__``): the core sizes it from
+stops that run (:meth:`Sizer.check`, called by ``nn.Layer.__call__``): the core sizes it from
 the real input, materializes it, and runs the forward again from the start. A layer the
 forward never reaches stays deferred until a later call reaches it.
 
@@ -25,9 +25,6 @@ from ._state import ModelState, complete, unify
 from .errors import DataDependentError, InputShapeError
 
 Shape = nn.Shape
-
-MAX_RUNS = 10_000  # real forwards on one first call (one per layer sized), a safety stop
-
 
 class Sizer:
     """Watches one real forward of ``st`` for a layer that still has no storage."""
@@ -71,7 +68,7 @@ def first_call(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
         layer_inputs, param_shapes = _collect(st, partial, "")
     _materialize(st, layer_inputs, param_shapes)
     sizer = Sizer(st)
-    for _ in range(MAX_RUNS):
+    while True:  # every run sizes at least one more storage, or raises
         sizer.request = None
         try:
             with guarded(sizer.check):
@@ -90,7 +87,6 @@ def first_call(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
             raise InputShapeError(
                 f"Layer '{path}' ({layer.kind}) could not be sized from its input {shapes}: "
                 f"a size its parameters need is still unknown; {fix}.")
-    raise RuntimeError(f"The first call sized layers {MAX_RUNS} times without finishing.")
 
 
 def _size(st: ModelState, layer: nn.Layer, path: str, args: tuple[Any, ...]
