@@ -6,7 +6,7 @@ checkpoint file's one writer and reader.
     >>> path = os.path.join(tempfile.mkdtemp(), "x.safetensors")
     >>> save_arrays({"w": np.zeros(2), "b": np.ones(1)}, path)
     >>> load_arrays(path)
-    {'b': array([1.]), 'w': array([0., 0.])}
+    {'w': array([0., 0.]), 'b': array([1.])}
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def save_arrays(obj: Any, path: str | os.PathLike[str]) -> None:
 
 def load_arrays(path: str | os.PathLike[str]) -> Any:
     """What :func:`save_arrays` wrote to ``path``: a numpy array, a list or a dict of them
-    (a plain safetensors file reads as a dict)."""
+    (a plain safetensors file reads as a dict, by name)."""
     import numpy as np
     ck = _ckptfile.read(path)
     arrays = ck.arrays()
@@ -80,4 +80,4 @@ def load_arrays(path: str | os.PathLike[str]) -> Any:
         return got["array"]
     if kind == "list":
         return [got[name] for name in order]
-    return {name: got[name] for name in sorted(got)}
+    return {name: got[name] for name in order}
