@@ -66,6 +66,7 @@ def first_call(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
     except DataDependentError:  # what the forward reached before it first tested a value
         partial = trace_blocks(st.spec, shapes, None, partial=True)  # type: ignore[arg-type]
         layer_inputs, param_shapes = _collect(st, partial, "")
+        _check_spellings(st, shapes, inputs)
     _materialize(st, layer_inputs, param_shapes)
     sizer = Sizer(st)
     while True:  # every run sizes at least one more storage, or raises
@@ -87,6 +88,23 @@ def first_call(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
             raise InputShapeError(
                 f"Layer '{path}' ({layer.kind}) could not be sized from its input {shapes}: "
                 f"a size its parameters need is still unknown; {fix}.")
+
+
+def _check_spellings(st: ModelState, shapes: tuple[Shape, ...], inputs: Sequence[Any]
+                     ) -> None:
+    """Run the forward once more on numpy, past its value tests (real inputs, zeros for
+    layer outputs, a few hundred tests at most), so that a non-portable spelling there is
+    refused on every backend too; any other failure of that run is left to the real one."""
+    from ._convert import to_numpy
+    from ._trace import trace_blocks
+    from .errors import SpecError
+    try:
+        trace_blocks(st.spec, shapes, tuple(to_numpy(x) for x in inputs),  # type: ignore
+                     budget=500)
+    except SpecError:
+        raise
+    except Exception:
+        pass
 
 
 def _size(st: ModelState, layer: nn.Layer, path: str, args: tuple[Any, ...]

@@ -183,18 +183,19 @@ def _numpy_ops() -> dict[str, Callable[..., Any]]:
 
 
 def trace_blocks(spec: nn.Layer, shapes: Sequence[Shape], examples: Sequence[Any] | None,
-                 partial: bool = False) -> Traced:
+                 partial: bool = False, budget: int = MAX_BRANCHES) -> Traced:
     """Every called layer's input shape(s) and parameter shapes (see :func:`trace`).
 
     ``partial``: a forward that tests values returns what it reached before the test
-    (shapes only: exact), instead of raising :class:`DataDependentError`."""
+    (shapes only: exact), instead of raising :class:`DataDependentError`. ``budget``: the
+    truth tests allowed on the examples."""
     try:
         return _run(spec, [np.zeros(s, np.float32) for s in shapes], _Abstract, partial)
     except DataDependentError:
         if examples is None:
             raise
     from ._convert import to_numpy
-    _Concrete.budget[0] = MAX_BRANCHES
+    _Concrete.budget[0] = budget
     return _run(spec, [to_numpy(x) for x in examples], _Concrete)
 
 

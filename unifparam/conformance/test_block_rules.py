@@ -202,3 +202,13 @@ def test_R1_materialize_and_gradients_run_the_loop_on_real_values_too(build):
     assert net.hidden.weight.state == "materialized" and block.doublings > 0
     grads = up.gradients(net, x)
     assert grads["out.weight"].shape == (3, 8)
+
+
+def test_R6_a_spelling_after_a_value_test_is_refused_too(build):
+    def after_loop(s, x):
+        while ops.sum(ops.abs(x)) > 1:
+            x = x / 2
+        return x.sum()
+    net = build(_forward(after_loop))
+    with pytest.raises(up.SpecError, match=r"x\.sum.*ops\.sum"):
+        net(inputs(2, 3))
