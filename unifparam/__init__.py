@@ -67,11 +67,13 @@ _ON_FIRST_USE = {
     "save_sharded": "_sharded", "load_sharded": "_sharded",
     "devices": "_devices", "num_gpus": "_devices", "to": "_devices",
     "register_backend": "_registry",
+    "save_arrays": "_arrays", "load_arrays": "_arrays",
 }
 _RENAMED = {"backends": "registered"}
 
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from . import init, nn, ops
+    from ._arrays import load_arrays, save_arrays
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
     from ._convert import default_seed, set_seed, to_numpy
     from ._devices import devices, num_gpus, to
@@ -121,8 +123,7 @@ __all__ = [
     "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
     "build", "default_seed", "devices", "get_backend", "gradients", "init", "initialize",
-    "inspect_file",
-    "load", "load_sharded", "materialize", "nn", "num_gpus", "ops", "params", "placements",
-    "plot_histograms", "register_backend", "save", "save_sharded", "set_seed", "summary",
-    "tie", "to", "to_numpy",
+    "inspect_file", "load", "load_arrays", "load_sharded", "materialize", "nn", "num_gpus",
+    "ops", "params", "placements", "plot_histograms", "register_backend", "save",
+    "save_arrays", "save_sharded", "set_seed", "summary", "tie", "to", "to_numpy",
 ]

@@ -155,6 +155,16 @@ class Param:
         value = np.array(self._st.backend.read(self._st.native, self._slot.ref), copy=True)
         return value.T.copy() if self._transposed else value
 
+    @property
+    def data(self) -> np.ndarray:
+        """The value as numpy (a copy, as :meth:`numpy`); ``p.data = v`` writes it
+        (as :meth:`set`)."""
+        return self.numpy()
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self.set(value)
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         value = self.numpy()
         return value if dtype is None else value.astype(dtype)
@@ -269,6 +279,12 @@ class Param:
         state = "" if self.state == MATERIALIZED else f", {self.state}"
         return f"Parameter {self._name} (shape={fmt_shape(self.shape)}, dtype={self.dtype}{state})"
 
+    def __str__(self) -> str:
+        """``print(p)``: the one-line description, then the values once it has them."""
+        if self.state != MATERIALIZED:
+            return repr(self)
+        return f"{self!r}\n{np.array2string(self.numpy())}"
+
     def _repr_html_(self) -> str:
         from ._display import param_html
         return param_html(self)
@@ -278,6 +294,10 @@ def not_ready(name: str, shape: Shape | None, state: str) -> str:
     if state == ABSTRACT:
         return (f"Parameter '{name}' has shape {fmt_shape(shape)} but no memory yet (materialized "
                 f"abstractly). Call unifparam.materialize(net) to allocate and initialize it.")
+    if shape is not None and None not in shape:
+        return (f"Parameter '{name}' has shape {fmt_shape(shape)} but no values yet. Call "
+                f"unifparam.initialize(net) (a model whose sizes are all known gets memory "
+                f"then), unifparam.materialize(net, X) or run net(X) once.")
     return (f"Parameter '{name}' has shape {fmt_shape(shape)}: its input size is not known yet. "
             f"Call unifparam.materialize(net, X) or run net(X) once.")
 

@@ -29,6 +29,7 @@ from ._state import ModelState, Node, Registration, Slot, complete, flip, unify
 from ._trace import trace as trace_shapes
 from .errors import (
     ArgumentError,
+    DataDependentError,
     InitializerError,
     InputShapeError,
     ParamIndexError,
@@ -196,7 +197,8 @@ def _for_shapes(st: ModelState, todo: Sequence[str], shapes: dict[str, tuple[int
             if root not in values and slot.reg is not None and not slot.initialized:
                 make = producer(st, slot, slot.reg, shapes[root])
                 if make is not None:
-                    values[root] = make
+                    values[root] = FrameworkDefault(make) if slot.reg.source == "default" \
+                        else make
     storages: dict[str, Storage] = {}
     for root in todo:
         slot = st.slots[root]
@@ -300,6 +302,17 @@ def trusted(init: Any) -> bool:
     return is_builtin(init) and not isinstance(init, FunctionInit)
 
 
+class FrameworkDefault:
+    """Values of a default the user did not choose (a block's or ``set_seed``'s portable
+    default): like the framework's own, ``initialize`` overwrites them without force_reinit."""
+
+    def __init__(self, make: Callable[..., Any]):
+        self.make = make
+
+    def __call__(self, *args: Any) -> Any:
+        return self.make(*args)
+
+
 # ---- apply ------------------------------------------------------------------------------
 def apply(st: ModelState, plan: Plan, values: Values) -> None:
     """Allocate what ``plan`` says, restore ties, then write ``values`` one at a time."""
@@ -309,11 +322,12 @@ def apply(st: ModelState, plan: Plan, values: Values) -> None:
     for root, storage in plan.storages.items():
         if storage.fill == ALIAS or plan.abstract:
             continue
+        default = isinstance(values.get(root), FrameworkDefault)
         if root in values and plan.mesh is not None and storage.shard is not None:
             st.call("write_sharded", storage, plan.mesh, values.pop(root))
         elif root in values:
             st.call("write", storage.ref, contiguous(values.pop(root)()))
-        st.slots[root].initialized = st.slots[root].initialized or (
+        st.slots[root].initialized = st.slots[root].initialized or not default and (
             st.slots[root].reg is not None or storage.fill == WRITE)
 
 
@@ -458,6 +472,12 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
                                f"(without memory). Call materialize(net, X) instead.")
     if mesh is None and st.placement is not None:  # placed when materialized abstractly
         mesh, layout = st.placement
+    if inputs and not abstract and mesh is None and st.spec is not None \
+            and _has_blocks(st.spec) and not st.all_in(MATERIALIZED):
+        from ._firstcall import first_call  # sized on the real forward, as net(X)
+        check_indices(st, inputs)
+        first_call(st, inputs, False)
+        return
     shapes = input_shapes(inputs, input_shape, receiver(st))
     check_indices(st, inputs)
     made = for_materialize(st, inputs, shapes, abstract, mesh, layout)
@@ -466,15 +486,41 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
     st.placement = (mesh, layout) if abstract and mesh is not None else None
 
 
+def materialize_known(st: ModelState) -> None:
+    """Materialize a spec model whose every storage has a known shape (Gluon's rule: a
+    block with all sizes given, ``MyLinear(5, 3)``, gets memory when initialized)."""
+    todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
+    if st.spec is None or not todo or not all(complete(st.status(r)[0]) for r in todo):
+        return
+    apply(st, *for_shapes(st, todo, {}, {}, False))
+
+
+def check_call(st: ModelState, inputs: Sequence[Any]) -> None:
+    """Before running a materialized spec model: input sizes, checked by shapes only (a
+    forward that tests values is checked up to its first test, then run as is)."""
+    try:
+        trace(st, input_shapes(inputs, None, receiver(st)))
+    except DataDependentError:
+        pass
+    check_indices(st, inputs)
+
+
+def _has_blocks(spec: nn.Layer) -> bool:
+    return any(isinstance(layer, nn.Block) for _, layer in nn.first_uses(spec))
+
+
 def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
     """``net(X)``: materializes on the first call, checks input sizes, runs the backend."""
     if not inputs:
         raise InputShapeError("The model needs an input: net(X).")
     if not st.all_in(MATERIALIZED):
+        if st.spec is not None and _has_blocks(st.spec):
+            from ._firstcall import first_call
+            check_indices(st, inputs)
+            return first_call(st, inputs, training)
         materialize(st, inputs, None, False)
     elif st.spec is not None:
-        trace(st, input_shapes(inputs, None, receiver(st)), inputs)
-        check_indices(st, inputs)
+        check_call(st, inputs)
     else:  # an adopted model may take any batch size its framework does: dtypes only
         into = receiver(st)
         for i, x in enumerate(inputs):

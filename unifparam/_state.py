@@ -34,7 +34,7 @@ class Registration:
 
     init: Initializer | None
     seed: int | None = None
-    source: str = "initialize"  # "constructor" | "initialize" | "select"
+    source: str = "initialize"  # "constructor" | "initialize" | "select" | "default"
     role_default: bool = False  # fill with the role's standard value (bias 0, scale 1)
 
 
@@ -231,7 +231,7 @@ def state_from_spec(backend: Backend, spec: nn.Layer) -> ModelState:
                                                               source="constructor")
             if reg is None and (isinstance(node.spec, nn.Block) or default_seed() is not None):
                 from .init import Default  # portable and seeded: same values on every backend
-                reg = Registration(Default(), source="initialize",
+                reg = Registration(Default(), source="default",
                                    role_default=decl.role not in Default.roles)
             st.slots[name] = Slot(name, node.path, p.ref, decl.shape, decl.role, decl.axes,
                                   decl.trainable, p.dtype, p.native_name, reg)

@@ -166,6 +166,7 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
         if make is not None:
             st.call("write", st.slots[name].ref, _plan.contiguous(make()))
         st.slots[name].initialized = True
+    _plan.materialize_known(st)
     if kept:
         shown = ", ".join(repr(n) for n in kept[:5]) + (", ..." if len(kept) > 5 else "")
         warnings.warn(f"Parameters {shown} are already initialized; kept their values. Pass "
@@ -401,12 +402,11 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     if loss is not None and not callable(loss):
         raise ArgumentError(f"gradients(loss={loss!r}): loss must be a function of the "
                             f"output returning a scalar, got {type(loss).__name__}.")
-    shapes = _plan.input_shapes(inputs, None, _plan.receiver(st))
+    _plan.input_shapes(inputs, None, _plan.receiver(st))  # typed errors for non-arrays
     if not st.all_in(MATERIALIZED):
         _plan.materialize(st, inputs, None, False)
     elif st.spec is not None:
-        _plan.trace(st, shapes, inputs)
-        _plan.check_indices(st, inputs)
+        _plan.check_call(st, inputs)
     roots = st.roots_under(model._node)
     refs = {n: st.slots[n].ref for n in roots if st.slots[n].trainable}
     grads = st.backend.gradients(st.native, inputs, None if loss is None else _scalar(loss),

@@ -372,8 +372,12 @@ def _check_ties(st: ModelState, ties: list[tuple[str, str, bool]], path: str) ->
 
 def _root_state(model: Model, verb: str) -> ModelState:
     if not isinstance(model, Model):
+        arrays = hasattr(model, "shape") or isinstance(model, (list, tuple, dict))
         raise UnsupportedError(f"unifparam.{verb} takes a model handle from unifparam.build, got "
-                        f"{type(model).__name__}. Wrap native models: unifparam.build(native).")
+                        f"{type(model).__name__}. " + (
+                            f"For an array, a list or a dict of arrays use unifparam."
+                            f"{verb}_arrays(...)." if arrays else
+                            "Wrap native models: unifparam.build(native)."))
     if model.path:
         raise UnsupportedError(f"unifparam.{verb} works on the whole model, not layer "
                                f"'{model.path}'. Pass the model returned by unifparam.build.")

@@ -112,6 +112,10 @@ class Layer:
         if binding is None:
             raise SpecError(f"A {type(self).__name__} spec runs only inside a built model's "
                             f"forward. Build it first: net = unifparam.build(spec); net(X).")
+        from ._binding import guard
+        check = guard()
+        if check is not None:  # the first call: a layer without storage is sized now
+            check(self, inputs)
         return binding.call_layer(self, inputs)
 
     def __repr__(self) -> str:
@@ -639,9 +643,14 @@ class Block(Layer):
         if "_children" not in self.__dict__:
             raise SpecError(f"{type(self).__name__}.__init__ must call super().__init__() "
                             f"before assigning {name!r}.")
-        if isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, Layer) for v in value):
-            value = Sequential(*value)
+        from . import _blockrules as rules
+        items = rules.check_container(self.kind, name, value, Layer)
+        if items is not None:
+            value = Sequential(*items)
+        if isinstance(value, (Layer, Parameter)):
+            rules.check_name(self.kind, name)
+        else:
+            rules.check_value(self.kind, name, value)
         if isinstance(value, Parameter):
             old = self._params.get(name)
             if old is not None and old is not value:  # re-declared in build(): same storage
@@ -666,6 +675,18 @@ class Block(Layer):
             binding = current()
             return params[name] if binding is None else binding.param(self, name)
         raise AttributeError(f"{type(self).__name__!r} block has no attribute {name!r}")
+
+    def add_module(self, name: str, layer: Layer | Parameter) -> None:
+        """Register ``layer`` (or a :class:`Parameter`) under ``name``, as
+        ``self.<name> = layer`` does, for names made at run time (``str(i)``).
+
+        >>> net = Block(); net.add_module("0", Dense(2)); [k for k, _ in net.children()]
+        ['0']
+        """
+        if not isinstance(layer, (Layer, Parameter)):
+            raise SpecTypeError(f"Block {self.kind}: add_module({name!r}, ...) takes a layer "
+                                f"or nn.Parameter, got {type(layer).__name__}.")
+        setattr(self, name, layer)
 
     def parameter(self, name: str) -> Parameter:
         """The declared :class:`Parameter` ``name`` (``self.weight`` in a forward is the
