@@ -79,9 +79,11 @@ def check_container(block: str, name: str, value: Any, layer_type: type) -> Any:
         list(value) if isinstance(value, (list, tuple)) else None
     if not items or not any(isinstance(v, layer_type) for v in items):
         return None
-    if not all(isinstance(v, layer_type) for v in items):
+    bad = next(((i, v) for i, v in enumerate(items) if not isinstance(v, layer_type)), None)
+    if bad is not None:
         raise SpecTypeError(
-            f"Block {block}: attribute {name!r} mixes layers with other values; a list or "
+            f"Block {block}: attribute {name!r} mixes layers with other values (item "
+            f"{bad[0]} is {type(bad[1]).__name__} {bad[1]!r:.40}); a list or "
             f"dict of layers becomes an nn.Sequential and may hold layers only. Keep the "
             f"other values in another attribute, or name each layer: "
             f"self.add_module('name', layer).")

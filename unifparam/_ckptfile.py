@@ -59,9 +59,9 @@ MAX_NAME = 512
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*")
 #: Every metadata key a unifparam-format file may hold; "digests" is required (when the
 #: file has tensors) and any other key is refused: a renamed or dropped digest is not a
-#: foreign file.
+#: foreign file. ("arrays": what save_arrays saved, an array, a list or a dict.)
 KNOWN_KEYS = frozenset({"format", "format_version", "unifparam_version", "backend", "ties",
-                        "trainable", "spec", "digests"})
+                        "trainable", "spec", "digests", "arrays"})
 #: What a foreign file's ``format`` metadata says about the tool that wrote it.
 WRITERS = {"pt": "PyTorch (transformers save_pretrained, or safetensors.torch with "
                  "metadata)", "tf": "TensorFlow (transformers)", "flax": "Flax (transformers)",

@@ -58,9 +58,13 @@ def settler(st: ModelState) -> Callable[[], None]:
 
 
 def pending(st: ModelState) -> list[str]:
-    """Roots with a registered initializer not applied yet whose storage has memory now."""
+    """Roots with a registered initializer not applied yet whose storage has memory now.
+
+    A default nobody chose (``source="default"``: a block's or ``set_seed``'s) is not
+    pending: the framework's own values stand in for it, as the plan's do."""
     return [n for n, s in st.slots.items()
-            if s.reg is not None and not s.initialized and st.state_of(n) == MATERIALIZED]
+            if s.reg is not None and s.reg.source != "default" and not s.initialized
+            and st.state_of(n) == MATERIALIZED]
 
 
 def apply_pending(st: ModelState) -> list[str]:

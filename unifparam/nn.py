@@ -716,8 +716,9 @@ class Block(Layer):
 
 
 def _check_member(block: Block, name: str, value: Any) -> None:
-    """Refuse what a block cannot hold: a layer or Parameter under a dotted name, a list
-    mixing layers with other objects, a layer containing the block itself (a cycle)."""
+    """Refuse what a block cannot hold: a layer or Parameter under a dotted name, a layer
+    containing the block itself (a cycle). Lists mixing layers with other values:
+    :func:`unifparam._blockrules.check_container`."""
     items = [value] if isinstance(value, (Layer, Parameter)) else \
         list(value.values()) if isinstance(value, dict) else \
         list(value) if isinstance(value, (list, tuple)) else []
@@ -728,14 +729,6 @@ def _check_member(block: Block, name: str, value: Any) -> None:
         raise SpecError(f"{where}: attribute names become parameter names joined with '.', "
                         f"so {name!r} cannot hold a layer or Parameter. Use a name without "
                         f"'.', e.g. {name.replace('.', '_')!r}.")
-    if not isinstance(value, (Layer, Parameter)):
-        i, bad = next(((i, v) for i, v in enumerate(items) if not isinstance(v, Layer)),
-                      (None, None))
-        if i is not None:
-            raise SpecTypeError(
-                f"{where}: a {type(value).__name__} of layers holds {type(bad).__name__} "
-                f"{bad!r:.40} (item {i}). Only layers make a Sequential (an activation is "
-                f"nn.Activation('relu')); assign each Parameter as its own attribute.")
     for layer in items:
         if isinstance(layer, Layer) and any(inner is block for _, inner in first_uses(layer)):
             raise SpecError(f"{where}: the layer assigned contains {type(block).__name__} "
