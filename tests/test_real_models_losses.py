@@ -38,3 +38,80 @@ def test_keras_hub_llama_lists_reverse_embeddings_and_round_trips(tmp_path):
     other = up.build(_llama_lm(keras_hub))
     up.load(other, tmp_path / "llama.safetensors")
     np.testing.assert_array_equal(other.to_numpy(other(inputs)), net.to_numpy(net(inputs)))
+
+
+# ---- transformers built on meta: constructor-made buffers get the eager values --------------
+torch = pytest.importorskip("torch")
+
+
+def _hf(name):
+    T = pytest.importorskip("transformers")  # noqa: N806
+    k = dict(vocab_size=50, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+             intermediate_size=16, max_position_embeddings=16)
+    return {
+        "bert": lambda: (T.BertModel, T.BertConfig(**k)),
+        "albert": lambda: (T.AlbertModel, T.AlbertConfig(embedding_size=8, **k)),
+        "distilbert": lambda: (T.DistilBertModel, T.DistilBertConfig(
+            vocab_size=50, dim=8, n_layers=2, n_heads=2, hidden_dim=16,
+            max_position_embeddings=16)),
+        "electra": lambda: (T.ElectraModel, T.ElectraConfig(embedding_size=8, **k)),
+        "llama": lambda: (T.LlamaForCausalLM, T.LlamaConfig(
+            num_key_value_heads=1, bos_token_id=0, eos_token_id=0, pad_token_id=0, **k)),
+        "gpt2": lambda: (T.GPT2LMHeadModel, T.GPT2Config(
+            vocab_size=50, n_positions=16, n_embd=8, n_layer=2, n_head=2, bos_token_id=0,
+            eos_token_id=0, pad_token_id=0)),
+    }[name]()
+
+
+def _native_out(model):
+    with torch.no_grad():
+        out = model(torch.from_numpy(IDS))
+    return (out.logits if hasattr(out, "logits") else out.last_hidden_state).numpy()
+
+
+@pytest.mark.parametrize("name", ["bert", "albert", "distilbert", "electra", "llama", "gpt2"])
+def test_hf_model_built_on_meta_computes_what_the_eager_model_computes(name, tmp_path):
+    cls, cfg = _hf(name)
+    torch.manual_seed(0)
+    eager = cls(cfg).eval()
+    up.save(up.build(eager), tmp_path / "m.safetensors")
+    with torch.device("meta"):
+        meta = cls(cfg).eval()
+    up.load(up.build(meta), tmp_path / "m.safetensors")  # materializes from the file
+    assert not [n for n, b in meta.named_buffers() if b.is_meta]
+    np.testing.assert_array_equal(_native_out(meta), _native_out(eager))  # torch's own call
+    with torch.device("meta"):
+        other = cls(cfg).eval()
+    up.materialize(up.build(other))  # then values: the same buffers either way
+    for (n, b), (_, want) in zip(other.named_buffers(), eager.named_buffers()):
+        np.testing.assert_array_equal(b.numpy(), want.numpy(), err_msg=n)
+    if hasattr(eager, "generate"):
+        ids = torch.from_numpy(IDS[:1])
+        kw = dict(max_new_tokens=4, do_sample=False)
+        np.testing.assert_array_equal(meta.generate(ids, **kw).numpy(),
+                                      eager.generate(ids, **kw).numpy())
+
+
+class _Table(torch.nn.Module):
+    """A lookup table its constructor computes, kept out of state_dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(3, 3)
+        self.register_buffer("table", torch.arange(3.0), persistent=False)
+
+    def forward(self, x):
+        return self.lin(x) + self.table
+
+
+def test_materialize_fails_naming_a_buffer_nothing_recomputes():
+    with torch.device("meta"):
+        model = _Table()
+    net = up.build(model)
+    with pytest.raises(up.UnsupportedError, match="'table'"):
+        up.materialize(net)
+    assert {p.state for p in up.params(net).values()} == {"abstract"}  # nothing changed
+    assert model.lin.weight.is_meta
+    model.register_buffer("table", torch.arange(3.0), persistent=False)  # the fix it names
+    up.materialize(net)
+    assert np.isfinite(net.to_numpy(net(np.ones((2, 3), np.float32)))).all()

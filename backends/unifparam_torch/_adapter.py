@@ -22,6 +22,7 @@ from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED,
 from unifparam._convert import numpy_input
 from unifparam.errors import InitializerError, UnsupportedError
 
+from . import _constructed as constructed
 from ._adopt import describe, native_param
 from ._layers import to_torch
 
@@ -79,7 +80,10 @@ class TorchBackend(Backend):
     def allocate(self, native: tnn.Module, plan: Plan) -> tnn.Module:
         """Lazy spec layers learn their input size (a meta input); then planned tensors get
         CPU memory, filled by the module's ``reset_parameters`` where the plan says DEFAULT.
-        Tensors the core writes next stay on meta: ``write`` adopts the core's buffer."""
+        Tensors the core writes next stay on meta: ``write`` adopts the core's buffer.
+        Meta buffers no plan fills get their constructor's values (see ``_constructed``)."""
+        built = {} if plan.abstract else constructed.recompute(
+            native, [s.ref for s in plan.storages.values()])
         for path, shape in plan.layer_inputs.items():
             module = native.get_submodule(path) if path else native
             if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
@@ -103,6 +107,7 @@ class TorchBackend(Backend):
             return native
         for module, storages in fresh.values():
             _fill_defaults(module, storages)
+        constructed.install(built)
         if plan.mesh is not None:  # framework defaults: made whole, then scattered from rank 0
             from torch.distributed.tensor import distribute_tensor
             for storage in plan.storages.values():
