@@ -97,7 +97,7 @@ def _from_init_weights(module: tnn.Module, owner: Any, attrs: list[str]
             if t is not None and k not in attrs and not t.is_meta}
     fresh = {a: torch.empty(module._buffers[a].shape, dtype=module._buffers[a].dtype)
              for a in attrs}
-    for a, t in fresh.items():
+    for t in fresh.values():
         if t.is_floating_point():
             t.fill_(float("nan"))
     versions = {a: t._version for a, t in fresh.items()}
