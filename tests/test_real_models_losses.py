@@ -115,3 +115,23 @@ def test_materialize_fails_naming_a_buffer_nothing_recomputes():
     model.register_buffer("table", torch.arange(3.0), persistent=False)  # the fix it names
     up.materialize(net)
     assert np.isfinite(net.to_numpy(net(np.ones((2, 3), np.float32)))).all()
+
+
+# ---- keras_hub: canonical names do not depend on what the process built before -------------
+def _mixtral(keras_hub):
+    return keras_hub.models.MixtralBackbone(
+        vocabulary_size=50, num_layers=2, num_query_heads=2, num_key_value_heads=1,
+        hidden_dim=8, intermediate_dim=16, num_experts=2, top_k=1)
+
+
+def test_keras_hub_mixtral_names_are_stable_across_instances(tmp_path):
+    keras_hub = _keras_hub()
+    inputs = {"token_ids": IDS.astype(np.int32), "padding_mask": np.ones((2, 5), np.int32)}
+    first = up.build(_mixtral(keras_hub))
+    up.save(first, tmp_path / "mixtral.safetensors")
+    second = up.build(_mixtral(keras_hub))  # Keras numbers its auto-named layers _1, _2, ...
+    assert list(up.params(second)) == list(up.params(first))
+    assert "2.sparse_moe_block.sparse_feedforward_gate_dense.weight" in up.params(first)
+    up.load(second, tmp_path / "mixtral.safetensors")
+    np.testing.assert_array_equal(second.to_numpy(second(inputs)),
+                                  first.to_numpy(first(inputs)))

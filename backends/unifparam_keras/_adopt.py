@@ -20,11 +20,13 @@ A layer used in two places is one storage, listed under its first name.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 from keras.src.models.functional import Functional
+from keras.src.utils.naming import to_snake_case
 
 from unifparam import NativeLayer, NativeParam, nn
 from unifparam._buffers import kernel_perm
@@ -160,10 +162,13 @@ def children(layer: Any) -> list[tuple[str, Any]]:
             for k, x in items:
                 if isinstance(x, keras.layers.Layer):
                     where.setdefault(id(x), (key, str(k)))
+    private = {id(v): k.lstrip("_") for k, v in attrs.items()
+               if k.startswith("_") and isinstance(v, keras.layers.Layer)}
     out: list[tuple[str, Any]] = []
     groups: dict[str, list[tuple[str, Any]]] = {}
+    seen: dict[str, int] = {}
     for x in layer._layers:  # Keras's tracking order is the attribute assignment order
-        key, item = where.get(id(x), (x.name, None))
+        key, item = where.get(id(x)) or (_stable_name(x, private, seen), None)
         if item is None:
             out.append((key, x))
         else:
@@ -172,6 +177,20 @@ def children(layer: Any) -> list[tuple[str, Any]]:
                 out.append((key, groups[key]))
             groups[key].append((item, x))
     return out
+
+
+def _stable_name(x: Any, private: dict[int, str], seen: dict[str, int]) -> str:
+    """The key of a sublayer no public attribute holds: its name when it was given one; when
+    Keras numbered it (``mixtral_sparse_moe_block_10``, which depends on how many layers the
+    process built before), the private attribute holding it, else its class's snake-case
+    name numbered among its siblings, so names are stable across instances and processes."""
+    base = to_snake_case(type(x).__name__)
+    if not re.fullmatch(rf"{re.escape(base)}(_\d+)?", x.name):
+        return x.name
+    if id(x) in private:
+        return private[id(x)]
+    n = seen[base] = seen.get(base, -1) + 1
+    return base if n == 0 else f"{base}_{n}"
 
 
 def describe(layer: Any, path: str = "", table: dict[str, Any] | None = None) -> NativeLayer:
