@@ -135,3 +135,53 @@ def test_keras_hub_mixtral_names_are_stable_across_instances(tmp_path):
     up.load(second, tmp_path / "mixtral.safetensors")
     np.testing.assert_array_equal(second.to_numpy(second(inputs)),
                                   first.to_numpy(first(inputs)))
+
+
+# ---- model-wide re-initialization leaves constant tables alone -------------------------------
+def _marian():
+    T = pytest.importorskip("transformers")  # noqa: N806
+    cfg = T.MarianConfig(vocab_size=50, d_model=8, encoder_layers=1, decoder_layers=1,
+                         encoder_attention_heads=2, decoder_attention_heads=2,
+                         encoder_ffn_dim=16, decoder_ffn_dim=16, max_position_embeddings=16,
+                         pad_token_id=0, decoder_start_token_id=0)
+    return T.MarianMTModel(cfg).eval()
+
+
+def test_marian_sinusoidal_tables_survive_model_wide_reinitialization():
+    model = _marian()
+    net = up.build(model)
+    table = "model.encoder.embed_positions.weight"
+    assert not up.params(net)[table].trainable
+    frozen = {n: p.numpy().copy() for n, p in up.params(net).items() if not p.trainable}
+    q = "model.encoder.layers.0.self_attn.q_proj.weight"
+    before = up.params(net)[q].numpy().copy()
+    ids = torch.from_numpy(IDS)
+    up.initialize(net, seed=0, force_reinit=True)
+    for n, want in frozen.items():
+        np.testing.assert_array_equal(up.params(net)[n].numpy(), want, err_msg=n)
+    assert not np.array_equal(up.params(net)[q].numpy(), before)
+    with torch.no_grad():
+        assert np.isfinite(model(ids, decoder_input_ids=ids).logits.numpy()).all()
+    up.initialize(net, up.init.Zeros(), select=table, force_reinit=True)  # named: it changes
+    np.testing.assert_array_equal(up.params(net)[table].numpy(), 0.0)
+
+
+def test_keras_constant_variable_survives_model_wide_reinitialization():
+    keras = pytest.importorskip("keras")
+
+    class Sinusoid(keras.layers.Layer):  # a constant table, as keras_hub's position encodings
+        def build(self, shape):
+            self.table = self.add_weight(shape=(shape[-1],), trainable=False,
+                                         initializer=keras.initializers.Constant(0.5))
+
+        def call(self, x):
+            return x + self.table
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3),
+                              keras.layers.BatchNormalization(), Sinusoid()])
+    net = up.build(model)
+    assert not up.params(net)["2.variable"].trainable
+    up.params(net)["1.running_mean"].set(np.full(3, 5.0, np.float32))
+    up.initialize(net, seed=0, force_reinit=True)
+    np.testing.assert_array_equal(up.params(net)["2.variable"].numpy(), 0.5)
+    np.testing.assert_array_equal(up.params(net)["1.running_mean"].numpy(), 0.0)  # statistics

@@ -35,6 +35,7 @@ from .errors import (
     fmt_shape,
 )
 from .init import Default, Initializer, as_initializer
+from .roles import STATISTICS
 
 Shape = nn.Shape
 
@@ -110,7 +111,9 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
     a model or layer fills its weights (biases 0, norm scales 1); ``select`` by name pattern
     (``"*.bias"``), Param or predicate picks exact parameters, whatever their role.
     Re-initializing a filled parameter needs ``force_reinit=True`` (else a warning, values
-    kept). With ``seed``, values depend only on (seed, name, shape).
+    kept). With ``seed``, values depend only on (seed, name, shape). A model or layer
+    re-initializes its trainable parameters and running statistics; other non-trainable
+    state that has values (a frozen sinusoidal table) is kept unless ``select`` names it.
 
     >>> initialize(net, init.XavierUniform(), select=net[0], force_reinit=True)
     """
@@ -129,6 +132,9 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
     kept, plan = [], {}
     for name, explicit in chosen.items():
         slot = st.slots[name]
+        if not explicit and not slot.trainable and slot.role not in STATISTICS and (
+                slot.initialized or st.status(name)[1] == MATERIALIZED):
+            continue  # a constant table, a frozen parameter: only an explicit select
         if slot.initialized and not force_reinit:
             kept.append(name)
             continue
