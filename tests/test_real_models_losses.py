@@ -185,3 +185,59 @@ def test_keras_constant_variable_survives_model_wide_reinitialization():
     up.initialize(net, seed=0, force_reinit=True)
     np.testing.assert_array_equal(up.params(net)["2.variable"].numpy(), 0.5)
     np.testing.assert_array_equal(up.params(net)["1.running_mean"].numpy(), 0.0)  # statistics
+
+
+# ---- gradients in training mode -------------------------------------------------------------
+def test_rwkv_gradients_in_training_mode_equal_torchs():
+    T = pytest.importorskip("transformers")  # noqa: N806
+    cfg = T.RwkvConfig(vocab_size=50, context_length=16, hidden_size=8, num_hidden_layers=2,
+                       attention_hidden_size=8, intermediate_size=16)
+    torch.manual_seed(0)
+    model = T.RwkvForCausalLM(cfg).eval()
+    net = up.build(model)
+    got = up.gradients(net, IDS, training=True)  # its eval forward breaks autograd
+    assert not model.training  # the mode is restored
+    model.train()
+    model.zero_grad()
+    model(torch.from_numpy(IDS)).logits.sum().backward()
+    for name, p in model.named_parameters():
+        np.testing.assert_allclose(got[name], p.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ---- Flax NNX: a variable the forward changes -----------------------------------------------
+def _counted():
+    pytest.importorskip("flax.nnx")
+    import jax.numpy as jnp
+    from flax import nnx
+
+    class Count(nnx.Variable):  # the NNX guide's own example
+        pass
+
+    class Counted(nnx.Module):
+        def __init__(self, rngs):
+            self.lin = nnx.Linear(4, 3, rngs=rngs)
+            self.drop = nnx.Dropout(0.5, rngs=rngs)
+            self.count = Count(jnp.array(0))
+
+        def __call__(self, x):
+            self.count[...] += 1
+            return self.drop(self.lin(x))
+
+    return nnx, Counted
+
+
+def test_nnx_gradients_with_a_counter_mutated_in_call():
+    nnx, counted = _counted()
+    x = np.random.default_rng(0).random((2, 4), dtype=np.float32)
+    model = counted(nnx.Rngs(0))
+    net = up.build(model)
+    got = up.gradients(net, x)
+    assert int(model.count[...]) == 1  # kept, as nnx.grad keeps it
+    reference = counted(nnx.Rngs(0))
+    reference.eval()
+    want = nnx.grad(lambda m: m(x).sum())(reference)
+    np.testing.assert_allclose(got["lin.weight"], np.asarray(want["lin"]["kernel"][...]).T,
+                               rtol=1e-5)
+    train = up.gradients(net, x, training=True)  # dropout drops: some inputs get nothing
+    assert int(model.count[...]) == 2
+    assert not np.allclose(train["lin.weight"], got["lin.weight"])

@@ -326,12 +326,14 @@ def model_handle(model: Any, verb: str) -> Model:
 
 
 # ---- compute ----------------------------------------------------------------------------
-def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = None
-              ) -> dict[str, np.ndarray]:
+def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = None,
+              training: bool = False) -> dict[str, np.ndarray]:
     """Gradient of ``loss(net(*inputs))`` (default: the sum of outputs) for every trainable
     parameter, by canonical name, as numpy. Tied uses add up. Also stored as ``Param.grad``.
     For a layer handle (``net[0]``) the whole model runs and only that layer's parameters
-    are returned, named relative to it (as ``params(net[0])``).
+    are returned, named relative to it (as ``params(net[0])``). ``training=True`` runs the
+    forward pass as the framework trains (dropout active, batch statistics used and the
+    running statistics updated, as ``net(x, training=True)``); the default is inference.
 
     >>> g = gradients(net, X)
     >>> g["1.weight"].shape
@@ -342,6 +344,9 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot compute gradients.")
     if not inputs:
         raise InputShapeError("gradients needs the model's input: gradients(net, X).")
+    if not isinstance(training, bool):
+        raise ArgumentError(f"gradients(training={training!r}): training must be True or "
+                            f"False.")
     if loss is not None and not callable(loss):
         raise ArgumentError(f"gradients(loss={loss!r}): loss must be a function of the "
                             f"output returning a scalar, got {type(loss).__name__}.")
@@ -353,8 +358,11 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
         _plan.check_indices(st, inputs)
     roots = st.roots_under(model._node)
     refs = {n: st.slots[n].ref for n in roots if st.slots[n].trainable}
-    grads = st.backend.gradients(st.native, inputs, None if loss is None else _scalar(loss),
-                                 refs)
+    fn = None if loss is None else _scalar(loss)
+    if training:  # the forward's state updates (running statistics) come back with them
+        grads, st.native = st.backend.gradients(st.native, inputs, fn, refs, training=True)
+    else:
+        grads = st.backend.gradients(st.native, inputs, fn, refs)
     for name, g in grads.items():
         st.slots[name].grad = g
     prefix = f"{model.path}." if model.path else ""

@@ -218,16 +218,18 @@ class TorchBackend(Backend):
             return native(*(_as_tensor(x) for x in inputs)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
-                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref],
+                  training: bool = False) -> Any:
         tensors = [getattr(m, a) for m, a in refs.values()]
         _check_no_meta_buffers(native)
-        with _Mode(native, False), torch.enable_grad(), _replicated_inputs(native):
+        with _Mode(native, training), torch.enable_grad(), _replicated_inputs(native):
             out = native(*(_as_tensor(x) for x in inputs))
             value = loss(out) if loss is not None else default_loss(
                 out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        return {n: (np.zeros(tuple(t.shape), np.float32) if g is None else self.to_numpy(g))
-                for n, t, g in zip(refs, tensors, grads)}
+        out = {n: (np.zeros(tuple(t.shape), np.float32) if g is None else self.to_numpy(g))
+               for n, t, g in zip(refs, tensors, grads)}
+        return (out, native) if training else out  # train(): statistics updated in place
 
 
 def _is_dtensor(tensor: Any) -> bool:
