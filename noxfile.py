@@ -90,6 +90,7 @@ def mxnet(session: nox.Session) -> None:
     session.install("-c", "constraints-mxnet.txt", "-e", ".[mxnet,test,plot]")
     session.run("unifparam", "conformance", "--backend", "mxnet", "--json",
                 "conformance-mxnet.json")
-    session.run("pytest", "tests/test_mxnet_native.py", "-q", "-p", "no:cacheprovider",
+    session.run("pytest", "tests/test_mxnet_native.py", "tests/test_real_models_mxnet.py", "-q",
+                "-p", "no:cacheprovider",
                 *session.posargs)
     session.run("python", "tests/test_crossbackend_mxnet.py", "record", ".crossbackend")

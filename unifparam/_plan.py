@@ -133,8 +133,10 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     ``layout`` places each storage (see :mod:`unifparam._layout`) and producers take an
     optional block index."""
     shapes: dict[str, tuple[int, ...]] = {}
-    if st.spec is None and any(st.state_of(r) == DEFERRED for r in todo):
-        deferred = [r for r in todo if st.state_of(r) == DEFERRED]
+    deferred = [] if st.spec is not None else [  # a file's shapes size them (load)
+        r for r in todo if st.state_of(r) == DEFERRED
+        and not complete(unify(param_shapes.get(r), st.status(r)[0]))]  # type: ignore[arg-type]
+    if deferred:
         raise InputShapeError(
             f"Parameters {', '.join(map(repr, deferred[:4]))} belong to an adopted native "
             f"model, whose layers unifparam cannot size without an input. Call "
