@@ -117,6 +117,21 @@ def test_materialize_fails_naming_a_buffer_nothing_recomputes():
     assert np.isfinite(net.to_numpy(net(np.ones((2, 3), np.float32)))).all()
 
 
+def test_hf_model_materialized_from_meta_gets_its_own_init_weights():
+    # eagerly built, a Hugging Face model's values come from its _init_weights (post_init):
+    # materialized from meta, the same rule, not torch's reset_parameters
+    model = _marian()
+    with torch.device("meta"):
+        meta = type(model)(model.config).eval()
+    up.materialize(up.build(meta))
+    for table in ("model.encoder.embed_positions.weight", "model.decoder.embed_positions.weight"):
+        np.testing.assert_array_equal(meta.get_parameter(table).detach().numpy(),
+                                      model.get_parameter(table).detach().numpy())
+    q = meta.model.encoder.layers[0].self_attn.q_proj
+    assert abs(float(q.weight.std()) - model.config.init_std) < 0.01  # normal(init_std)
+    np.testing.assert_array_equal(q.bias.detach().numpy(), 0.0)
+
+
 # ---- keras_hub: canonical names do not depend on what the process built before -------------
 def _mixtral(keras_hub):
     return keras_hub.models.MixtralBackbone(

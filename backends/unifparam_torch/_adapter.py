@@ -105,8 +105,13 @@ class TorchBackend(Backend):
                 fresh.setdefault(id(module), (module, {}))[1][attr] = storage
         if plan.abstract:
             return native
+        hf = constructed.owners(native) if fresh else {}
         for module, storages in fresh.values():
-            _fill_defaults(module, storages)
+            if id(module) in hf:  # a Hugging Face model's default is its _init_weights
+                done = constructed.hf_defaults(module, hf[id(module)], storages)
+                storages = {a: s for a, s in storages.items() if a not in done}
+            if storages:
+                _fill_defaults(module, storages)
         constructed.install(built)
         if plan.mesh is not None:  # framework defaults: made whole, then scattered from rank 0
             from torch.distributed.tensor import distribute_tensor

@@ -125,3 +125,44 @@ def _from_init_weights(module: tnn.Module, owner: Any, attrs: list[str]
         if not why and t is not None and not t.is_meta and written:
             got[a] = t
     return got, why
+
+
+def owners(native: tnn.Module) -> dict[int, Any]:
+    """id(module) -> the nearest Hugging Face model at or above it (modules under none are
+    left out): the model whose ``_init_weights`` is that module's framework default."""
+    out: dict[int, Any] = {}
+
+    def walk(module: tnn.Module, owner: Any) -> None:
+        if id(module) in out:
+            return
+        if callable(getattr(module, "_init_weights", None)) and hasattr(module, "config"):
+            owner = module
+        if owner is not None:
+            out[id(module)] = owner
+        for child in module._modules.values():
+            if child is not None:
+                walk(child, owner)
+
+    walk(native, None)
+    return out
+
+
+def hf_defaults(module: tnn.Module, owner: Any, attrs: Collection[str]) -> set[str]:
+    """Fill ``attrs`` (fresh CPU tensors of ``module``) as the eagerly built Hugging Face model
+    fills them: ``owner._init_weights(module)`` (a Linear's normal(initializer_range), Marian's
+    sinusoidal table), the module's other tensors kept. Returns the attrs it wrote."""
+    tensors = {**module._parameters, **module._buffers}
+    kept = {k: t.detach().clone() for k, t in tensors.items()
+            if t is not None and k not in attrs and not t.is_meta}
+    versions = {a: (tensors[a], tensors[a]._version) for a in attrs}
+    try:
+        with torch.no_grad():
+            owner._init_weights(module)
+    except Exception:  # noqa: BLE001 - then torch's own default fills them
+        return set()
+    finally:
+        with torch.no_grad():
+            for k, t in kept.items():
+                getattr(module, k).copy_(t)
+    return {a for a, (t, v) in versions.items()
+            if getattr(module, a) is t and t._version != v}
