@@ -395,3 +395,5 @@ def test_adopted_native_models_save_and_load_by_canonical_names(tmp_path):
     with pytest.raises(up.CheckpointMismatchError, match="0.weight"):
         up.load(wrong, path, strict=False)
     assert up.params(wrong)["0.weight"].state == "deferred"
+    x = np.ones((2, 4), np.float32)
+    np.testing.assert_array_equal(lazy.to_numpy(lazy(x)), source(torch.from_numpy(x)).detach())

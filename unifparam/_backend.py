@@ -356,9 +356,12 @@ class Backend(abc.ABC):
         """
 
     def gradients(self, native: Any, inputs: Sequence[Any], loss: Callable[[Any], Any] | None,
-                  refs: Mapping[str, Any]) -> dict[str, Any]:
+                  refs: Mapping[str, Any], training: bool = False) -> dict[str, Any]:
         """Gradient of ``loss(output)`` for every name in ``refs``, as numpy; without ``loss``,
-        of :func:`default_loss` of the output."""
+        of :func:`default_loss` of the output. ``training``: the forward pass in the
+        framework's training mode (dropout, batch statistics, running statistics updated as
+        in ``run(..., training=True)``); the core passes it only when True, and then takes
+        ``(gradients, native)``: the native state after the step, as ``run`` returns it."""
         raise NotImplementedError
 
     def to_numpy(self, value: Any) -> Any:

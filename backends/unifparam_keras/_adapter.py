@@ -350,30 +350,32 @@ class KerasBackend(Backend):
             return _call(native.model, xs, training=training), native
 
     def gradients(self, native: KerasModel, inputs: Sequence[Any],
-                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Any]) -> dict[str, Any]:
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Any],
+                  training: bool = False) -> Any:
         device = _model_device(native, self.variant)
         with _devices.scope(self.variant, device):
-            return self._gradients(native, inputs, loss, refs, device)
+            return self._gradients(native, inputs, loss, refs, device, training)
 
     def _gradients(self, native: KerasModel, inputs: Sequence[Any],
                    loss: Callable[[Any], Any] | None, refs: Mapping[str, Any],
-                   device: str | None) -> dict[str, Any]:
+                   device: str | None, training: bool) -> Any:
         xs = [_as_tensor(x, self.variant, device) for x in inputs]
         variables = [ref.own() for ref in refs.values()]
 
         def objective() -> Any:
-            out = _call(native.model, xs, training=False)
+            out = _call(native.model, xs, training=training)
             if loss is not None:
                 return loss(out)
             return default_loss(out, ops.sum, lambda x: "float" in keras.backend.standardize_dtype(
                 getattr(x, "dtype", "int32")))
 
-        grads = _gradients(objective, variables)
+        state = native.model.non_trainable_variables if training else []
+        grads = _gradients(objective, variables, state)
         out = {}
         for (name, ref), var, g in zip(refs.items(), variables, grads):
             g = np.zeros(tuple(var.shape), np.float32) if g is None else self.to_numpy(g)
             out[name] = g if ref.perm is None else np.ascontiguousarray(g.transpose(ref.perm))
-        return out
+        return (out, native) if training else out
 
     def to_numpy(self, value: Any) -> np.ndarray:
         return super().to_numpy(value.value if isinstance(value, keras.Variable) else value)
@@ -524,9 +526,11 @@ def _model_device(native: KerasModel, variant: str) -> str | None:
     return None
 
 
-def _gradients(objective: Callable[[], Any], variables: list[Any]) -> list[Any]:
+def _gradients(objective: Callable[[], Any], variables: list[Any],
+               state: Sequence[Any] = ()) -> list[Any]:
     """The gradient of ``objective()`` for each variable (None: unused), by the Keras
-    backend's own autodiff."""
+    backend's own autodiff. The ``state`` variables the forward assigns (a training
+    forward's moving statistics, dropout's seeds) keep their new values, on jax too."""
     values = [v.value for v in variables]
     if keras.backend.backend() == "jax":
         import jax
@@ -534,10 +538,15 @@ def _gradients(objective: Callable[[], Any], variables: list[Any]) -> list[Any]:
 
         def f(values: list[Any]) -> Any:
             with StatelessScope(state_mapping=list(zip(variables, values)),
-                                initialize_variables=False):
-                return objective()
+                                initialize_variables=False) as scope:
+                value = objective()
+                return value, [scope.get_current_value(v) for v in state]
 
-        return jax.grad(f)(values)
+        grads, updates = jax.grad(f, has_aux=True)(values)
+        for v, new in zip(state, updates):
+            if new is not None:
+                v.assign(new)
+        return grads
     if keras.backend.backend() == "torch":
         import torch
         with torch.enable_grad():

@@ -23,6 +23,7 @@ from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED,
 from unifparam._convert import numpy_input, to_numpy
 from unifparam.errors import InitializerError, InputShapeError, UnsupportedError, fmt_shape
 
+from . import _constructed as constructed
 from ._adopt import describe, native_param
 from ._layers import to_torch
 
@@ -95,7 +96,10 @@ class TorchBackend(Backend):
     def allocate(self, native: tnn.Module, plan: Plan) -> tnn.Module:
         """Lazy spec layers learn their input size (a meta input); then planned tensors get
         CPU memory, filled by the module's ``reset_parameters`` where the plan says DEFAULT.
-        Tensors the core writes next stay on meta: ``write`` adopts the core's buffer."""
+        Tensors the core writes next stay on meta: ``write`` adopts the core's buffer.
+        Meta buffers no plan fills get their constructor's values (see ``_constructed``)."""
+        built = {} if plan.abstract else constructed.recompute(
+            native, [s.ref for s in plan.storages.values()])
         for path, shape in plan.layer_inputs.items():
             module = native.get_submodule(path) if path else native
             if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
@@ -123,8 +127,14 @@ class TorchBackend(Backend):
                 fresh.setdefault(id(module), (module, {}))[1][attr] = storage
         if plan.abstract:
             return native
+        hf = constructed.owners(native) if fresh else {}
         for module, storages in fresh.values():
-            _fill_defaults(module, storages, device)
+            if id(module) in hf:  # a Hugging Face model's default is its _init_weights
+                done = constructed.hf_defaults(module, hf[id(module)], storages)
+                storages = {a: s for a, s in storages.items() if a not in done}
+            if storages:
+                _fill_defaults(module, storages, device)
+        constructed.install(built)
         if plan.device is not None:  # buffers no plan names (counters) go along
             self.move(native, plan.device)
         if plan.mesh is not None:  # framework defaults: made whole, then scattered from rank 0
@@ -301,17 +311,19 @@ class TorchBackend(Backend):
             return native(*(_as_tensor(x, device) for x in inputs)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
-                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref],
+                  training: bool = False) -> Any:
         tensors = [getattr(m, a) for m, a in refs.values()]
         _check_no_meta_buffers(native)
         device = _model_device(native)
-        with _Mode(native, False), torch.enable_grad(), _replicated_inputs(native):
+        with _Mode(native, training), torch.enable_grad(), _replicated_inputs(native):
             out = native(*(_as_tensor(x, device) for x in inputs))
             value = loss(out) if loss is not None else default_loss(
                 out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        return {n: (np.zeros(tuple(t.shape), np.float32) if g is None else self.to_numpy(g))
-                for n, t, g in zip(refs, tensors, grads)}
+        out = {n: (np.zeros(tuple(t.shape), np.float32) if g is None else self.to_numpy(g))
+               for n, t, g in zip(refs, tensors, grads)}
+        return (out, native) if training else out  # train(): statistics updated in place
 
 
 def _meta_forward(native: tnn.Module, args: Sequence[torch.Tensor]) -> None:
