@@ -46,7 +46,10 @@ def test_conformance_matrix_on_torch(tmp_path, capsys):
     data = json.loads(out_file.read_text())
     ids = {f"P{i}" for i in range(1, 15)} | {f"L{i}" for i in range(1, 14)}
     assert ids <= set(data["matrix"]), sorted(ids - set(data["matrix"]))
-    assert all(cells["torch"] == "pass" for cells in data["matrix"].values())
+    not_passed = {k: c["torch"] for k, c in data["matrix"].items() if c["torch"] != "pass"}
+    # only the device cases that need hardware this machine lacks (a second device, a GPU)
+    assert set(not_passed.values()) <= {"skip"}, not_passed
+    assert all(k.startswith("devices") for k in not_passed), not_passed
     assert re.search(r"^conformance: \d+ passed, 0 failed", capsys.readouterr().out, re.M)
 
 
