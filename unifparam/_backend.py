@@ -270,6 +270,12 @@ class Backend(abc.ABC):
         value = self.read(native, ref)
         return [(tuple(slice(0, n) for n in value.shape), value)]
 
+    def dtype_of(self, native: Any, ref: Any) -> Any:
+        """The dtype the framework stores ``ref`` in now (any spelling
+        :func:`unifparam.dtypes.canonical` reads), or None to keep the described one. Read
+        each time, so a handle stays true after the framework's own cast."""
+        return None
+
     def native_object(self, native: Any, ref: Any) -> Any:
         """The framework's own object for a parameter (torch Parameter, Keras Variable, ...)."""
         return None

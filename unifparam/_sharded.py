@@ -22,14 +22,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from . import dtypes as _dtypes
 from ._backend import MATERIALIZED
 from ._lazy import np
 from .errors import CheckpointMismatchError, CheckpointNotFoundError, InputShapeError
 
 INDEX = "model.safetensors.index.json"
-_DTYPES = {"float32": "F32", "float64": "F64", "float16": "F16", "bfloat16": "BF16",
-           "int64": "I64", "int32": "I32"}
-_ITEMSIZE = {"F32": 4, "F64": 8, "F16": 2, "BF16": 2, "I64": 8, "I32": 4}
+_DTYPES = _dtypes.CODES
+_ITEMSIZE = {"F64": 8, "F32": 4, "BF16": 2, "F16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8,
+             "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 
 
 def _groups(shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str],
@@ -77,7 +78,7 @@ def save_sharded(model: Any, directory: str | os.PathLike[str], *,
         raise InputShapeError("save_sharded needs a materialized model: call "
                               "unifparam.materialize(net, X) first.")
     shapes = {r: tuple(int(d) for d in st.status(r)[0]) for r in st.slots}
-    dtypes = {r: st.slots[r].dtype for r in st.slots}
+    dtypes = {r: st.dtype(r) for r in st.slots}
     os.makedirs(directory, exist_ok=True)
     groups = _groups(shapes, dtypes, max_shard_bytes)
     weight_map = {}
@@ -93,7 +94,8 @@ def save_sharded(model: Any, directory: str | os.PathLike[str], *,
                 item = _ITEMSIZE[_DTYPES[dtypes[name]]]
                 for index, block in st.backend.owned_blocks(st.native, st.slots[name].ref):
                     slices = block_slices(shapes[name], index)
-                    data = np.ascontiguousarray(block, dtype=dtypes[name]).reshape(-1)
+                    data = np.ascontiguousarray(block, dtype=_dtypes.numpy_dtype(
+                        dtypes[name])).reshape(-1)
                     at = 0
                     for start, length in _runs(shapes[name], slices):
                         os.pwrite(fd, data[at:at + length].tobytes(),

@@ -55,10 +55,13 @@ class LoadReport:
     missing: tuple[str, ...] = ()
     unexpected: tuple[str, ...] = ()
     tied: tuple[str, ...] = ()  # names tied by this load, as the file records
+    #: (name, file dtype, model dtype) of each parameter cast on the way in
+    cast: tuple[tuple[str, str, str], ...] = ()
 
     def __repr__(self) -> str:
+        casts = f", cast={[f'{n}: {a}->{b}' for n, a, b in self.cast]}" if self.cast else ""
         return (f"LoadReport(loaded={len(self.loaded)}, missing={list(self.missing)}, "
-                f"unexpected={list(self.unexpected)})")
+                f"unexpected={list(self.unexpected)}{casts})")
 
 
 # ---- save -------------------------------------------------------------------------------
@@ -78,12 +81,12 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
         shape, state = st.status(name)
         if state != MATERIALIZED:
             raise DeferredParameterError(not_ready(name, shape, state) + " Then save it.")
-        if slot.dtype not in _ckptfile.CODES:
+        if st.dtype(name) not in _ckptfile.CODES:
             raise UnsupportedError(f"Parameter '{name}' has dtype {slot.dtype}, which the "
                                    f"checkpoint format cannot store.")
-    arrays = {name: _ckptfile.Pending(slot.dtype, tuple(st.status(name)[0]),  # type: ignore[arg-type]
+    arrays = {name: _ckptfile.Pending(st.dtype(name), tuple(st.status(name)[0]),  # type: ignore[arg-type]
                                       _fetch(st, name))
-              for name, slot in st.slots.items()}  # read one at a time, as they are written
+              for name in st.slots}  # read one at a time, as they are written
     metadata = {
         "format": _ckptfile.FORMAT, "format_version": _ckptfile.FORMAT_VERSION,
         "unifparam_version": __version__, "backend": st.backend.name,
@@ -99,7 +102,8 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
 
 def _fetch(st: ModelState, name: str) -> Callable[[], Any]:
     slot = st.slots[name]
-    return lambda: np.asarray(st.backend.read(st.native, slot.ref), dtype=slot.dtype)
+    return lambda: np.asarray(st.backend.read(st.native, slot.ref))  # never cast: the writer
+    # refuses a value whose dtype is not the one declared
 
 
 # ---- load -------------------------------------------------------------------------------
@@ -122,14 +126,17 @@ class _Match:
 
 
 def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
-         progress: bool | None = None, verify: bool = True) -> LoadReport:
+         progress: bool | None = None, verify: bool = True, cast: bool = True) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any backend, same spec).
 
     A model whose shapes are unknown is materialized from the file's shapes (no example
     input). Ties recorded in the file are restored. ``strict=False`` loads the names both
     have and reports the rest; shape and dtype mismatches always fail, before any change.
     ``verify`` checks each tensor's recorded digest (a torn or altered file is an error,
-    never values); ``verify=False`` skips it for speed.
+    never values); ``verify=False`` skips it for speed. A tensor stored in another dtype
+    than the model's is cast to the model's (rounded to nearest even, as
+    ``load_state_dict`` does) and listed in ``LoadReport.cast``; ``cast=False`` refuses
+    any cast. A cast into integer storage must be exact.
 
     >>> report = unifparam.load(net, "net.safetensors", strict=False)
     >>> report.missing, report.unexpected
@@ -137,7 +144,7 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     """
     st = _root_state(model, "load")
     ck = _ckptfile.read(path, verify=verify)
-    match = _match(st, ck, strict)
+    match = _match(st, ck, strict, cast)
     todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
     if todo:  # checked on the state before the file's ties are made: nothing changes yet
         _planned(st, ck, match, todo, pre_tie=True)
@@ -145,7 +152,8 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     pages = _Pages(ck)
     with _progress(sum(arrays[g.source].nbytes for g in match.groups),
                    _progress_enabled(progress, ck.size)) as advance:
-        writes = {root: _reader(arrays[g.source], rel, advance, pages)
+        writes = {root: _cast_step(_reader(arrays[g.source], rel, advance, pages),
+                                   st.dtype(root))
                   for g in match.groups for root, rel in g.targets.items()}
         for a, b, t in match.ties:
             apply_tie(st, a, b, t)
@@ -159,6 +167,16 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
                 st.slots[root].initialized = True
         pages.settle()
     return match.report
+
+
+def _cast_step(read: Callable[[], Any], dtype: str) -> Callable[[], Any]:
+    """``read``, its values cast to the model's ``dtype`` when the file holds another."""
+    from .dtypes import cast
+
+    def cast_read(*index: Any) -> Any:
+        value = read(*index)
+        return value if value.dtype.name == dtype else cast(value, dtype)
+    return cast_read
 
 
 def _reader(array: Any, transposed: bool, advance: Callable[[int], None], pages: _Pages
@@ -220,7 +238,7 @@ def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre
                                       f"Nothing was loaded.") from None
 
 
-def _match(st: ModelState, ck: Checkpoint, strict: bool) -> _Match:
+def _match(st: ModelState, ck: Checkpoint, strict: bool, cast: bool = True) -> _Match:
     """Everything load will do, checked against the model; raises before any change."""
     file_root = {n: (n, False) for n in ck.order()}
     file_root.update({t.name: (t.root, t.transpose) for t in ck.ties})
@@ -256,10 +274,10 @@ def _match(st: ModelState, ck: Checkpoint, strict: bool) -> _Match:
             ties.append((main, other, g.targets[main] ^ rel))
             post[other] = (main, g.targets[main] ^ rel)
         g.targets = {main: g.targets[main]}
-    _check_values(st, ck, groups, post)
+    casts = _check_values(st, ck, groups, post, cast)
     _check_ties(st, ties, ck.path)
     loaded = tuple(n for n in names if n in file_root)
-    report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties))
+    report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties), casts)
     return _Match(groups, ties, post, report)
 
 
@@ -279,11 +297,13 @@ def _strict_message(path: str, missing: tuple[str, ...], unexpected: tuple[str, 
 
 
 def _check_values(st: ModelState, ck: Checkpoint, groups: list[_Group],
-                  post: dict[str, tuple[str, bool]]) -> None:
+                  post: dict[str, tuple[str, bool]], cast: bool = True
+                  ) -> tuple[tuple[str, str, str], ...]:
+    """Shapes and dtypes of the file against the model; the casts load will make."""
+    casts = []
     for g in groups:
         info = ck.tensors[g.source]
         for root, rel in _all_targets(g, post):
-            slot = st.slots[root]
             shape = st.status(root)[0]
             file_shape = flip(info.shape, rel)
             if rel and len(info.shape) != 2:
@@ -295,10 +315,33 @@ def _check_values(st: ModelState, ck: Checkpoint, groups: list[_Group],
                     f"{fmt_shape(file_shape)} in {ck.path} (stored as '{g.source}'"
                     f"{', transposed' if rel else ''}). Build the model with the sizes the "
                     f"file was saved with; nothing was loaded.")
-            if info.dtype != slot.dtype:
-                raise CheckpointMismatchError(
-                    f"Parameter '{root}' is {slot.dtype} in the model but {info.dtype} in "
-                    f"{ck.path}. Save the file from a {slot.dtype} model; nothing was loaded.")
+            dtype = st.dtype(root)
+            if info.dtype != dtype:
+                _check_cast(ck, g.source, root, info.dtype, dtype, cast)
+                casts.append((root, info.dtype, dtype))
+    return tuple(casts)
+
+
+def _check_cast(ck: Checkpoint, source: str, root: str, have: str, want: str,
+                cast: bool) -> None:
+    """Raise unless the file's ``have`` values of ``source`` may be cast to ``want``."""
+    from .dtypes import cast as cast_to
+    from .dtypes import is_float
+    from .errors import ArgumentValueError
+    if not cast:
+        raise CheckpointMismatchError(
+            f"Parameter '{root}' is {want} in the model but {have} in {ck.path} (stored as "
+            f"'{source}'), and load(..., cast=False) refuses casts. Load with cast=True to "
+            f"round it to {want}, or cast the model first: unifparam.cast(net, {have!r}). "
+            f"Nothing was loaded.")
+    if not is_float(want):  # integer storage: every value must be exact (checked now)
+        try:
+            cast_to(ck.arrays()[source], want)
+        except ArgumentValueError as e:
+            raise CheckpointMismatchError(
+                f"Parameter '{root}' is {want} in the model but {have} in {ck.path} (stored "
+                f"as '{source}'), and its values do not cast exactly: {e} Nothing was "
+                f"loaded.") from None
 
 
 def _all_targets(g: _Group, post: dict[str, tuple[str, bool]]) -> list[tuple[str, bool]]:

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, default_loss
-from unifparam._convert import numpy_input
+from unifparam._convert import TORCH_VIEWS, numpy_input, torch_numpy
 from unifparam.errors import InitializerError, UnsupportedError
 
 from ._adopt import describe, native_param
@@ -125,7 +125,7 @@ class TorchBackend(Backend):
                 return []
             return super().owned_blocks(native, ref)
         index, first = _local_block(tuple(tensor.shape), tensor.placements, tensor.device_mesh)
-        return [(index, tensor.to_local().cpu().numpy())] if first else []
+        return [(index, torch_numpy(tensor.to_local().cpu()))] if first else []
 
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
         from torch.distributed.device_mesh import DeviceMesh
@@ -143,7 +143,7 @@ class TorchBackend(Backend):
         tensor = getattr(module, attr)
         placements = _placements(mesh, storage.shard)
         index, _ = _local_block(storage.shape, placements, mesh)
-        local = torch.from_numpy(np.ascontiguousarray(block(index))).to(tensor.dtype)
+        local = from_numpy(np.ascontiguousarray(block(index))).to(tensor.dtype)
         dt = DTensor.from_local(local, mesh, placements, run_check=False,
                                 shape=torch.Size(storage.shape),
                                 stride=torch.empty(storage.shape, device="meta").stride())
@@ -161,11 +161,11 @@ class TorchBackend(Backend):
         tensor = getattr(ref[0], ref[1]).detach()
         if _is_dtensor(tensor):  # a collective: every rank of the mesh reads it
             tensor = tensor.full_tensor()
-        return tensor.cpu().numpy()
+        return torch_numpy(tensor.cpu())
 
     def write(self, native: tnn.Module, ref: Ref, value: np.ndarray) -> tnn.Module:
         tensor = getattr(ref[0], ref[1])
-        source = torch.from_numpy(np.asarray(value, order="C"))  # 0-d stays 0-d
+        source = from_numpy(np.asarray(value, order="C"))  # 0-d stays 0-d
         if tensor.is_meta and value.flags.writeable and source.dtype == tensor.dtype:
             # adopt the core's fresh buffer in place: same object, so ties by identity hold
             torch.utils.swap_tensors(tensor, _like(tensor, source))
@@ -198,6 +198,9 @@ class TorchBackend(Backend):
         else:
             dm._buffers[da] = tensor
         return native
+
+    def dtype_of(self, native: tnn.Module, ref: Ref) -> Any:
+        return getattr(ref[0], ref[1]).dtype
 
     def native_object(self, native: tnn.Module, ref: Ref) -> Any:
         return getattr(ref[0], ref[1])
@@ -263,6 +266,15 @@ def _local_block(shape: tuple[int, ...], placements: Sequence[Any], mesh: Any
     return tuple(index), first
 
 
+def from_numpy(arr: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy``, bfloat16 and float8 included (shares memory, as it does)."""
+    name = arr.dtype.name
+    if name not in TORCH_VIEWS:
+        return torch.from_numpy(arr)
+    bits = arr.view(np.dtype(TORCH_VIEWS[name]))
+    return torch.from_numpy(bits).view(getattr(torch, name))
+
+
 def _like(template: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     """``data`` as the same kind of tensor as ``template`` (Parameter or buffer)."""
     if isinstance(template, tnn.Parameter):
@@ -297,7 +309,7 @@ def _fill_defaults(module: tnn.Module, storages: Mapping[str, Storage]) -> None:
                     f"reset_parameters and the plan gives no fallback. Give the Storage a "
                     f"fallback, or fill='write'.")
             with torch.no_grad():
-                getattr(module, attr).copy_(torch.from_numpy(np.asarray(storage.fallback())))
+                getattr(module, attr).copy_(from_numpy(np.asarray(storage.fallback())))
 
 
 def _reset_only(module: tnn.Module, attrs: Collection[str]) -> None:
