@@ -50,7 +50,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms)
 #: Public names defined in submodules, imported on first use so that ``import unifparam``
 #: stays near plain-Python speed: name -> module (``""``: the name is the submodule).
 _ON_FIRST_USE = {
-    "init": "", "nn": "", "ops": "",
+    "init": "", "nn": "", "ops": "", "dtypes": "", "cast": "_cast",
     "Backend": "_backend", "Converters": "_backend", "NativeLayer": "_backend",
     "NativeParam": "_backend", "Plan": "_backend", "Storage": "_backend",
     "default_seed": "_convert", "set_seed": "_convert", "to_numpy": "_convert",
@@ -66,7 +66,8 @@ _ON_FIRST_USE = {
 _RENAMED = {"backends": "registered"}
 
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
-    from . import init, nn, ops
+    from . import dtypes, init, nn, ops
+    from ._cast import cast
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
     from ._convert import default_seed, set_seed, to_numpy
     from ._layout import placements
@@ -113,7 +114,7 @@ __all__ = [
     "LayoutError", "LoadReport", "Model", "NativeLayer", "NativeParam", "OutputError", "Param",
     "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
-    "build", "default_seed", "get_backend", "gradients", "init", "initialize", "inspect_file",
-    "load", "load_sharded", "materialize", "nn", "ops", "params", "placements",
+    "build", "cast", "default_seed", "dtypes", "get_backend", "gradients", "init",
+    "initialize", "inspect_file", "load", "load_sharded", "materialize", "nn", "ops", "params", "placements",
     "plot_histograms", "save", "save_sharded", "set_seed", "summary", "tie", "to_numpy",
 ]

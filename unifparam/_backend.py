@@ -182,6 +182,10 @@ class Backend(abc.ABC):
     name: str = ""
     variant: str | None = None  # e.g. "jax" for keras:jax
     capabilities: frozenset[str] = frozenset()
+    #: Canonical dtypes (:mod:`unifparam.dtypes`) the framework stores parameters in; a
+    #: cast or a spec built in another is a typed UnsupportedError naming these.
+    storage_dtypes: frozenset[str] = frozenset(
+        {"float64", "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"})
 
     @property
     def configuration(self) -> str:
@@ -269,6 +273,14 @@ class Backend(abc.ABC):
         ``(index, numpy block)``, the first replica of each shard. Unsharded: all of it."""
         value = self.read(native, ref)
         return [(tuple(slice(0, n) for n in value.shape), value)]
+
+    def cast(self, native: Any, ref: Any, dtype: str) -> Any:
+        """Store ``ref`` in ``dtype`` (a canonical name in :attr:`storage_dtypes`) from now
+        on, values rounded to nearest even; keep its trainable flag, placement and, where
+        the framework can, its object (ties by identity hold); return state. Called for
+        storages that exist (abstract or materialized), never for tied uses."""
+        from .errors import UnsupportedError
+        raise UnsupportedError(f"The {self.configuration} backend cannot cast parameters.")
 
     def dtype_of(self, native: Any, ref: Any) -> Any:
         """The dtype the framework stores ``ref`` in now (any spelling

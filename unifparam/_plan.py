@@ -311,6 +311,7 @@ def apply(st: ModelState, plan: Plan, values: Values) -> None:
     """Allocate what ``plan`` says, restore ties, then write ``values`` one at a time."""
     if plan.storages:
         st.call("allocate", plan)
+        _to_planned_dtypes(st, plan)
     apply_ties(st)
     for root, storage in plan.storages.items():
         if storage.fill == ALIAS or plan.abstract:
@@ -321,6 +322,18 @@ def apply(st: ModelState, plan: Plan, values: Values) -> None:
             st.call("write", storage.ref, contiguous(values.pop(root)()))
         st.slots[root].initialized = st.slots[root].initialized or (
             st.slots[root].reg is not None or storage.fill == WRITE)
+
+
+def _to_planned_dtypes(st: ModelState, plan: Plan) -> None:
+    """Storages an adapter allocated in its framework's dtype are cast to the planned one
+    before any value is written (a spec built in bfloat16, a cast model materialized)."""
+    from .dtypes import canonical
+    for storage in plan.storages.values():
+        if storage.fill == ALIAS:
+            continue
+        live = st.backend.dtype_of(st.native, storage.ref)
+        if live is not None and canonical(live) != storage.dtype:
+            st.call("cast", storage.ref, storage.dtype)
 
 
 def apply_ties(st: ModelState) -> None:

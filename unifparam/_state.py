@@ -166,6 +166,8 @@ class ModelState:
     def dtype(self, root: str) -> str:
         """The storage's canonical dtype, as the framework stores it now."""
         slot = self.slots[root]
+        if self.state_of(root) == "deferred":  # no storage yet: the dtype it is planned in
+            return slot.dtype
         live = self.backend.dtype_of(self.native, slot.ref)
         if live is not None:
             from .dtypes import canonical

@@ -154,6 +154,18 @@ class FlaxBackend(Backend):
         fresh = _allocate(native.with_leaves(abstract), frozenset())
         return native.with_leaves({p: fresh.leaves[p] for p in paths})
 
+    def dtype_of(self, native: FlaxState, ref: Leaf) -> Any:
+        value = native.leaves.get(ref.path)
+        return None if value is None else value.dtype
+
+    def cast(self, native: FlaxState, ref: Leaf, dtype: str) -> FlaxState:
+        value = native.leaves[ref.path]
+        if isinstance(value, jax.ShapeDtypeStruct):
+            new = jax.ShapeDtypeStruct(value.shape, jnp.dtype(dtype), sharding=value.sharding)
+        else:
+            new = value.astype(jnp.dtype(dtype))  # keeps its placement
+        return native.with_leaves({ref.path: new})
+
     def native_object(self, native: FlaxState, ref: Leaf) -> Any:
         return native.value(ref.path) if ref.path in native.leaves or ref.path in native.ties \
             else None

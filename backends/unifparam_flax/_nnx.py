@@ -210,6 +210,23 @@ class NNXBackend(Backend):
             variable(native.module, ref).set_value(fresh)  # type: ignore[union-attr]
         return native
 
+    def dtype_of(self, native: NNXModel, ref: Ref) -> Any:
+        var = variable(native.module, ref)
+        return None if var is None else var.get_value().dtype
+
+    def cast(self, native: NNXModel, ref: Ref, dtype: str) -> NNXModel:
+        """The same Variable object (ties share it), holding its value in ``dtype``."""
+        var = variable(native.module, ref)
+        value = var.get_value()  # type: ignore[union-attr]
+        if isinstance(value, jax.ShapeDtypeStruct):
+            new = jax.ShapeDtypeStruct(value.shape, jnp.dtype(dtype), sharding=value.sharding)
+        else:
+            new = value.astype(jnp.dtype(dtype))
+        var.set_value(new)  # type: ignore[union-attr]
+        if native.views:
+            _sync(native.module, native.views)
+        return native
+
     def native_object(self, native: NNXModel, ref: Ref) -> Any:
         return variable(native.module, ref)
 

@@ -243,6 +243,23 @@ class KerasBackend(Backend):
         _sync_torch_params(native.layers.values())
         return native
 
+    def dtype_of(self, native: KerasModel, ref: Any) -> Any:
+        var = ref.own() if _link(ref) is None else None
+        return None if var is None else var._dtype  # .dtype is the compute dtype in a call
+
+    def cast(self, native: KerasModel, ref: Any, dtype: str) -> KerasModel:
+        """The same Variable object (layers and optimizers hold it), in ``dtype``: Keras
+        variables cannot change dtype, so its backend value is made anew."""
+        var = ref.own()
+        value = var._value
+        var._dtype = keras.backend.standardize_dtype(dtype)
+        if value is not None:
+            new = ops.cast(value, dtype)
+            var._value = None
+            var._initialize(new)
+            _sync_torch_params([ref.layer])
+        return native
+
     def native_object(self, native: KerasModel, ref: Any) -> Any:
         return ref.own()
 

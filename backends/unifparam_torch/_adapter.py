@@ -202,6 +202,24 @@ class TorchBackend(Backend):
     def dtype_of(self, native: tnn.Module, ref: Ref) -> Any:
         return getattr(ref[0], ref[1]).dtype
 
+    def cast(self, native: tnn.Module, ref: Ref, dtype: str) -> tnn.Module:
+        """``tensor.to(dtype)``, swapped into the same Parameter object (as ``module.to``
+        does), so every module holding it sees the new dtype."""
+        module, attr = ref
+        tensor, target = getattr(module, attr), getattr(torch, dtype)
+        if isinstance(tensor, UninitializedTensorMixin):
+            kind = UninitializedParameter if isinstance(tensor, tnn.Parameter) \
+                else UninitializedBuffer
+            _store(module, attr, kind(tensor.requires_grad, tensor.device, target))
+            return native
+        with torch.no_grad():
+            new = _like(tensor, tensor.detach().to(target))
+        try:
+            torch.utils.swap_tensors(tensor, new)
+        except RuntimeError:  # a tensor something else holds a weak reference to
+            _store(module, attr, new)
+        return native
+
     def native_object(self, native: tnn.Module, ref: Ref) -> Any:
         return getattr(ref[0], ref[1])
 
@@ -213,14 +231,14 @@ class TorchBackend(Backend):
             ) -> tuple[Any, tnn.Module]:
         _check_no_meta_buffers(native)
         with _Mode(native, training), _replicated_inputs(native):
-            return native(*(_as_tensor(x) for x in inputs)), native
+            return native(*_inputs(native, inputs)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
         tensors = [getattr(m, a) for m, a in refs.values()]
         _check_no_meta_buffers(native)
         with _Mode(native, False), torch.enable_grad(), _replicated_inputs(native):
-            out = native(*(_as_tensor(x) for x in inputs))
+            out = native(*_inputs(native, inputs))
             value = loss(out) if loss is not None else default_loss(
                 out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
@@ -347,6 +365,19 @@ def _uninitialized_to_meta(module: tnn.Module) -> None:
     for k, b in module._buffers.items():
         if isinstance(b, UninitializedBuffer):
             module._buffers[k] = UninitializedBuffer(b.requires_grad, "meta", b.dtype)
+
+
+def _inputs(native: tnn.Module, inputs: Sequence[Any]) -> list[torch.Tensor]:
+    """The inputs as tensors, floating ones in the dtype of the model's first floating
+    parameter (a bfloat16 model takes numpy float32 inputs; integer ids stay integers)."""
+    tensors = [_as_tensor(x) for x in inputs]
+    if not any(t.is_floating_point() for t in tensors):
+        return tensors
+    dtype = next((p.dtype for p in native.parameters()
+                  if p.is_floating_point() and not isinstance(p, UninitializedTensorMixin)),
+                 None)
+    return [t.to(dtype) if dtype is not None and t.is_floating_point() else t
+            for t in tensors]
 
 
 def _as_tensor(x: Any) -> torch.Tensor:
