@@ -67,8 +67,8 @@ _RENAMED = {"backends": "registered"}
 
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from . import dtypes, init, nn, ops
-    from ._cast import cast
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
+    from ._cast import cast
     from ._convert import default_seed, set_seed, to_numpy
     from ._layout import placements
     from ._model import Model, Param
@@ -115,6 +115,7 @@ __all__ = [
     "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
     "build", "cast", "default_seed", "dtypes", "get_backend", "gradients", "init",
-    "initialize", "inspect_file", "load", "load_sharded", "materialize", "nn", "ops", "params", "placements",
-    "plot_histograms", "save", "save_sharded", "set_seed", "summary", "tie", "to_numpy",
+    "initialize", "inspect_file", "load", "load_sharded", "materialize", "nn", "ops", "params",
+    "placements", "plot_histograms", "save", "save_sharded", "set_seed", "summary", "tie",
+    "to_numpy",
 ]
