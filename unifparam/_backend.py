@@ -282,6 +282,19 @@ class Backend(abc.ABC):
         from .errors import UnsupportedError
         raise UnsupportedError(f"The {self.configuration} backend cannot cast parameters.")
 
+    def set_compute(self, native: Any, dtype: str | None, mixed: bool) -> Any:
+        """Run the model's maths in ``dtype`` (None: as the framework promotes its inputs
+        and parameters); ``mixed``: the parameters stay float32 (Keras'
+        ``"mixed_bfloat16"``). Return state. The default computes in the parameters' own
+        dtype and refuses mixed policies; frameworks with a mixed-precision mechanism
+        (autocast, Keras dtype policies, Flax ``dtype``) implement it."""
+        if not mixed:
+            return native
+        from .errors import UnsupportedError
+        raise UnsupportedError(f"The {self.configuration} backend cannot compute in another "
+                               f"dtype than its parameters' ({dtype} asked). Cast the "
+                               f"parameters instead: unifparam.cast(net, {dtype!r}).")
+
     def dtype_of(self, native: Any, ref: Any) -> Any:
         """The dtype the framework stores ``ref`` in now (any spelling
         :func:`unifparam.dtypes.canonical` reads), or None to keep the described one. Read

@@ -11,6 +11,7 @@ nothing, a dtype the backend cannot store), so a failed cast leaves the model as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from ._backend import DEFERRED
@@ -36,12 +37,31 @@ def cast(model: Model, dtype: Any) -> Model:
     roots = st.roots_under(model._node)
     plan = policies(dtype, {r: st.names_of(r) for r in roots})
     _check(st, plan)
+    if not model.path:  # refused before any parameter changes
+        compute = _compute(dtype, plan)
+        st.call("set_compute", compute, compute is not None and compute != "float32" and
+                all(p.mixed for p in plan.values()))
     for root, policy in plan.items():
         slot = st.slots[root]
         if st.state_of(root) != DEFERRED and st.dtype(root) != policy.storage:
             st.call("cast", slot.ref, policy.storage)
         slot.dtype = policy.storage
     return model
+
+
+def _compute(dtype: Any, plan: dict[str, Policy]) -> str | None:
+    """The model-wide compute dtype: one policy's (``"bfloat16"`` computes in bfloat16,
+    ``"mixed_bfloat16"`` too over float32 storage); None for per-pattern dtypes (each
+    layer as its framework promotes). A mixed policy must apply to the whole model."""
+    if not isinstance(dtype, Mapping):
+        return next(iter(plan.values())).compute if plan else None
+    mixed = sorted({p.compute for p in plan.values() if p.mixed})
+    if mixed:
+        raise ArgumentValueError(
+            f"A mixed policy ({', '.join(mixed)} compute over float32 storage) applies to "
+            f"a whole model: pass it alone, e.g. unifparam.cast(net, 'mixed_bfloat16'), "
+            f"not per pattern.")
+    return None
 
 
 def _check(st: Any, plan: dict[str, Policy]) -> None:

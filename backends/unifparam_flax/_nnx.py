@@ -50,6 +50,7 @@ class NNXModel:
     specs: dict[str, nn.Layer] = field(default_factory=dict)   # spec models: path -> layer
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path -> attribute keys
     views: dict[Ref, Ref] = field(default_factory=dict)  # flipped ties of native layers
+    compute: Any = None  # a mixed policy's compute dtype (set_compute)
 
 
 class NNXBackend(Backend):
@@ -210,6 +211,12 @@ class NNXBackend(Backend):
             variable(native.module, ref).set_value(fresh)  # type: ignore[union-attr]
         return native
 
+    def set_compute(self, native: NNXModel, dtype: str | None, mixed: bool) -> NNXModel:
+        """Mixed precision as NNX's ``dtype`` does it: every module with a ``dtype``
+        computes in it (set before each run, so layers made later follow)."""
+        native.compute = None if dtype is None else jnp.dtype(dtype)
+        return native
+
     def dtype_of(self, native: NNXModel, ref: Ref) -> Any:
         var = variable(native.module, ref)
         return None if var is None else var.get_value().dtype
@@ -327,6 +334,10 @@ def _abstract(var: nnx.Variable) -> bool:
 
 
 def _call(native: NNXModel, module: Any, xs: Sequence[Any], training: bool) -> Any:
+    if native.compute is not None:
+        for _, sub in nnx.iter_modules(module):
+            if hasattr(sub, "dtype") and sub.dtype != native.compute:
+                sub.dtype = native.compute
     if native.spec is not None:
         return module(*xs, training=training)
     return module(*xs)

@@ -79,6 +79,7 @@ class KerasModel:
 
     model: Any
     layers: dict[str, Any] = field(default_factory=dict)
+    compute: str | None = None  # a mixed policy's compute dtype (set_compute)
 
 
 @contextmanager
@@ -243,6 +244,12 @@ class KerasBackend(Backend):
         _sync_torch_params(native.layers.values())
         return native
 
+    def set_compute(self, native: KerasModel, dtype: str | None, mixed: bool) -> KerasModel:
+        """As Keras does it: every layer gets ``DTypePolicy(dtype)`` (``"mixed_..."`` for a
+        mixed policy: float32 variables cast to ``dtype`` inside each call), on every run."""
+        native.compute = None if dtype is None else f"mixed_{dtype}" if mixed else dtype
+        return native
+
     def dtype_of(self, native: KerasModel, ref: Any) -> Any:
         var = ref.own() if _link(ref) is None else None
         return None if var is None else var._dtype  # .dtype is the compute dtype in a call
@@ -269,12 +276,14 @@ class KerasBackend(Backend):
     # ---- compute -------------------------------------------------------------------
     def run(self, native: KerasModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, KerasModel]:
+        _policies(native)
         return _call(native.model, [_as_tensor(x) for x in inputs], training=training), native
 
     def gradients(self, native: KerasModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Any]) -> dict[str, Any]:
         xs = [_as_tensor(x) for x in inputs]
         variables = [ref.own() for ref in refs.values()]
+        _policies(native)
 
         def objective() -> Any:
             out = _call(native.model, xs, training=False)
@@ -304,7 +313,7 @@ def _adoptable(buffer: np.ndarray, variant: str) -> Any:
     adopts the aligned ndarray itself.
     """
     if buffer.ndim == 0 or not buffer.flags.c_contiguous or not buffer.flags.writeable \
-            or buffer.ctypes.data % 64:
+            or buffer.ctypes.data % 64 or buffer.dtype.kind == "V":  # bfloat16: no dlpack
         return buffer
     if variant == "tensorflow":
         import tensorflow as tf
@@ -342,6 +351,17 @@ def _call(model: Any, xs: Sequence[Any], **kwargs: Any) -> Any:
     if isinstance(model, Functional) and len(xs) > 1:
         return model(list(xs), **kwargs)
     return model(*xs, **kwargs)
+
+
+def _policies(native: KerasModel) -> None:
+    """Every layer under the mixed policy ``set_compute`` asked for (layers built since
+    included)."""
+    if native.compute is None:
+        return
+    policy = keras.DTypePolicy(native.compute)
+    for layer in [native.model, *native.model._flatten_layers(include_self=False)]:
+        if layer.dtype_policy.name != policy.name:
+            layer.dtype_policy = policy
 
 
 def _link(ref: Any) -> tuple[Any, Any, bool] | None:

@@ -40,6 +40,8 @@ class MXNetBackend(Backend):
 
     name = "mxnet"
     capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients", "native_apply"})
+    #: Gluon's NDArrays hold no bfloat16 nor float8 (MXNet 1.9 has no such dtype)
+    storage_dtypes = frozenset({"float64", "float32", "float16"})
 
     # ---- construction ---------------------------------------------------------------
     def build(self, spec: nn.Layer) -> tuple[HybridBlock, dict[str, NativeParam]]:
@@ -138,6 +140,15 @@ class MXNetBackend(Backend):
                 owned[param.name] = param
         if transpose:
             _transpose_input(db, da)
+        _clear_graphs(native)
+        return native
+
+    def dtype_of(self, native: Block, ref: Ref) -> Any:
+        return np.dtype(_param(ref).dtype)
+
+    def cast(self, native: Block, ref: Ref, dtype: str) -> Block:
+        """Gluon's own ``Parameter.cast`` (values, gradient buffer and declared dtype)."""
+        _param(ref).cast(dtype)
         _clear_graphs(native)
         return native
 

@@ -202,6 +202,12 @@ class TorchBackend(Backend):
     def dtype_of(self, native: tnn.Module, ref: Ref) -> Any:
         return getattr(ref[0], ref[1]).dtype
 
+    def set_compute(self, native: tnn.Module, dtype: str | None, mixed: bool) -> tnn.Module:
+        """Mixed precision as torch does it: ``net(X)`` runs under ``torch.autocast``
+        (otherwise torch computes in the parameters' dtype)."""
+        native._unifparam_compute = getattr(torch, dtype) if mixed and dtype else None
+        return native
+
     def cast(self, native: tnn.Module, ref: Ref, dtype: str) -> tnn.Module:
         """``tensor.to(dtype)``, swapped into the same Parameter object (as ``module.to``
         does), so every module holding it sees the new dtype."""
@@ -230,14 +236,15 @@ class TorchBackend(Backend):
     def run(self, native: tnn.Module, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, tnn.Module]:
         _check_no_meta_buffers(native)
-        with _Mode(native, training), _replicated_inputs(native):
+        with _Mode(native, training), _replicated_inputs(native), _autocast(native):
             return native(*_inputs(native, inputs)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
         tensors = [getattr(m, a) for m, a in refs.values()]
         _check_no_meta_buffers(native)
-        with _Mode(native, False), torch.enable_grad(), _replicated_inputs(native):
+        with _Mode(native, False), torch.enable_grad(), _replicated_inputs(native), \
+                _autocast(native):
             out = native(*_inputs(native, inputs))
             value = loss(out) if loss is not None else default_loss(
                 out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
@@ -365,6 +372,14 @@ def _uninitialized_to_meta(module: tnn.Module) -> None:
     for k, b in module._buffers.items():
         if isinstance(b, UninitializedBuffer):
             module._buffers[k] = UninitializedBuffer(b.requires_grad, "meta", b.dtype)
+
+
+def _autocast(native: tnn.Module) -> Any:
+    """``torch.autocast`` to the compute dtype a mixed policy set, else nothing."""
+    dtype = getattr(native, "_unifparam_compute", None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=dtype)
 
 
 def _inputs(native: tnn.Module, inputs: Sequence[Any]) -> list[torch.Tensor]:
