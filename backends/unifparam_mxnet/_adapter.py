@@ -161,8 +161,10 @@ class MXNetBackend(Backend):
     # ---- compute -------------------------------------------------------------------
     def run(self, native: Block, inputs: Sequence[Any], training: bool) -> tuple[Any, Block]:
         mode = autograd.train_mode() if training else autograd.predict_mode()
-        with mode:
-            return native(*(_as_nd(x) for x in inputs)), native
+        with mode, _float16_ops():
+            out = native(*_inputs(native, inputs))
+            out.wait_to_read() if isinstance(out, nd.NDArray) else None  # errors raise here
+            return out, native
 
     def gradients(self, native: Block, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
@@ -170,7 +172,7 @@ class MXNetBackend(Backend):
         for p in params.values():
             if p.grad_req != "null":
                 p.zero_grad()  # a parameter the output does not use keeps no stale gradient
-        xs = [_as_nd(x) for x in inputs]
+        xs = _inputs(native, inputs)
         with autograd.record(train_mode=False):
             out = native(*xs)
             value = loss(out) if loss is not None else default_loss(
@@ -297,6 +299,33 @@ def _shape_only(block: HybridBlock) -> Callable[..., Any]:
         outs = [nd.zeros(s) for s in shapes]
         return outs[0] if len(outs) == 1 else outs
     return forward
+
+
+@contextlib.contextmanager
+def _float16_ops() -> Iterator[None]:
+    """Gluon's CPU operators that have no float16 kernel (FullyConnected needs cuDNN) raise
+    a typed UnsupportedError naming the fix, not MXNet's engine error."""
+    try:
+        yield
+    except mx.base.MXNetError as e:
+        text = str(e)
+        if "float16" not in text:
+            raise
+        line = next((x for x in text.splitlines() if "float16" in x), text).strip()
+        raise UnsupportedError(
+            f"MXNet cannot run this model in float16 here: {line[:160]}. Gluon stores "
+            f"float16 parameters, but on CPU computes float16 only in some operators; cast "
+            f"to float32 to run: unifparam.cast(net, 'float32').") from None
+
+
+def _inputs(native: Block, inputs: Sequence[Any]) -> list[nd.NDArray]:
+    """The inputs as NDArrays, floating ones in the dtype of the model's first floating
+    parameter (Gluon's operators take one dtype: a float16 model, float16 inputs)."""
+    xs = [_as_nd(x) for x in inputs]
+    dtype = next((np.dtype(p.dtype) for p in native.collect_params().values()
+                  if np.dtype(p.dtype).kind == "f"), None)
+    return [x.astype(dtype) if dtype is not None and np.dtype(x.dtype).kind == "f"
+            and np.dtype(x.dtype) != dtype else x for x in xs]
 
 
 def _as_nd(x: Any) -> nd.NDArray:
