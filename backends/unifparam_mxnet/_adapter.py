@@ -173,11 +173,13 @@ class MXNetBackend(Backend):
             if p.grad_req != "null":
                 p.zero_grad()  # a parameter the output does not use keeps no stale gradient
         xs = _inputs(native, inputs)
-        with autograd.record(train_mode=False):
+        with autograd.record(train_mode=False), _float16_ops():
             out = native(*xs)
             value = loss(out) if loss is not None else default_loss(
                 out, nd.sum, lambda x: np.dtype(x.dtype).kind == "f")
-        value.backward()
+            value.wait_to_read()
+        with _float16_ops():
+            value.backward()
         return {n: (np.zeros(p.shape, np.float32) if p.grad_req == "null"
                     else p.grad(CPU).asnumpy()) for n, p in params.items()}
 
