@@ -311,9 +311,11 @@ def _float16_ops() -> Iterator[None]:
         yield
     except mx.base.MXNetError as e:
         text = str(e)
-        if "float16" not in text:
+        half = ("float16", "fp16")
+        if not any(h in text.lower() for h in half):
             raise
-        line = next((x for x in text.splitlines() if "float16" in x), text).strip()
+        line = next((x for x in text.splitlines() if any(h in x.lower() for h in half)),
+                    text).strip()
         raise UnsupportedError(
             f"MXNet cannot run this model in float16 here: {line[:160]}. Gluon stores "
             f"float16 parameters, but on CPU computes float16 only in some operators; cast "
