@@ -626,7 +626,7 @@ def _chunks(path: str, name: str, dtype: str, shape: tuple[int, ...], source: Va
         raise CheckpointMismatchError(
             f"Cannot save tensor {name!r} to {path}: declared {dtype} {shape}, but its value "
             f"is {arr.dtype.name} {tuple(arr.shape)}. Nothing was written.")
-    if arr.dtype.kind == "V":  # bfloat16, float8: their bits, as unsigned ints of their width
+    if arr.dtype.name in _dtypes.EXTENSIONS:  # bfloat16, float8: their bits, as unsigned ints
         arr = arr.view(np.dtype(f"u{arr.itemsize}"))
     little = arr.dtype.newbyteorder("<")
     if arr.ndim == 0 or arr.size == 0:

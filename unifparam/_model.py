@@ -165,7 +165,7 @@ class Param:
     def _real(self, value: Any) -> np.ndarray:
         """``value`` as an array of the parameter's dtype; typed errors name the parameter
         for values that are not real numbers or that overflow the dtype."""
-        from .dtypes import finfo, is_float, numpy_dtype
+        from .dtypes import FLOATS, finfo, numpy_dtype
         dtype = self.dtype
         try:
             arr = np.asarray(value)
@@ -174,14 +174,14 @@ class Param:
         except (ValueError, TypeError) as e:  # ragged nested lists
             raise ValueShapeError(f"Cannot write {type(value).__name__} to parameter "
                                   f"'{self._name}': {e}") from None
-        if arr.dtype.kind not in "biuf" and not (arr.dtype.kind == "V" and is_float(arr.dtype)):
+        if arr.dtype.kind not in "biuf" and arr.dtype.name not in FLOATS:
             raise ArgumentError(
                 f"Cannot write a value of dtype {arr.dtype} ({type(value).__name__}) to parameter "
                 f"'{self._name}' ({dtype}): it takes real numbers"
                 f"{'; take the real part first (v.real)' if arr.dtype.kind == 'c' else ''}.")
         with np.errstate(over="ignore", invalid="ignore"):
             cast = arr.astype(numpy_dtype(dtype))
-        if is_float(arr.dtype) and arr.dtype != cast.dtype and (
+        if (arr.dtype.kind == "f" or arr.dtype.name in FLOATS) and arr.dtype != cast.dtype and (
                 np.isfinite(arr) & ~np.isfinite(cast)).any():
             big = float(np.abs(arr[np.isfinite(arr) & ~np.isfinite(cast)]).max())
             raise ArgumentValueError(

@@ -27,6 +27,9 @@ FLOATS = ("float64", "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_
 INTS = ("int64", "int32", "int16", "int8", "uint64", "uint32", "uint16", "uint8")
 #: Every canonical name.
 NAMES = FLOATS + INTS + ("bool",)
+#: The dtypes numpy has only through ml_dtypes (no buffer protocol, no dlpack, no torch
+#: ``from_numpy``): move them as unsigned ints of their width.
+EXTENSIONS = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
 
 #: canonical name -> safetensors dtype code (the file's ``"dtype"`` field)
 CODES = {"float64": "F64", "float32": "F32", "bfloat16": "BF16", "float16": "F16",

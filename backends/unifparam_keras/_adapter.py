@@ -26,6 +26,7 @@ from unifparam._backend import ABSTRACT, ALIAS, DEFERRED, MATERIALIZED, WRITE, d
 from unifparam._buffers import to_layout
 from unifparam._convert import numpy_input
 from unifparam._shards import canonical_shards, native_order, native_shard_maker
+from unifparam.dtypes import EXTENSIONS
 from unifparam.errors import (
     BackendConflictError,
     BackendNotFoundError,
@@ -313,7 +314,7 @@ def _adoptable(buffer: np.ndarray, variant: str) -> Any:
     adopts the aligned ndarray itself.
     """
     if buffer.ndim == 0 or not buffer.flags.c_contiguous or not buffer.flags.writeable \
-            or buffer.ctypes.data % 64 or buffer.dtype.kind == "V":  # bfloat16: no dlpack
+            or buffer.ctypes.data % 64 or buffer.dtype.name in EXTENSIONS:  # no dlpack
         return buffer
     if variant == "tensorflow":
         import tensorflow as tf
