@@ -285,3 +285,67 @@ def test_a_bf16_safetensors_file_loads_into_a_bf16_spec_model(backend, tmp_path)
         assert got["bits"][name] == tensor.view(torch.int16).numpy().view(np.uint16).tolist()
     expected = module(torch.from_numpy(X).to(torch.bfloat16)).float().detach().numpy()
     np.testing.assert_allclose(np.array(got["out"]), expected, rtol=4e-2, atol=4e-2)
+
+
+_ADOPTED = """
+import sys, tempfile, os, json, numpy as np, unifparam as up
+from unifparam import init
+x = np.random.default_rng(0).random((3, 4), dtype=np.float32)
+
+def model(kind, dtype):
+    if kind == "keras":
+        import keras
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, activation="tanh",
+                                 dtype=dtype), keras.layers.Dense(2, dtype=dtype)])
+    import jax, jax.numpy as jnp
+    if kind == "nnx":
+        from flax import nnx
+        class M(nnx.Module):
+            def __init__(self, rngs):
+                self.a = nnx.Linear(4, 8, param_dtype=jnp.dtype(dtype), rngs=rngs)
+                self.b = nnx.Linear(8, 2, param_dtype=jnp.dtype(dtype), rngs=rngs)
+            def __call__(self, x):
+                return self.b(jnp.tanh(self.a(x)))
+        return M(nnx.Rngs(0))
+    import flax.linen as fnn
+    class L(fnn.Module):
+        @fnn.compact
+        def __call__(self, x):
+            h = jnp.tanh(fnn.Dense(8, param_dtype=jnp.dtype(dtype))(x))
+            return fnn.Dense(2, param_dtype=jnp.dtype(dtype))(h)
+    m = L()
+    return m, m.init(jax.random.PRNGKey(0), x)
+
+nets = {}
+for dtype in ("float32", "bfloat16"):
+    net = nets[dtype] = up.build(model(sys.argv[1], dtype))
+    up.initialize(net, init.Normal(std=0.5), seed=0, force_reinit=True)
+half, wide = up.params(nets["bfloat16"]), up.params(nets["float32"])
+same = all((wide[n].numpy().astype(p.numpy().dtype).view(np.uint16) == p.numpy().view(np.uint16)
+            ).all() for n, p in half.items())
+first = next(iter(half.values()))
+first[...] = np.full(first.shape, 0.3)
+path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+up.save(nets["bfloat16"], path)
+other = up.build(model(sys.argv[1], "bfloat16"))
+report = up.load(other, path)
+loaded = all((up.params(other)[n].numpy().view(np.uint16) == p.numpy().view(np.uint16)).all()
+             for n, p in half.items())
+out = np.asarray(up.to_numpy(nets["bfloat16"](x)), np.float32)
+grads = up.gradients(nets["bfloat16"], x)
+print(json.dumps({"dtypes": sorted({p.dtype for p in half.values()}), "same": bool(same),
+                  "loaded": bool(loaded), "cast": list(report.cast),
+                  "finite": bool(np.isfinite(out).all()), "grads": len(grads)}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["keras", "nnx", "linen"])
+def test_adopted_bf16_keras_and_flax_models_take_every_verb(kind):
+    pytest.importorskip("keras" if kind == "keras" else "flax")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "KERAS_BACKEND": "jax"}
+    proc = subprocess.run([sys.executable, "-c", _ADOPTED, kind], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"dtypes": ["bfloat16"], "same": True, "loaded": True, "cast": [],
+                   "finite": True, "grads": 4}
