@@ -349,3 +349,13 @@ def test_adopted_bf16_keras_and_flax_models_take_every_verb(kind):
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"dtypes": ["bfloat16"], "same": True, "loaded": True, "cast": [],
                    "finite": True, "grads": 4}
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float8_e4m3fn"])
+def test_chunkwise_rounding_equals_rounding_the_whole_float32_stream(dtype):
+    target = init.Target("big.weight", (1100, 1000), "float32", fan_in=1000, fan_out=1100)
+    for initializer in (init.Normal(std=0.5), init.XavierUniform(), init.Default()):
+        chunked = initializer.generate(target, 3, dtype)  # more than one chunk, in threads
+        assert chunked.dtype.name == dtype
+        whole = initializer.generate(target, 3).astype(dtypes.numpy_dtype(dtype))
+        np.testing.assert_array_equal(_bits(chunked), _bits(whole))

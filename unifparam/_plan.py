@@ -272,6 +272,10 @@ def _producer(st: ModelState, slot: Slot, reg: Registration,
         seed = secrets.randbits(63)
     init = reg.init
     if trusted(init):
+        from .init import Distribution
+        if isinstance(init, Distribution) and tgt.dtype != slot.dtype:  # rounded chunkwise
+            return lambda index=None: init.generate(tgt, seed, slot.dtype) if index is None \
+                else init.generate_block(tgt, seed, index)
         return lambda index=None: init.generate(tgt, seed) if index is None else \
             init.generate_block(tgt, seed, index)
     try:
