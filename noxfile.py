@@ -1,11 +1,13 @@
 """Sessions: mxnet and tests (everything CI runs), tour (the main job), conformance (the
-matrix), docs, bench. MXNet needs numpy < 1.24, so it has its own venv and runs first; the
-tests session compares its recordings against the other backends.
+matrix), docs, browser (the site in headless Chromium), bench. MXNet needs numpy < 1.24,
+so it has its own venv and runs first; the tests session compares its recordings against
+the other backends.
 
     python3 -m pip install nox && python3 -m nox -s mxnet tests
 """
 
 import os
+import shutil
 
 import nox
 
@@ -15,10 +17,42 @@ nox.options.error_on_missing_interpreters = True
 
 PYTHON = "3.11"
 CONSTRAINTS = ("-c", "constraints.txt")
+#: A package index for PyTorch's CPU build, e.g. https://download.pytorch.org/whl/cpu: off a
+#: machine that has torch's CPU wheel locally, the pinned torch otherwise resolves to the
+#: CUDA build (several GB). Unset: pip resolves as configured (CI here).
+TORCH_INDEX = os.environ.get("UNIFPARAM_TORCH_INDEX", "")
+#: What the tour installs for each backend configuration (docs/install.md lists the same).
+TOUR_EXTRAS = {
+    "torch": "torch",
+    "keras": "tensorflow", "keras:tensorflow": "tensorflow",
+    "keras:jax": "keras,jax", "keras:torch": "keras,torch",
+    "flax": "flax", "flax:linen": "flax", "flax:nnx": "flax",
+    "mxnet": "mxnet",
+}
 
 
-def install(session: nox.Session, extras: str = "all,test") -> None:
-    session.install(*CONSTRAINTS, "-e", f".[{extras}]")
+def pip_args(extras: str, torch_index: str = TORCH_INDEX) -> list[str]:
+    """``pip install`` arguments for this clone with ``extras``, pinned by the constraints
+    (MXNet's own), taking torch from ``torch_index`` when given and torch is wanted."""
+    wanted = set(extras.split(","))
+    constraints = "constraints-mxnet.txt" if "mxnet" in wanted else "constraints.txt"
+    index = ["--extra-index-url", torch_index] if torch_index and wanted & {"torch", "all"} \
+        else []
+    return ["-c", constraints, *index, "-e", f".[{extras}]"]
+
+
+def tour_backend(args: list[str]) -> str:
+    """The backend ``unifparam tour`` will run with these arguments."""
+    for i, arg in enumerate(args):
+        if arg == "--backend" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--backend="):
+            return arg.partition("=")[2]
+    return os.environ.get("UNIFPARAM_BACKEND", "torch")
+
+
+def install(session: nox.Session, extras: str = "all,test", **kwargs: bool) -> None:
+    session.install(*pip_args(extras), **kwargs)
 
 
 @nox.session(python=PYTHON)
@@ -56,10 +90,28 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def browser(session: nox.Session) -> None:
+    """The built site in headless Chromium (tests/browser_check.py): every page renders, no
+    raw markup, nothing wider than 1280 px; one screenshot per page in site-screenshots/.
+    Skipped without Chromium (Debian: apt-get install chromium)."""
+    if not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")):
+        session.skip("no Chromium: apt-get install chromium")
+    install(session, "all,docs")
+    build_docs(session)
+    session.run("python", "tests/browser_check.py", "site", "--screenshots", "site-screenshots")
+
+
+@nox.session(python=PYTHON)
 def tour(session: nox.Session) -> None:
-    """The scenarios on UNIFPARAM_BACKEND (default torch): nox -s tour -- --backend keras:jax"""
-    install(session)
+    """The scenarios on UNIFPARAM_BACKEND (default torch): nox -s tour -- --backend keras:jax
+
+    Installs only what that backend needs (TOUR_EXTRAS), showing pip's progress.
+    """
     args = session.posargs or ["--backend", os.environ.get("UNIFPARAM_BACKEND", "torch")]
+    backend = tour_backend(args)
+    if backend not in TOUR_EXTRAS:
+        session.error(f"Unknown backend {backend!r}: one of {', '.join(TOUR_EXTRAS)}")
+    install(session, TOUR_EXTRAS[backend], silent=False)
     session.run("unifparam", "tour", *args)
 
 
@@ -87,7 +139,7 @@ def mxnet(session: nox.Session) -> None:
     tutorials' outputs (matplotlib for their figures).
     Run it before `nox -s tests`; that suite also finds this venv's interpreter.
     """
-    session.install("-c", "constraints-mxnet.txt", "-e", ".[mxnet,test,plot]")
+    install(session, "mxnet,test,plot")
     session.run("unifparam", "conformance", "--backend", "mxnet", "--json",
                 "conformance-mxnet.json")
     session.run("pytest", "tests/test_mxnet_native.py", "-q", "-p", "no:cacheprovider",

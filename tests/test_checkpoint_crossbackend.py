@@ -122,23 +122,16 @@ def saved(tmp_path_factory):
 
 
 @pytest.mark.parametrize("loader", CONFIGS)
-def test_every_saved_file_loads_and_agrees(loader, saved, capsys):
+def test_every_saved_file_loads_and_agrees(loader, saved):
     proc = _run("load", loader, "-", *(str(f) for f in saved.values()))
     assert proc.returncode == 0, f"{loader} could not load:\n{proc.stderr[-5000:]}"
     results = json.loads(proc.stdout.strip().splitlines()[-1])
     names = {f.name: c for c, f in saved.items()}
     problems = [f"saved on {names[r['saver']]}, loaded on {loader}, case {r['case']}: "
                 f"{r['problem']}" for r in results if r["problem"]]
-    with capsys.disabled():
-        for saver in saved:
-            count = sum(1 for r in results if names[r["saver"]] == saver)
-            print(f"\ncheckpoint: saved on {saver}, loaded on {loader}: {count} cases")
     assert not problems, "\n".join(problems)
     assert {names[r["saver"]] for r in results} == set(saved)
 
 
 def test_configurations_run_include_torch():
-    with_adapter = sorted(unifparam.backends())
-    print(f"\ncheckpoint cross-backend configurations: {', '.join(CONFIGS)} "
-          f"(registered adapters: {', '.join(with_adapter)})")
     assert "torch" in CONFIGS

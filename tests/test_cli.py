@@ -2,8 +2,16 @@
 
 import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
+import pytest
+
+from unifparam import _cli
 from unifparam._cli import main
+from unifparam._install import command
 
 
 def test_backends_lists_torch_with_its_version(capsys):
@@ -12,13 +20,24 @@ def test_backends_lists_torch_with_its_version(capsys):
     assert re.search(r"torch\s+│ yes\s+│ torch\s+│ 2\.", out)
 
 
-def test_tour_walks_every_scenario(capsys):
+def test_tour_walks_every_scenario_in_the_chapters_order_with_its_code(capsys):
     assert main(["tour", "--backend", "torch"]) == 0
     out = capsys.readouterr().out
-    shown = set(re.findall(r"^== ([PL]\d+) ", out, re.M))
-    assert shown >= {f"P{i}" for i in range(1, 15)} - {"P12"} | {"P12"}
-    assert shown >= {f"L{i}" for i in range(1, 14)} - {"L7"} | {"L7"}
+    shown = re.findall(r"^== ([PL]\d+) ", out, re.M)
+    assert shown == [f"P{i}" for i in range(1, 15)] + [f"L{i}" for i in range(1, 14)]
     assert "Init 0.weight (256, 20)\nInit 1.weight (10, 256)" in out
+    # each scenario: its title, the code that ran (as a transcript), then what it printed
+    for section in out.split("\n== ")[1:]:
+        title, *lines = section.splitlines()
+        code = lines[:lines.index("--")]
+        assert code and code[0].startswith(">>> "), title
+        assert all(line.startswith((">>> ", "...")) for line in code), title
+    p11 = out.split("== P11 ")[1].split("\n== ")[0]
+    assert ">>> tie(ae, \"0.weight\", \"1.weight\", transpose=True)" in p11
+    assert "--\n[ True  True  True  True  True  True  True  True]\n" in p11  # then its output
+    ending = out.rstrip().rsplit("\n\n", 1)[1]
+    assert "unifparam tour --backend keras:jax" in ending
+    assert "UNIFPARAM_BACKEND=keras:jax python3 -m nox -s tour" in ending
 
 
 def test_conformance_matrix_on_torch(tmp_path, capsys):
@@ -58,7 +77,7 @@ def test_conformance_without_pytest_says_how_to_install_it(tmp_path, python):
                   "sys.exit(main(['conformance', '--backend', 'torch']))",
                   env={"PYTHONPATH": str(tmp_path)})
     assert proc.returncode != 0
-    assert "pip install 'unifparam[test]'" in proc.stderr
+    assert "pip install -e '.[test]'" in proc.stderr  # run from the clone's root
     assert "suite did not run" not in proc.stdout + proc.stderr
 
 
@@ -66,7 +85,7 @@ def _fake_backend(monkeypatch):
     from unifparam import BackendInfo, _registry
     fake = BackendInfo(name="mxnet", requires=("unifparam_no_such_framework",),
                        distribution="mxnet", native_types=(),
-                       install="pip install 'unifparam[mxnet]'",
+                       install="pip install 'unifparam[mxnet]' (Python <= 3.11)",
                        loader="unifparam_mxnet:MXNetBackend")
     known = {**_registry.registered(), "mxnet": fake}
     monkeypatch.setattr(_registry, "registered", lambda: known)
@@ -76,16 +95,21 @@ def test_conformance_on_a_backend_not_installed_prints_its_install_hint(monkeypa
     _fake_backend(monkeypatch)
     assert main(["conformance", "--backend", "mxnet"]) != 0
     captured = capsys.readouterr()
-    assert "pip install 'unifparam[mxnet]'" in captured.err
+    assert command("mxnet") in captured.err
     assert "INTERNALERROR" not in captured.out + captured.err
     assert "Traceback" not in captured.out + captured.err
 
 
-def test_backends_prints_install_extras_verbatim(monkeypatch, capsys):
-    monkeypatch.setenv("COLUMNS", "200")  # one line per row
+@pytest.mark.parametrize("columns", ["80", "40", "200"])
+def test_backends_prints_the_whole_install_command_at_any_width(monkeypatch, capsys,
+                                                                 columns):
+    monkeypatch.setenv("COLUMNS", columns)  # a pipe gets 80 columns: as in a CI log
     _fake_backend(monkeypatch)
     assert main(["backends"]) == 0
-    assert "pip install 'unifparam[mxnet]'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    hint = command("mxnet")
+    assert hint.startswith("pip install -e ") and hint.endswith("[mxnet]'")
+    assert re.search(rf"^  mxnet: {re.escape(hint)} \(Python <= 3\.11\)$", out, re.M), out
 
 
 def test_tour_names_the_keras_backend_in_use(python):
@@ -93,3 +117,61 @@ def test_tour_names_the_keras_backend_in_use(python):
                   env={"UNIFPARAM_BACKEND": "keras", "KERAS_BACKEND": "jax"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "backend: keras:jax"
+
+
+def test_help_is_plain_text_and_describes_every_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    top = capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["inspect", "--help"])
+    inspect_help = capsys.readouterr().out
+    assert "``" not in top and ":func:" not in top
+    assert "unifparam backends" in top and "examples:" in top
+    assert re.search(r"^\s+file\s+a \.safetensors file", inspect_help, re.M), inspect_help
+
+
+def test_inspect_into_a_closed_pipe_stops_quietly(tmp_path):
+    safetensors = pytest.importorskip("safetensors.numpy")
+    path = tmp_path / "many.safetensors"  # its summary is larger than a pipe's buffer
+    safetensors.save_file({f"t{i}": np.zeros(2, np.float32) for i in range(8000)}, str(path))
+    proc = subprocess.run(["bash", "-c", f'"{sys.executable}" -m unifparam inspect "{path}" | '
+                                         f"head -n 2"], capture_output=True, text=True)
+    assert proc.stdout.startswith("Checkpoint: ")
+    assert "Traceback" not in proc.stderr and "BrokenPipeError" not in proc.stderr, proc.stderr
+
+
+def test_inspect_of_a_file_that_is_not_safetensors_says_so(capsys):
+    readme = Path(__file__).parents[1] / "README.md"
+    assert main(["inspect", str(readme)]) == 2
+    err = capsys.readouterr().err
+    assert "not a safetensors file" in err and "claims" not in err, err
+
+
+def _fake_matrix(monkeypatch, configs: list[tuple[str, bool]]) -> None:
+    """conformance --backend all over ``configs`` without running any suite."""
+    monkeypatch.setattr(_cli, "every_configuration", lambda: configs)
+    monkeypatch.setattr(_cli, "preflight", lambda backend: None)
+    monkeypatch.setattr(_cli, "run_suite", lambda backend: {
+        "backend": backend, "returncode": 0,
+        "results": [{"scenario": s, "outcome": "passed"} for s in ("P1", "P2", "L1")]})
+
+
+def test_conformance_all_names_the_configurations_it_skipped(monkeypatch, capsys):
+    _fake_matrix(monkeypatch, [("torch", True), ("keras:tensorflow", False),
+                               ("flax", True), ("mxnet", False)])
+    assert main(["conformance", "--backend", "all"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^skipped, not installed: keras:tensorflow, mxnet ", out, re.M), out
+    main(["conformance", "--backend", "torch"])
+    assert "skipped" not in capsys.readouterr().out  # one backend asked for, none skipped
+
+
+def test_conformance_matrix_keeps_whole_headers_in_a_narrow_log(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "80")  # CI's log: not a terminal
+    configs = ["torch", "keras:tensorflow", "keras:jax", "keras:torch", "flax:linen",
+               "flax:nnx", "mxnet"]
+    _fake_matrix(monkeypatch, [(c, True) for c in configs])
+    assert main(["conformance", "--backend", "all"]) == 0
+    header = next(line for line in capsys.readouterr().out.splitlines() if "scenario" in line)
+    assert re.findall(r"[\w:]+", header) == ["scenario", *configs], header

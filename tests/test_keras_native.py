@@ -196,7 +196,8 @@ def test_variant_whose_framework_is_missing_says_how_to_install(python):
         except unifparam.BackendNotInstalledError as e:
             print("MISSING", e)
         """))
-    assert "MISSING" in done.stdout and "pip install 'unifparam[jax]'" in done.stdout
+    # run from the clone's root (conftest.run_python): the command that works from there
+    assert "MISSING" in done.stdout and "pip install -e '.[jax]'" in done.stdout
 
 
 def test_adopted_functional_model_with_two_inputs_takes_net_a_b():

@@ -30,6 +30,8 @@ from .errors import (
     CheckpointPermissionError,
     DataDependentError,
     DeferredParameterError,
+    DeviceError,
+    HandleAttributeError,
     InitializerError,
     InputShapeError,
     LayoutError,
@@ -62,6 +64,8 @@ _ON_FIRST_USE = {
     "save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
     "LoadReport": "checkpoint", "plot_histograms": "_plots",
     "save_sharded": "_sharded", "load_sharded": "_sharded",
+    "devices": "_devices", "num_gpus": "_devices", "to": "_devices",
+    "register_backend": "_registry",
 }
 _RENAMED = {"backends": "registered"}
 
@@ -70,10 +74,11 @@ if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
     from ._cast import cast
     from ._convert import default_seed, set_seed, to_numpy
+    from ._devices import devices, num_gpus, to
     from ._layout import placements
     from ._model import Model, Param
     from ._plots import plot_histograms
-    from ._registry import BackendInfo, get_backend
+    from ._registry import BackendInfo, get_backend, register_backend
     from ._registry import registered as backends
     from ._sharded import load_sharded, save_sharded
     from ._summary import summary
@@ -110,12 +115,14 @@ __all__ = [
     "BackendNotFoundError", "BackendNotInstalledError", "BrokenBackendWarning", "Converters",
     "CheckpointError", "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
-    "DataDependentError", "DeferredParameterError", "InitializerError", "InputShapeError",
+    "DataDependentError", "DeferredParameterError", "DeviceError", "HandleAttributeError",
+    "InitializerError",
+    "InputShapeError",
     "LayoutError", "LoadReport", "Model", "NativeLayer", "NativeParam", "OutputError", "Param",
     "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
-    "build", "cast", "default_seed", "dtypes", "get_backend", "gradients", "init",
-    "initialize", "inspect_file", "load", "load_sharded", "materialize", "nn", "ops", "params",
-    "placements", "plot_histograms", "save", "save_sharded", "set_seed", "summary", "tie",
-    "to_numpy",
+    "build", "cast", "default_seed", "devices", "dtypes", "get_backend", "gradients", "init",
+    "initialize", "inspect_file", "load", "load_sharded", "materialize", "nn", "num_gpus",
+    "ops", "params", "placements", "plot_histograms", "register_backend", "save",
+    "save_sharded", "set_seed", "summary", "tie", "to", "to_numpy",
 ]

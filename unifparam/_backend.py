@@ -119,6 +119,9 @@ class Plan:
     abstract: bool = False
     layer_inputs: Mapping[str, Shape] = field(default_factory=dict)
     mesh: Any = None
+    #: Where every storage gets its memory: a portable device name (``"gpu:0"``) that
+    #: :meth:`Backend.devices` lists; None: the framework's default device.
+    device: str | None = None
 
 
 class Converters:
@@ -308,6 +311,39 @@ class Backend(abc.ABC):
     def native_layer(self, native: Any, path: str) -> Any:
         """The framework's own object for the layer at canonical ``path`` ("" = root)."""
         return native if not path else None
+
+    # ---- devices (optional: a backend without them has one device, "cpu:0") ------------
+    def devices(self) -> list[str]:
+        """Portable names of the devices that exist, CPUs first: ``["cpu:0", "gpu:0"]``."""
+        return ["cpu:0"]
+
+    def default_device(self) -> str:
+        """Where the framework puts new arrays when not told (portable name)."""
+        return self.devices()[0]
+
+    def placeable(self, device: str) -> bool:
+        """True if parameters can live on ``device`` (a portable name); default: listed."""
+        return device in self.devices()
+
+    def device_name(self, device: Any) -> str | None:
+        """The portable name of one of the framework's own device objects (None: not one)."""
+        return None
+
+    def native_device(self, device: str) -> Any:
+        """The framework's own object for a portable device name (one ``placeable``)."""
+        return device
+
+    def device_of(self, native: Any, ref: Any) -> str | None:
+        """Where a stored value lives (portable name; comma-joined for a value spread over
+        several devices), or None while it has no memory."""
+        return self.default_device() if self.status(native, ref)[1] == MATERIALIZED else None
+
+    def move(self, native: Any, device: str) -> Any:
+        """Move every value of the model (parameters and buffers) to ``device``, keeping
+        each parameter's identity for its ties, its trainable flag and dtype; return state."""
+        from .errors import UnsupportedError
+        raise UnsupportedError(f"The {self.configuration} backend cannot move parameters "
+                               f"between devices.")
 
     # ---- run ------------------------------------------------------------------------
     @abc.abstractmethod

@@ -243,6 +243,9 @@ def read(path: str | os.PathLike[str], *, verify: bool = True) -> Checkpoint:
             f"it may be incomplete. Delete it and load the checkpoint it was meant to replace.")
     mm, size = _map_file(path)
     n = int.from_bytes(mm[:8], "little")
+    if mm[8:9] != b"{":  # the format: 8 bytes of header length, then a JSON object
+        raise _bad(path, "it is not a safetensors file (no JSON header after its first 8 "
+                         "bytes)")
     if n > MAX_HEADER_BYTES:
         raise _bad(path, f"its header claims {n:,} bytes, over the limit of "
                          f"{MAX_HEADER_BYTES:,}")

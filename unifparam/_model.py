@@ -18,12 +18,14 @@ from typing import TYPE_CHECKING, Any
 from . import nn
 from ._backend import ABSTRACT, MATERIALIZED
 from ._lazy import np
+from ._locking import serialized
 from ._plan import contiguous, run
 from ._state import ModelState, Node, Slot, flip
 from .errors import (
     ArgumentError,
     ArgumentValueError,
     DeferredParameterError,
+    HandleAttributeError,
     ParamIndexError,
     UnknownNameError,
     ValueShapeError,
@@ -86,6 +88,13 @@ class Param:
         return self._st.dtype(self._st.resolve(self._name)[0])
 
     @property
+    def device(self) -> str:
+        """Where the value is, as the framework reports it now: ``"cpu:0"``, ``"gpu:1"``
+        (docs/devices.md); before it has memory, where it will be materialized."""
+        from ._devices import of_state
+        return of_state(self._st, [self._st.resolve(self._name)[0]])
+
+    @property
     def state(self) -> str:
         """``"deferred"`` (shape unknown), ``"abstract"`` (no memory) or ``"materialized"``."""
         return self._status[1]
@@ -133,6 +142,7 @@ class Param:
         return self._slot.native_name
 
     # ---- values ---------------------------------------------------------------------
+    @serialized
     def numpy(self) -> np.ndarray:
         """A copy of the value as a numpy array, canonical layout."""
         shape, state = self._status
@@ -146,6 +156,7 @@ class Param:
         value = self.numpy()
         return value if dtype is None else value.astype(dtype)
 
+    @serialized
     def set(self, value: Any) -> None:
         """Replace the whole value (same shape; cast to the parameter's dtype)."""
         slot = self._slot
@@ -196,6 +207,7 @@ class Param:
         return ArgumentError(f"Cannot index parameter '{self._name}' with {index!r} "
                              f"({type(index).__name__}): {e}. Use ints, slices or arrays.")
 
+    @serialized
     def __getitem__(self, index: Any) -> np.ndarray:
         full = self.numpy()
         try:
@@ -203,6 +215,7 @@ class Param:
         except (IndexError, TypeError, ValueError) as e:
             raise self._index_error(index, e) from None
 
+    @serialized
     def __setitem__(self, index: Any, value: Any) -> None:
         full = self.numpy()
         arr = self._real(value)
@@ -219,6 +232,7 @@ class Param:
             raise self._index_error(index, e) from None
         self.set(full)
 
+    @serialized
     def _inplace(self, op: Any, other: Any) -> Param:
         current = self.numpy()
         arr = self._real(other)  # typed errors for strings, complex, overflow
@@ -299,6 +313,13 @@ class Model:
         return self._st.backend.configuration
 
     @property
+    def device(self) -> str:
+        """Where the model's parameters are, read from the framework each time
+        (``"cpu:0"``; several comma-joined). Move them with :func:`unifparam.to`."""
+        from ._devices import of_state
+        return of_state(self._st, self._st.roots_under(self._node))
+
+    @property
     def native(self) -> Any:
         """The framework's own model or layer object."""
         return self._st.backend.native_layer(self._st.native, self._node.path)
@@ -313,6 +334,7 @@ class Model:
             layer = dict(layer.children())[key]
         return layer
 
+    @serialized
     def __call__(self, *inputs: Any, training: bool = False) -> Any:
         if self.path:
             from .errors import UnsupportedError
@@ -345,14 +367,17 @@ class Model:
             return Param(object.__getattribute__(self, "_st"), node.params[name])
         if name in node.children:
             return Model(object.__getattribute__(self, "_st"), node.children[name])
-        raise AttributeError(f"Layer '{node.path or 'model'}' ({node.kind}) has no attribute "
-                             f"{name!r}.{closest(name, [*node.params, *node.children])}")
+        raise HandleAttributeError(f"Layer '{node.path or 'model'}' ({node.kind}) has no "
+                                   f"attribute {name!r}."
+                                   f"{closest(name, [*node.params, *node.children])}")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, Param) and name in self._node.params and value._st is self._st:
             return  # the rebinding of `net[0].weight += 1`: the write already happened
-        raise AttributeError(f"Cannot assign {name!r} on a model handle. Write values with "
-                             f"p[...] = v, or tie parameters with unifparam.tie.")
+        raise HandleAttributeError(f"Cannot assign {name!r} on the handle of layer "
+                                   f"'{self._node.path or 'model'}' ({self._node.kind}). Write "
+                                   f"values with p[...] = v, or tie parameters with "
+                                   f"unifparam.tie.")
 
     def apply(self, fn: Any) -> Model:
         """Call ``fn(layer)`` on every sub-layer, children first, then this one (torch's order).

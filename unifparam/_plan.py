@@ -203,7 +203,7 @@ def _for_shapes(st: ModelState, todo: Sequence[str], shapes: dict[str, tuple[int
         shard = placement.get(root)
         storages[name] = Storage(name, ref, shape, st.slots[root].dtype, ALIAS,
                                  shard[::-1] if shard is not None and t else shard)
-    return Plan(storages, abstract, dict(layer_inputs), mesh), values
+    return Plan(storages, abstract, dict(layer_inputs), mesh, device=st.device), values
 
 
 def _pending_aliases(st: ModelState, shapes: Mapping[str, tuple[int, ...]], abstract: bool
@@ -374,11 +374,21 @@ def _mismatch(node: Node, local: str, expected: Shape | None, got: Shape, x: Sha
 
 
 # ---- the verbs' shared entry points -----------------------------------------------------
-def input_shapes(inputs: Sequence[Any], input_shape: Any) -> tuple[Shape, ...]:
-    """Shapes of example inputs, or ``input_shape`` (one shape or one per input); checked."""
+def receiver(st: ModelState) -> str:
+    """`` of layer '0' (Dense)``: the layer that takes the model's input, for messages."""
+    node = st.root
+    while node.children and not node.params and not isinstance(node.spec, nn.Block):
+        node = next(iter(node.children.values()))
+    return f" of layer '{node.path or 'model'}' ({node.kind})"
+
+
+def input_shapes(inputs: Sequence[Any], input_shape: Any, into: str = ""
+                 ) -> tuple[Shape, ...]:
+    """Shapes of example inputs, or ``input_shape`` (one shape or one per input); checked.
+    ``into`` (see :func:`receiver`) names the layer taking them in messages."""
     if inputs:
         for i, x in enumerate(inputs):
-            _check_dtype(x, f"input {i}" if len(inputs) > 1 else "the input")
+            _check_dtype(x, f"input {i}{into}" if len(inputs) > 1 else f"the input{into}")
         shapes = tuple(tuple(int(d) for d in (x.shape if hasattr(x, "shape") else np.shape(x)))
                        for x in inputs)
     elif input_shape is None:
@@ -396,7 +406,7 @@ def input_shapes(inputs: Sequence[Any], input_shape: Any) -> tuple[Shape, ...]:
     for i, shape in enumerate(shapes):
         if any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d <= 0
                for d in shape):
-            which = f"input {i}" if len(shapes) > 1 else "the input"
+            which = f"input {i}{into}" if len(shapes) > 1 else f"the input{into}"
             raise InputShapeError(f"Shape {fmt_shape(shape)} of {which} has a size that is not "
                                   f"a positive int. Pass inputs with at least one element per "
                                   f"dimension, batch first, e.g. input_shape=(1, 20).")
@@ -408,8 +418,9 @@ _NOT_NUMBERS = ("complex", "str", "bytes", "object", "void", "datetime", "timede
 
 def _check_dtype(x: Any, which: str) -> None:
     """Inputs hold real numbers (float, int or bool): strings, objects, None are refused."""
+    which = which[:1].upper() + which[1:]
     if x is None or isinstance(x, (str, bytes)):
-        raise ArgumentError(f"{which.capitalize()} is {type(x).__name__} {x!r:.40}; the model "
+        raise ArgumentError(f"{which} is {type(x).__name__} {x!r:.40}; the model "
                             f"takes real numbers. Pass a float array.")
     dtype = getattr(x, "dtype", None)
     if dtype is None:
@@ -418,13 +429,13 @@ def _check_dtype(x: Any, which: str) -> None:
         try:
             dtype = np.asarray(x).dtype
         except (ValueError, TypeError) as e:
-            raise ArgumentError(f"{which.capitalize()} is not an array ({type(x).__name__}: "
+            raise ArgumentError(f"{which} is not an array ({type(x).__name__}: "
                                 f"{e}). Pass a numpy array or the framework's tensor.") from None
     text = str(dtype).lower()
     numeric = dtype.kind in "biuf" if isinstance(dtype, np.dtype) else not any(
         word in text for word in _NOT_NUMBERS)
     if not numeric:
-        raise ArgumentError(f"{which.capitalize()} has dtype {dtype} ({type(x).__name__}); the "
+        raise ArgumentError(f"{which} has dtype {dtype} ({type(x).__name__}); the "
                             f"model takes real numbers. Pass a float array (or integer "
                             f"indices for an Embedding).")
 
@@ -470,7 +481,7 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
                                f"(without memory). Call materialize(net, X) instead.")
     if mesh is None and st.placement is not None:  # placed when materialized abstractly
         mesh, layout = st.placement
-    shapes = input_shapes(inputs, input_shape)
+    shapes = input_shapes(inputs, input_shape, receiver(st))
     check_indices(st, inputs)
     made = for_materialize(st, inputs, shapes, abstract, mesh, layout)
     if made is not None:
@@ -485,10 +496,11 @@ def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
     if not st.all_in(MATERIALIZED):
         materialize(st, inputs, None, False)
     elif st.spec is not None:
-        trace(st, input_shapes(inputs, None), inputs)
+        trace(st, input_shapes(inputs, None, receiver(st)), inputs)
         check_indices(st, inputs)
     else:  # an adopted model may take any batch size its framework does: dtypes only
+        into = receiver(st)
         for i, x in enumerate(inputs):
-            _check_dtype(x, f"input {i}" if len(inputs) > 1 else "the input")
+            _check_dtype(x, f"input {i}{into}" if len(inputs) > 1 else f"the input{into}")
     out, st.native = st.backend.run(st.native, tuple(inputs), training)
     return out

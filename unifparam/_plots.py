@@ -31,8 +31,9 @@ def plot_histograms(model: Model, bins: int = 30, *, include_bias: bool = True) 
     try:
         from matplotlib.figure import Figure
     except ImportError as e:
-        raise UnsupportedError("plot_histograms needs matplotlib: "
-                               "pip install 'unifparam[plot]'.") from e
+        from ._install import hint
+        raise UnsupportedError(hint("plot_histograms needs matplotlib: "
+                                    "pip install 'unifparam[plot]'.")) from e
     from ._lazy import np
 
     layers: list[tuple[str, Any]] = []

@@ -70,9 +70,29 @@ class BackendInfo:
             return None
 
 
+_REGISTERED: dict[str, BackendInfo] = {}  # register_backend(): used before entry points
+
+
+def register_backend(info: BackendInfo) -> None:
+    """Register a backend by its :class:`BackendInfo`, without an installed entry point
+    (an adapter on ``PYTHONPATH``, a source checkout); it replaces one of the same name.
+
+    >>> import unifparam_torch                           # doctest: +SKIP
+    >>> unifparam.register_backend(unifparam_torch.INFO)  # doctest: +SKIP
+    """
+    if not isinstance(info, BackendInfo):
+        from .errors import ArgumentError
+        raise ArgumentError(f"register_backend takes a unifparam.BackendInfo, got "
+                            f"{type(info).__name__}.")
+    _REGISTERED[info.name] = info
+    registered.cache_clear()
+    _load.cache_clear()
+
+
 @cache
 def registered() -> dict[str, BackendInfo]:
-    """Every registered backend, by name (entry points, read once per process)."""
+    """Every registered backend, by name (entry points, read once per process, and
+    :func:`register_backend`)."""
     from importlib.metadata import entry_points
     found: dict[str, BackendInfo] = {}
     for ep in entry_points(group=GROUP):
@@ -89,6 +109,7 @@ def registered() -> dict[str, BackendInfo]:
                           BrokenBackendWarning, stacklevel=2)
             continue
         found[info.name] = info
+    found.update(_REGISTERED)
     return dict(sorted(found.items(), key=lambda kv: (_rank(kv[0]), kv[0])))
 
 
@@ -129,8 +150,9 @@ def default_name() -> str:
     for name, i in registered().items():
         if i.installed():
             return name
+    from ._install import command
     raise BackendNotInstalledError(
-        f"No backend is installed. Install one, e.g. pip install 'unifparam[torch]', "
+        f"No backend is installed. Install one, e.g. {command('torch')}, "
         f"then set {ENV}. Registered: {', '.join(registered()) or 'none'}.")
 
 
@@ -138,13 +160,20 @@ def default_name() -> str:
 def _load(base: str, variant: str | None) -> Backend:
     found = info(base)
     if not found.installed():
-        missing = [m for m in found.requires if importlib.util.find_spec(m) is None]
+        from ._install import hint
         raise BackendNotInstalledError(
-            f"Backend {base!r} needs {', '.join(missing)}, which is not installed. "
-            f"Install it with: {found.install}")
+            f"Backend {base!r} needs {not_installed(found.requires)}. "
+            f"Install it with: {hint(found.install)}")
     module, _, attr = found.loader.partition(":")
     cls = getattr(importlib.import_module(module), attr)
     return cls(variant) if found.variants else cls()
+
+
+def not_installed(modules: tuple[str, ...]) -> str:
+    """``"jax, which is not installed"`` / ``"jax and flax, which are not installed"``."""
+    names = [m for m in modules if importlib.util.find_spec(m) is None] or list(modules)
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{listed}, which {'is' if len(names) == 1 else 'are'} not installed"
 
 
 def get_backend(name: str | None = None) -> Backend:

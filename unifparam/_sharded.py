@@ -25,6 +25,7 @@ from typing import Any
 from . import dtypes as _dtypes
 from ._backend import MATERIALIZED
 from ._lazy import np
+from ._locking import serialized
 from .errors import CheckpointMismatchError, CheckpointNotFoundError, InputShapeError
 
 INDEX = "model.safetensors.index.json"
@@ -66,6 +67,7 @@ def _header(names: list[str], shapes: Mapping[str, tuple[int, ...]],
     return head, {n: start + o for n, o in offsets.items()} | {"": start + at}
 
 
+@serialized
 def save_sharded(model: Any, directory: str | os.PathLike[str], *,
                  max_shard_bytes: int = 5 << 30) -> None:
     """Write ``model``'s storages to ``directory`` in Hugging Face's sharded layout.
@@ -112,6 +114,7 @@ def save_sharded(model: Any, directory: str | os.PathLike[str], *,
     os.replace(tmp, os.path.join(directory, INDEX))
 
 
+@serialized
 def load_sharded(model: Any, directory: str | os.PathLike[str], *, mesh: Any = None,
                  layout: Any = None) -> Any:
     """Load a sharded-layout directory into ``model``, reading only the blocks it needs.

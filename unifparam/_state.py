@@ -119,6 +119,7 @@ class ModelState:
         self.aliases: dict[str, Alias] = {}
         self.nodes: dict[str, Node] = {}
         self.placement: tuple[Any, Any] | None = None  # (mesh, layout) of an abstract model
+        self.device: str | None = None  # where new storages go (unifparam.to, device=)
         self._index(root)
 
     def _index(self, node: Node) -> None:

@@ -18,6 +18,10 @@ from .errors import TieError, UnsupportedError, fmt_shape
 def check_tie(st: ModelState, a: str, b: str, transpose: bool) -> tuple[str, str, bool]:
     ra, ta = st.resolve(a)
     rb, tb = st.resolve(b)
+    if a == b:
+        raise TieError(f"tie: a and b are both '{a}'; a parameter is already its own storage. "
+                       f"Tie two different parameters, e.g. tie(net, '0.weight', "
+                       f"'2.weight').")
     t = transpose ^ ta ^ tb  # b's root must be (a's root)ᵀ^t
     if ra == rb:
         if t:

@@ -1,13 +1,19 @@
 """``unifparam tour``: the two chapters' scenarios, written once, run on the chosen backend.
 
+Each scenario prints its code (read from this file), then its output, in the chapters'
+order (P1-P14, then L1-L13), and the tour ends with how to run it on another backend.
 Everything is seeded, so the printed text is the same on every backend except the one
 line that names the backend (and P12, which is about each framework's own default).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
+import ast
+import sys
+import textwrap
+from functools import cache
+from pathlib import Path
+from types import TracebackType
 
 import numpy as np
 
@@ -18,17 +24,55 @@ from ._verbs import build, gradients, initialize, materialize, params, tie
 from .errors import DeferredParameterError, InputShapeError
 
 
-def _arr(a: np.ndarray) -> str:
+def rounded(a: np.ndarray) -> str:
     return np.array2string(np.asarray(a), precision=4, suppress_small=True, floatmode="fixed")
 
 
-@contextlib.contextmanager
-def _section(title: str) -> Iterator[None]:
-    print(f"\n== {title} ==")
-    yield
+NEXT = """
+Next: the same tour on another backend, e.g. keras:jax (also torch, keras:tensorflow,
+keras:torch, flax, flax:nnx, mxnet):
+    unifparam tour --backend keras:jax
+    UNIFPARAM_BACKEND=keras:jax python3 -m nox -s tour     (from a clone: installs what it needs)
+`unifparam backends` lists what is installed here and how to install the rest."""
 
 
-def _x(*shape: int) -> np.ndarray:
+@cache
+def _code() -> dict[int, str]:
+    """Line of each ``with _section(...)`` in this file -> its body as a REPL transcript."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    lines = source.splitlines()
+    out = {}
+    for node in ast.walk(ast.parse(source)):
+        call = node.items[0].context_expr if isinstance(node, ast.With) else None
+        if isinstance(call, ast.Call) and getattr(call.func, "id", "") == "_section":
+            shown = []
+            for stmt in node.body:
+                first = stmt.decorator_list[0].lineno if getattr(stmt, "decorator_list",
+                                                                 None) else stmt.lineno
+                text = textwrap.dedent("\n".join(lines[first - 1:stmt.end_lineno]))
+                shown += [("... " if i else ">>> ") + t if t else "..."
+                          for i, t in enumerate(text.splitlines())]
+            out[node.lineno] = "\n".join(shown)
+    return out
+
+
+class _section:  # noqa: N801 (reads as a statement: with _section("P1 ..."):)
+    """Prints the scenario's title and the code of the ``with`` block, before it runs."""
+
+    def __init__(self, title: str) -> None:
+        self.title, self.line = title, sys._getframe(1).f_lineno  # the `with` line
+
+    def __enter__(self) -> None:
+        print(f"\n== {self.title} ==")
+        print(_code()[self.line])
+        print("--")
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        return None
+
+
+def inputs(*shape: int) -> np.ndarray:
     return np.random.default_rng(0).random(shape, dtype=np.float32)
 
 
@@ -43,32 +87,35 @@ class MyInit(init.Initializer):
 
 def run(backend: str | None = None) -> None:
     """Print the tour of P1-P14 and L1-L13 on ``backend`` (default: UNIFPARAM_BACKEND)."""
-    net = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)), backend=backend)
-    print(f"backend: {net.backend}")
-    X = _x(2, 4)
-    initialize(net, init.Uniform(-0.07, 0.07), seed=0)
+    from ._registry import get_backend
+    print(f"backend: {get_backend(backend).configuration}")
     with _section("P1 A small MLP"):
+        net = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)), backend=backend)
+        initialize(net, init.Uniform(-0.07, 0.07), seed=0)
+        X = inputs(2, 4)
         print(net)
         print("output shape:", tuple(net.to_numpy(net(X)).shape))
-        print("output:", _arr(net.to_numpy(net(X))))
+        print("output:", rounded(net.to_numpy(net(X))))
     with _section("P2 One layer's parameters by index"):
         for name, p in params(net[1]).items():
             print(name, p)
     with _section("P3 One parameter, in depth"):
         bias = net[1].bias
-        print(bias, "value", _arr(bias.numpy()), "grad", bias.grad)
+        print(bias, "value", rounded(bias.numpy()), "grad", bias.grad)
         gradients(net, X)
-        print("after gradients(net, X): grad", _arr(bias.grad))
+        print("after gradients(net, X): grad", rounded(bias.grad))
     with _section("P4 All parameters at once"):
         print(*[(n, p.shape) for n, p in params(net[0]).items()])
         print(*[(n, p.shape) for n, p in params(net).items()])
         print("as a list of arrays:", [a.shape for a in (p.numpy() for p in params(net).values())])
     with _section("P5 Access by name"):
-        print("params(net)['1.bias'] =", _arr(params(net)["1.bias"].numpy()))
+        print("params(net)['1.bias'] =", rounded(params(net)["1.bias"].numpy()))
     _nested(backend, X)
-    _initializers(net, backend, X)
+    _initializers(net)
     _ties(backend)
+    _defaults(backend, X)
     _lazy(backend)
+    print(NEXT)
 
 
 def _nested(backend: str | None, X: np.ndarray) -> None:
@@ -78,32 +125,35 @@ def _nested(backend: str | None, X: np.ndarray) -> None:
     def block2() -> nn.Sequential:
         return nn.Sequential(*(block1() for _ in range(4)))
 
-    rgnet = build(nn.Sequential(block2(), nn.Dense(10)), backend=backend)
-    initialize(rgnet, init.Normal(std=0.01), seed=0)
-    rgnet(X)
     with _section("P6 Nested blocks"):
+        rgnet = build(nn.Sequential(block2(), nn.Dense(10)), backend=backend)
+        initialize(rgnet, init.Normal(std=0.01), seed=0)
+        rgnet(X)
         print(summary(rgnet))
-        print("rgnet[0][1][0].bias:", rgnet[0][1][0].bias, _arr(rgnet[0][1][0].bias.numpy()[:4]))
+        print("rgnet[0][1][0].bias:", rgnet[0][1][0].bias, rounded(rgnet[0][1][0].bias.numpy()[:4]))
 
 
-def _initializers(net: Model, backend: str | None, X: np.ndarray) -> None:
+def _initializers(net: Model) -> None:
     with _section("P7 Built-in initializers"):
         initialize(net, init.Normal(std=0.01), force_reinit=True, seed=1)
-        print("Normal(0.01):", _arr(net[0].weight[0]), "bias", _arr(net[0].bias[0]))
+        print("Normal(0.01):", rounded(net[0].weight[0]), "bias", rounded(net[0].bias[0]))
         initialize(net, init.Constant(1), force_reinit=True)
-        print("Constant(1):", _arr(net[0].weight[0]), "bias", _arr(net[0].bias[0]))
+        print("Constant(1):", rounded(net[0].weight[0]), "bias", rounded(net[0].bias[0]))
     with _section("P8 Different initializers per block"):
         initialize(net[0], init.XavierUniform(), force_reinit=True, seed=2)
         initialize(net[1], init.Constant(42), force_reinit=True)
-        print(_arr(net[0].weight[0]))
-        print(_arr(net[1].weight.numpy()))
+        print(rounded(net[0].weight[0]))
+        print(rounded(net[1].weight.numpy()))
     with _section("P9 A custom initializer"):
         initialize(net, MyInit(), force_reinit=True, seed=3)
-        print(_arr(net[0].weight[:2]))
+        print(rounded(net[0].weight[:2]))
     with _section("P10 Setting values directly"):
         net[0].weight[:] += 1
         net[0].weight[0, 0] = 42
-        print(_arr(net[0].weight[0]))
+        print(rounded(net[0].weight[0]))
+
+
+def _defaults(backend: str | None, X: np.ndarray) -> None:
     with _section("P12 Framework defaults"):
         fresh = build(nn.Sequential(nn.Dense(8), nn.Dense(1)), backend=backend)
         fresh(X)
@@ -119,33 +169,32 @@ def _initializers(net: Model, backend: str | None, X: np.ndarray) -> None:
         initialize(net13, seed=4)
         net13(X)
         for name, p in params(net13).items():
-            print(name, _arr(p.numpy()))
-
-    class OnesInit(init.Initializer):
-        def sample(self, target: init.Target, rng: np.random.Generator) -> np.ndarray:
-            return np.ones(target.shape)
-
+            print(name, rounded(p.numpy()))
     with _section("P14 A custom initializer class"):
+        class OnesInit(init.Initializer):
+            def sample(self, target: init.Target, rng: np.random.Generator) -> np.ndarray:
+                return np.ones(target.shape)
+
         net14 = build(nn.Sequential(nn.Dense(64, weight_init=OnesInit())), backend=backend)
         net14(X)
         print("all ones:", bool((net14[0].weight.numpy() == 1).all()), net14[0].weight)
 
 
 def _ties(backend: str | None) -> None:
-    shared = nn.Dense(8, activation="relu")
-    net = build(nn.Sequential(nn.Dense(8, activation="relu"), shared, shared, nn.Dense(1)),
-                backend=backend)
-    initialize(net, init.Normal(std=0.5), seed=5)
-    X = _x(2, 4)
-    net(X)
     with _section("P11 Tied parameters"):
+        shared = nn.Dense(8, activation="relu")
+        net = build(nn.Sequential(nn.Dense(8, activation="relu"), shared, shared, nn.Dense(1)),
+                    backend=backend)
+        initialize(net, init.Normal(std=0.5), seed=5)
+        X = inputs(2, 4)
+        net(X)
         print(net[1].weight[0] == net[2].weight[0])
         net[1].weight[0, 0] = 100
         print(net[1].weight[0] == net[2].weight[0])
         print("listed once:", list(params(net)), "aliases of 1.weight:",
               params(net)["1.weight"].aliases)
         g = gradients(net, X)
-        print("gradient of the shared weight (sum of both uses):", _arr(g["1.weight"][0, :3]))
+        print("gradient of the shared weight (sum of both uses):", rounded(g["1.weight"][0, :3]))
         ae = build(nn.Sequential(nn.Dense(3, activation="tanh", in_features=6), nn.Dense(6)),
                    backend=backend)
         tie(ae, "0.weight", "1.weight", transpose=True)
@@ -155,13 +204,9 @@ def _ties(backend: str | None) -> None:
 
 
 def _lazy(backend: str | None) -> None:
-    net = build(nn.Sequential(nn.Dense(256, activation="relu"), nn.Dense(10)), backend=backend)
-
-    def report(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
-        print("Init", name, shape)
-        return rng.uniform(-0.1, 0.1, shape)
-
     with _section("L1 Unknown input sizes"):
+        net = build(nn.Sequential(nn.Dense(256, activation="relu"), nn.Dense(10)),
+                    backend=backend)
         print(net)
         for name, p in params(net).items():
             print(name, p)
@@ -170,13 +215,17 @@ def _lazy(backend: str | None) -> None:
         except DeferredParameterError as e:
             print("reading now:", e)
     with _section("L2 initialize only registers"):
+        def report(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+            print("Init", name, shape)
+            return rng.uniform(-0.1, 0.1, shape)
+
         initialize(net, report, seed=7)
         print("(nothing initialized yet)")
     with _section("L3 The first forward pass materializes"):
-        net(_x(2, 20))
+        net(inputs(2, 20))
         print(*[(n, p.shape) for n, p in params(net).items()])
     with _section("L4 Once only"):
-        net(_x(2, 20))
+        net(inputs(2, 20))
         print("(no Init lines)")
     with _section("L5 Forced re-initialization"):
         initialize(net, report, force_reinit=True, seed=8)
@@ -194,9 +243,9 @@ def _lazy(backend: str | None) -> None:
                       backend=backend)
         print("layers:", len(fresh), "parameters per layer:", [len(params(x)) for x in fresh])
     with _section("L9 Changing the input"):
-        print("batch 5:", tuple(net.to_numpy(net(_x(5, 20))).shape))
+        print("batch 5:", tuple(net.to_numpy(net(inputs(5, 20))).shape))
         try:
-            net(_x(2, 30))
+            net(inputs(2, 30))
         except InputShapeError as e:
             print("features 30:", e)
     with _section("L10 Partial sizes"):
@@ -204,20 +253,20 @@ def _lazy(backend: str | None) -> None:
                                    nn.Dense(10)), backend=backend)
         initialize(part, report, seed=10)
         print("... and at the first call:")
-        part(_x(2, 20))
+        part(inputs(2, 20))
     with _section("L11 Mismatched sizes"):
         try:
-            part(_x(2, 30))
+            part(inputs(2, 30))
         except InputShapeError as e:
             print(e)
     with _section("L12 Inputs of different sizes: tied parameters"):
         shared = nn.Dense(4)
         twice = build(nn.Sequential(shared, shared), backend=backend)
         try:
-            twice(_x(2, 3))
+            twice(inputs(2, 3))
         except InputShapeError as e:
             print(e)
-        print("with 4 features:", tuple(twice.to_numpy(twice(_x(2, 4))).shape))
+        print("with 4 features:", tuple(twice.to_numpy(twice(inputs(2, 4))).shape))
     with _section("L13 apply: visit every layer"):
         visitor = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)),
                         backend=backend)
@@ -228,5 +277,5 @@ def _lazy(backend: str | None) -> None:
                 initialize(layer, init.XavierUniform(), force_reinit=True, seed=11)
 
         visitor.apply(xavier)
-        visitor(_x(2, 4))
-        print(_arr(visitor[0].weight[0]))
+        visitor(inputs(2, 4))
+        print(rounded(visitor[0].weight[0]))

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import nn, ops
 from ._binding import Binding, bound
+from ._blockcheck import check_forward, check_output, guarded
 from .errors import DataDependentError, InputShapeError, SpecError, fmt_shape
 
 Shape = nn.Shape
@@ -100,13 +101,16 @@ class TraceBinding(Binding):
                      else self.array(a) for a in args)
         shapes = tuple(tuple(int(d) for d in a.shape) for a in args)
         if isinstance(layer, nn.Block):
+            check_forward(layer, path, len(args))
             if not layer.__dict__["_built"]:
                 with bound(None):  # build() sees the declared Parameters
-                    layer.build(*shapes)
+                    guarded(layer, path, "build", shapes, lambda: layer.build(*shapes))
                 object.__setattr__(layer, "_built", True)
             own = {n: p.shape for n, p in layer.own_parameters()}
             self._record(layer, path, shapes[0] if len(shapes) == 1 else shapes, own)
-            return layer.forward(*args)
+            out = guarded(layer, path, "forward", shapes, lambda: layer.forward(*args))
+            check_output(layer, path, out)
+            return out
         if len(args) != 1:
             raise InputShapeError(f"Layer '{path}' ({layer.kind}) takes one input; it was "
                                   f"called with {len(args)}.")

@@ -19,6 +19,7 @@ from typing import Any
 from . import _plan, nn
 from ._backend import MATERIALIZED
 from ._lazy import np
+from ._locking import serialized
 from ._model import Model, Param, ParamDict
 from ._registry import detect, get_backend
 from ._state import Registration, state_from_spec, state_from_tree
@@ -40,17 +41,26 @@ Shape = nn.Shape
 
 
 # ---- build ------------------------------------------------------------------------------
-def build(model: Any, backend: str | None = None, *, dtype: Any = None) -> Model:
+def build(model: Any, backend: str | None = None, *, device: Any = None,
+          dtype: Any = None) -> Model:
     """A Model handle for a spec or a native model (torch Module, Keras model, Flax module).
 
     The backend comes from ``backend``, else the native object's type, else
-    ``UNIFPARAM_BACKEND``. ``dtype`` stores the parameters in that dtype, policy or
-    per-pattern dict, as :func:`unifparam.cast` (default: float32 for a spec, the native
-    model's own dtypes when adopted).
+    ``UNIFPARAM_BACKEND``. With ``device`` (``"gpu:0"``, docs/devices.md) parameters are
+    materialized there, and a native model's existing ones are moved there. ``dtype``
+    stores the parameters in that dtype, policy or per-pattern dict, as
+    :func:`unifparam.cast` (default: float32 for a spec, the native model's own dtypes
+    when adopted; docs/precision.md).
 
     >>> net = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)), backend="torch")
     >>> half = build(nn.Sequential(nn.Dense(8)), backend="torch", dtype="bfloat16")
     """
+    if device is not None:
+        from ._devices import check, to
+        be = model._st.backend if isinstance(model, Model) else \
+            get_backend(backend or detect(model))
+        check(be, device)  # before anything is built
+        return to(build(model, backend, dtype=dtype), device)
     net = _build(model, backend)
     if dtype is not None:
         from ._cast import cast
@@ -91,6 +101,7 @@ def _build(model: Any, backend: str | None) -> Model:
 
 
 # ---- params -----------------------------------------------------------------------------
+@serialized
 def params(model: Model) -> ParamDict:
     """Ordered mapping name -> Param of a model or layer; each storage once, ties as aliases.
 
@@ -113,6 +124,7 @@ def params(model: Model) -> ParamDict:
 Select = str | Param | Model | Callable[[Param], bool] | Iterable[Any] | None
 
 
+@serialized
 def initialize(model: Model, init: Initializer | Callable | None = None, *, select: Select = None,
                force_reinit: bool = False, seed: int | None = None) -> None:
     """Register an initializer and fill every parameter whose shape is known.
@@ -217,6 +229,7 @@ def _select(model: Model, select: Select) -> dict[str, bool]:
 
 
 # ---- tie --------------------------------------------------------------------------------
+@serialized
 def tie(model: Model, a: Any, b: Any, *, transpose: bool = False) -> None:
     """Make ``b`` use ``a``'s storage: writes through either are seen by both, gradients add.
 
@@ -283,8 +296,10 @@ def _tie_pairs(model: Model, a: Any, b: Any, transpose: bool) -> list[tuple[str,
 
 
 # ---- materialize ------------------------------------------------------------------------
+@serialized
 def materialize(model: Model, *inputs: Any, input_shape: Any = None,
-                abstract: bool = False, mesh: Any = None, layout: Any = None) -> Model:
+                abstract: bool = False, mesh: Any = None, layout: Any = None,
+                device: Any = None) -> Model:
     """Infer every shape and fill every parameter with its registered initializer, once.
 
     Give example inputs or ``input_shape`` (batch first). With ``abstract=True`` shapes are
@@ -296,18 +311,62 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     wins, unmatched replicated) shard the parameters; each device makes only its own
     block of seeded values, equal bit for bit to the unsharded ones (docs/sharding.md).
 
+    ``device`` (``"cpu"``, ``"gpu:1"``, ``"cuda:0"`` or the framework's device object) is
+    where parameters get their memory; an abstract model remembers it. Parameters already
+    materialized elsewhere are moved there (:func:`unifparam.to`, docs/devices.md).
+
     >>> materialize(net, input_shape=(1, 20), abstract=True)
     >>> materialize(net, X, mesh=mesh, layout={"*.weight": ("model", None)})
+    >>> materialize(net, X, device="gpu")
     """
-    _plan.materialize(model_handle(model, "materialize")._st, inputs, input_shape, abstract,
-                      mesh, layout)
+    st = model_handle(model, "materialize")._st
+    if device is None:
+        _plan.materialize(st, inputs, input_shape, abstract, mesh, layout)
+        return model
+    from ._devices import check, of_state, to
+    name = check(st.backend, device)
+    if mesh is not None:
+        raise ArgumentError("materialize(device=..., mesh=...): a mesh places parameters on "
+                            "its own devices; pass one of them.")
+    meta = name == "meta"  # torch's device without memory: abstract materialization
+    before, st.device = st.device, (st.device if meta else name)
+    try:
+        _plan.materialize(st, inputs, input_shape, abstract or meta, mesh, layout)
+    except BaseException:
+        st.device = before
+        raise
+    if any(st.state_of(r) == MATERIALIZED for r in st.slots) and (meta or of_state(st) != name):
+        to(model, name)
     return model
+
+
+def _check_arity(loss: Callable[..., Any] | None) -> None:
+    """A typed error if ``loss`` cannot be called with one argument (the output)."""
+    import inspect
+    if loss is None or not callable(loss):
+        return
+    try:
+        signature = inspect.signature(loss)
+    except (TypeError, ValueError):  # no signature to read (a builtin): the call decides
+        return
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise ArgumentError(f"gradients(loss={getattr(loss, '__name__', loss)!r}): loss "
+                            f"takes {signature}, but it is called with one argument, the "
+                            f"model's output: loss=lambda y: (y ** 2).mean().") from None
 
 
 def _scalar(loss: Callable[[Any], Any]) -> Callable[[Any], Any]:
     """``loss`` checked to return one number (any framework's scalar tensor)."""
     def checked(out: Any) -> Any:
         value = loss(out)
+        if isinstance(value, (int, float, np.generic)):
+            raise ArgumentError(
+                f"gradients(loss={getattr(loss, '__name__', loss)!r}) returned the plain "
+                f"{type(value).__name__} {value!r}, which carries no gradient: compute it "
+                f"from the output with the framework's or unifparam.ops functions, e.g. "
+                f"loss=lambda y: (y ** 2).mean().")
         if value is None or not hasattr(value, "shape") and not isinstance(value, (int, float)):
             raise ArgumentError(f"gradients(loss={getattr(loss, '__name__', loss)!r}) returned "
                                 f"{type(value).__name__}; it must return a scalar of the "
@@ -331,6 +390,7 @@ def model_handle(model: Any, verb: str) -> Model:
 
 
 # ---- compute ----------------------------------------------------------------------------
+@serialized
 def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = None
               ) -> dict[str, np.ndarray]:
     """Gradient of ``loss(net(*inputs))`` (default: the sum of outputs) for every trainable
@@ -343,6 +403,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     (1, 8)
     """
     st = model_handle(model, "gradients")._st
+    _check_arity(loss)
     if "gradients" not in st.backend.capabilities:
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot compute gradients.")
     if not inputs:
@@ -350,7 +411,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
     if loss is not None and not callable(loss):
         raise ArgumentError(f"gradients(loss={loss!r}): loss must be a function of the "
                             f"output returning a scalar, got {type(loss).__name__}.")
-    shapes = _plan.input_shapes(inputs, None)
+    shapes = _plan.input_shapes(inputs, None, _plan.receiver(st))
     if not st.all_in(MATERIALIZED):
         _plan.materialize(st, inputs, None, False)
     elif st.spec is not None:

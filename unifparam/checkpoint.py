@@ -27,6 +27,7 @@ from . import _ckptfile, nn
 from ._backend import MATERIALIZED, Plan
 from ._ckptfile import Checkpoint
 from ._lazy import np
+from ._locking import serialized
 from ._model import Model, not_ready
 from ._plan import apply, contiguous, for_shapes
 from ._state import ModelState, flip, unify
@@ -65,6 +66,7 @@ class LoadReport:
 
 
 # ---- save -------------------------------------------------------------------------------
+@serialized
 def save(model: Model, path: str | os.PathLike[str]) -> None:
     """Write every parameter of ``model`` to ``path`` (safetensors), atomically.
 
@@ -125,6 +127,7 @@ class _Match:
     report: LoadReport
 
 
+@serialized
 def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
          progress: bool | None = None, verify: bool = True, cast: bool = True) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any backend, same spec).

@@ -40,6 +40,11 @@ class UnknownNameError(UnifparamError, KeyError, IndexError):
     """A parameter or layer name (or index) that the model does not have."""
 
 
+class HandleAttributeError(UnifparamError, AttributeError):
+    """A model or layer handle has no attribute of that name (``net[0].wieght``), or an
+    attribute was assigned to a handle."""
+
+
 class DeferredParameterError(UnifparamError, RuntimeError):
     """A value was asked of a parameter whose shape is not known yet."""
 
@@ -89,6 +94,11 @@ class ParamIndexError(UnifparamError, IndexError):
 
 class UnsupportedError(UnifparamError, NotImplementedError):
     """The backend lacks a capability this call needs."""
+
+
+class DeviceError(UnifparamError, LookupError):
+    """A device that does not exist for the backend (``"gpu:3"`` with one GPU), or a
+    device name unifparam cannot read; the message lists the devices that exist."""
 
 
 class OutputError(UnifparamError, TypeError):

@@ -547,11 +547,11 @@ def as_initializer(obj: Initializer | Callable | None) -> Initializer | None:
         raise _ArgumentError(f"init={obj.__name__}: pass an instance, e.g. {obj.__name__}(), "
                              f"not the class itself.")
     if isinstance(obj, type):
-        raise _ArgumentError(f"init={obj.__name__}: expected an unifparam.init initializer "
+        raise _ArgumentError(f"init={obj.__name__}: expected a unifparam.init initializer "
                              f"instance or a function (name, shape, rng), got a class.")
     if callable(obj):
         return FunctionInit(obj)
-    raise _ArgumentError(f"init={obj!r}: expected an unifparam.init initializer (e.g. "
+    raise _ArgumentError(f"init={obj!r}: expected a unifparam.init initializer (e.g. "
                          f"init.Normal(std=0.01)) or a function (name, shape, rng), got "
                          f"{type(obj).__name__}.")
 

@@ -514,6 +514,9 @@ class Sequential(Layer):
                 raise SpecError(f"Sequential: child name {key!r} must be a new non-empty "
                                 f"string without '.' (names join with '.' into parameter "
                                 f"names).")
+            if any(inner is self for _, inner in first_uses(layer)):
+                raise SpecError(f"Sequential: child {key!r} contains this Sequential itself, "
+                                f"a cycle (a layer cannot be its own sub-layer).")
             self._named[key] = layer
         return self
 
@@ -555,8 +558,16 @@ class Parameter:
 
     def __init__(self, shape: Shape | int, init: Any = None, role: str = "weight",
                  axes: tuple[str, ...] | None = None, trainable: bool = True):
+        from .roles import ROLES
+        if role not in ROLES:
+            raise (SpecError if isinstance(role, str) else SpecTypeError)(
+                f"Parameter(role={role!r}): role must be one of {', '.join(ROLES)}.")
+        if not isinstance(trainable, bool):
+            raise SpecTypeError(f"Parameter(trainable={trainable!r}): trainable must be True "
+                                f"or False.")
         self.init, self.role, self.trainable = init, role, trainable
         self.axes = None if axes is None else tuple(axes)
+        self._label = "Parameter"  # "Parameter 'w' of block MLP" once a block holds it
         self._shape: Shape = ()
         self.shape = shape  # type: ignore[assignment]
 
@@ -569,12 +580,12 @@ class Parameter:
         shape = (shape,) if isinstance(shape, int) or shape is None else tuple(shape)
         for d in shape:
             if d is not None and (not isinstance(d, int) or isinstance(d, bool) or d <= 0):
-                raise SpecError(f"Parameter shape {shape!r}: sizes must be positive ints or "
-                                f"None (known from the input).")
+                raise SpecError(f"{self._label} shape {shape!r}: sizes must be positive ints "
+                                f"or None (known from the input).")
         old = self._shape
         if old and (len(old) != len(shape) or any(
                 a is not None and b is not None and a != b for a, b in zip(old, shape))):
-            raise SpecError(f"Parameter of shape {fmt_shape(old)} cannot become "
+            raise SpecError(f"{self._label} of shape {fmt_shape(old)} cannot become "
                             f"{fmt_shape(shape)}: only unknown (None) sizes may be filled.")
         self._shape = shape
 
@@ -624,6 +635,7 @@ class Block(Layer):
         object.__setattr__(self, "_built", False)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        _check_member(self, name, value)
         if "_children" not in self.__dict__:
             raise SpecError(f"{type(self).__name__}.__init__ must call super().__init__() "
                             f"before assigning {name!r}.")
@@ -635,6 +647,7 @@ class Block(Layer):
             if old is not None and old is not value:  # re-declared in build(): same storage
                 old.shape = value.shape
                 return
+            value._label = f"Parameter {name!r} of block {type(self).__name__}"
             self.__dict__.pop(name, None)
             self._children.pop(name, None)
             self._params[name] = value
@@ -679,6 +692,34 @@ class Block(Layer):
         own = ", ".join(f"{n}={fmt_shape((shapes or {}).get(n) or p.shape)}"
                         for n, p in self._params.items())
         return f"{self.kind}({own})"
+
+
+def _check_member(block: Block, name: str, value: Any) -> None:
+    """Refuse what a block cannot hold: a layer or Parameter under a dotted name, a list
+    mixing layers with other objects, a layer containing the block itself (a cycle)."""
+    items = [value] if isinstance(value, (Layer, Parameter)) else \
+        list(value.values()) if isinstance(value, dict) else \
+        list(value) if isinstance(value, (list, tuple)) else []
+    if not any(isinstance(v, (Layer, Parameter)) for v in items):
+        return
+    where = f"{type(block).__name__}.{name}"
+    if "." in name or not name:
+        raise SpecError(f"{where}: attribute names become parameter names joined with '.', "
+                        f"so {name!r} cannot hold a layer or Parameter. Use a name without "
+                        f"'.', e.g. {name.replace('.', '_')!r}.")
+    if not isinstance(value, (Layer, Parameter)):
+        i, bad = next(((i, v) for i, v in enumerate(items) if not isinstance(v, Layer)),
+                      (None, None))
+        if i is not None:
+            raise SpecTypeError(
+                f"{where}: a {type(value).__name__} of layers holds {type(bad).__name__} "
+                f"{bad!r:.40} (item {i}). Only layers make a Sequential (an activation is "
+                f"nn.Activation('relu')); assign each Parameter as its own attribute.")
+    for layer in items:
+        if isinstance(layer, Layer) and any(inner is block for _, inner in first_uses(layer)):
+            raise SpecError(f"{where}: the layer assigned contains {type(block).__name__} "
+                            f"itself, a cycle (a block cannot be its own sub-layer). Assign "
+                            f"sub-layers that do not hold the block.")
 
 
 def join(path: str, key: str) -> str:

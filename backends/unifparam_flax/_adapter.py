@@ -27,6 +27,7 @@ from unifparam._convert import numpy_input
 from unifparam._shards import canonical_shards, native_order, native_shard_maker
 from unifparam.errors import InputShapeError, UnknownNameError, UnsupportedError
 
+from . import _devices
 from ._adopt import describe, split_native
 from ._layers import SPEC_PARAMS, convert, default_init, layout_perm, relayout
 from ._state import FlaxState, LayerInfo, Leaf, Path, expand, tied_module
@@ -98,6 +99,9 @@ class FlaxBackend(Backend):
                                                          st.leaves[p].dtype, sharding=sh)
                                  for p, sh in shardings.items()
                                  if isinstance(st.leaves[p], jax.ShapeDtypeStruct)})
+        if plan.device is not None:  # so do those of a model placed on one device
+            st = st.with_leaves({s.ref.path: _devices.placed(st.leaves[s.ref.path], plan.device)
+                                 for s in plan.storages.values() if s.ref.path in st.leaves})
         if plan.abstract:
             return st
         return _allocate(st, frozenset(s.ref.path for s in plan.storages.values()
@@ -139,7 +143,8 @@ class FlaxBackend(Backend):
             src, _, transpose = native.ties[path]
             value = value.T if transpose else value
             path, layout = src.path, src.layout
-        return native.with_leaves({path: _put(layout, value, native.leaves[path].dtype)})
+        old = native.leaves[path]
+        return native.with_leaves({path: _put(layout, value, old.dtype, _devices.placement(old))})
 
     def alias(self, native: FlaxState, src: Leaf, dst: Leaf, transpose: bool) -> FlaxState:
         if src.path == dst.path or native.ties.get(dst.path) == (src, dst, transpose):
@@ -149,7 +154,8 @@ class FlaxBackend(Backend):
 
     def reset(self, native: FlaxState, refs: Sequence[Leaf]) -> FlaxState:
         paths = [r.path for r in refs if r.path in native.leaves]
-        abstract = {p: jax.ShapeDtypeStruct(native.leaves[p].shape, native.leaves[p].dtype)
+        abstract = {p: jax.ShapeDtypeStruct(native.leaves[p].shape, native.leaves[p].dtype,
+                                            sharding=_devices.placement(native.leaves[p]))
                     for p in paths}
         fresh = _allocate(native.with_leaves(abstract), frozenset())
         return native.with_leaves({p: fresh.leaves[p] for p in paths})
@@ -187,11 +193,36 @@ class FlaxBackend(Backend):
             native.variables()).items() if p[1:n + 1] == info.prefix}
         return info.module, traverse_util.unflatten_dict(sub) if sub else {}
 
+    # ---- devices -------------------------------------------------------------------
+    def devices(self) -> list[str]:
+        return _devices.names()
+
+    def default_device(self) -> str:
+        return _devices.default()
+
+    def device_name(self, device: Any) -> str | None:
+        return _devices.name_of(device)
+
+    def native_device(self, device: str) -> Any:
+        return _devices.native(device)
+
+    def device_of(self, native: FlaxState, ref: Leaf) -> str | None:
+        try:
+            return _devices.where(native.value(ref.path))
+        except KeyError:
+            return None
+
+    def move(self, native: FlaxState, device: str) -> FlaxState:
+        """Every stored array on ``device`` (ties are expanded from their root at apply
+        time, so they follow)."""
+        return native.with_leaves({p: _devices.move(v, device) for p, v in native.leaves.items()})
+
     # ---- compute -------------------------------------------------------------------
     def run(self, native: FlaxState, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, FlaxState]:
         """The output, and the state with updated ``batch_stats`` when ``training``."""
-        xs = [as_array(x) for x in inputs]
+        device = _devices.model_device(native.leaves.values())
+        xs = [_devices.as_input(x, device) for x in inputs]
         if not training:
             return _apply(native, native.leaves, xs, False), native
         out, updates = _apply(native, native.leaves, xs, True)
@@ -200,7 +231,8 @@ class FlaxBackend(Backend):
 
     def gradients(self, native: FlaxState, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Leaf]) -> dict[str, Any]:
-        xs = [as_array(x) for x in inputs]
+        device = _devices.model_device(native.leaves.values())
+        xs = [_devices.as_input(x, device) for x in inputs]
         wrt = {p: v for p, v in native.leaves.items() if p[0] == "params"}
         fixed = {p: v for p, v in native.leaves.items() if p[0] != "params"}
 
@@ -296,17 +328,19 @@ def _allocate(st: FlaxState, skip: frozenset[Path],
     if unknown and st.example is None and all(p in fallbacks for p in unknown):
         for path in unknown:
             new[path] = _put(fallbacks[path].ref.layout, fallbacks[path].fallback(),
-                             st.leaves[path].dtype)
+                             st.leaves[path].dtype, _devices.placement(st.leaves[path]))
     elif unknown:
-        new.update(_init_by_module(st, unknown, key))
+        new.update({p: jax.device_put(v, _devices.placement(st.leaves[p]))
+                    for p, v in _init_by_module(st, unknown, key).items()})
     return st.with_leaves(new)
 
 
-def _put(layout: str, value: Any, dtype: Any) -> Any:
-    """A canonical value as a jax array in ``layout``: made once, aligned, so jax adopts
-    the buffer without a copy."""
+def _put(layout: str, value: Any, dtype: Any, sharding: Any = None) -> Any:
+    """A canonical value as a jax array in ``layout`` (placed by ``sharding``, if given):
+    made once, aligned, so jax adopts the buffer without a copy."""
     value = np.asarray(value)
-    return jax.device_put(to_layout(value, layout_perm(layout, value.ndim, True), dtype))
+    return jax.device_put(to_layout(value, layout_perm(layout, value.ndim, True), dtype),
+                          sharding)
 
 
 def _init_by_module(st: FlaxState, paths: list[Path], key: Any) -> dict[Path, Any]:

@@ -34,8 +34,9 @@ from unifparam._buffers import to_layout
 from unifparam._shards import canonical_shards, native_shard_maker
 from unifparam.errors import UnknownNameError, UnsupportedError
 
+from . import _devices
 from . import _nnx_layers as layers
-from ._adapter import as_array, jax_mesh_axes, loss_of, named_sharding
+from ._adapter import jax_mesh_axes, loss_of, named_sharding
 from ._layers import SPEC_PARAMS, permute
 from ._nnx_adopt import Ref, describe, is_parameter, module_at, put, transposed, variable
 from ._nnx_blocks import declare
@@ -110,6 +111,8 @@ class NNXBackend(Backend):
         placed = {name: self._sharding(native, storage, plan.mesh)
                   for name, storage in plan.storages.items()
                   if plan.mesh is not None and storage.shard is not None}
+        if plan.device is not None:  # one device: every storage is placed there
+            placed = dict.fromkeys(plan.storages, _devices.sharding(plan.device))
         for name, sharding in placed.items():  # placeholders carry their placement
             var = variable(native.module, plan.storages[name].ref)
             if var is not None and _abstract(var):
@@ -118,18 +121,23 @@ class NNXBackend(Backend):
         if plan.abstract:
             return native
         key = jax.random.key(secrets.randbits(31))
-        for i, (name, storage) in enumerate(plan.storages.items()):
-            var = variable(native.module, storage.ref)
-            if storage.fill != DEFAULT or var is None or not _abstract(var):
-                continue
-            value = var.get_value()
-            if name in own:
-                fresh = jnp.asarray(storage.fallback() if storage.fallback is not None else
-                                    np.zeros(value.shape, value.dtype), value.dtype)
-            else:
-                fresh = default_value(native.module, storage.ref, jax.random.fold_in(key, i))
-            var.set_value(fresh if name not in placed else jax.device_put(fresh, placed[name]))
-        _fill_state(native.module)
+        on_device = _devices.default_scope(plan.device)  # flax's defaults run there
+        with on_device:
+            for i, (name, storage) in enumerate(plan.storages.items()):
+                var = variable(native.module, storage.ref)
+                if storage.fill != DEFAULT or var is None or not _abstract(var):
+                    continue
+                value = var.get_value()
+                if name in own:
+                    fresh = jnp.asarray(storage.fallback() if storage.fallback is not None else
+                                        np.zeros(value.shape, value.dtype), value.dtype)
+                else:
+                    fresh = default_value(native.module, storage.ref, jax.random.fold_in(key, i))
+                var.set_value(fresh if name not in placed else jax.device_put(fresh,
+                                                                              placed[name]))
+            _fill_state(native.module)
+        if plan.device is not None:  # rng keys and counters go along
+            self.move(native, plan.device)
         return native
 
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
@@ -176,7 +184,7 @@ class NNXBackend(Backend):
         var = variable(native.module, ref)
         old = var.get_value()  # type: ignore[union-attr]
         buffer = to_layout(value, transposed(native.module, ref, value.ndim, True), old.dtype)
-        var.set_value(jax.device_put(buffer))  # type: ignore[union-attr]
+        var.set_value(jax.device_put(buffer, _devices.placement(old)))  # type: ignore[union-attr]
         if ref in native.views.values():
             _sync(native.module, native.views)
         return native
@@ -208,7 +216,9 @@ class NNXBackend(Backend):
         key = jax.random.key(secrets.randbits(31))
         for i, ref in enumerate(refs):
             fresh = default_value(native.module, ref, jax.random.fold_in(key, i), keep=True)
-            variable(native.module, ref).set_value(fresh)  # type: ignore[union-attr]
+            where = _devices.placement(variable(native.module, ref).get_value())  # type: ignore
+            variable(native.module, ref).set_value(  # type: ignore[union-attr]
+                fresh if where is None else jax.device_put(fresh, where))
         return native
 
     def set_compute(self, native: NNXModel, dtype: str | None, mixed: bool) -> NNXModel:
@@ -244,17 +254,44 @@ class NNXBackend(Backend):
             raise UnknownNameError(f"No layer {path!r} in this NNX model.")
         return module_at(native.module, native.paths[path])
 
+    # ---- devices --------------------------------------------------------------------
+    def devices(self) -> list[str]:
+        return _devices.names()
+
+    def default_device(self) -> str:
+        return _devices.default()
+
+    def device_name(self, device: Any) -> str | None:
+        return _devices.name_of(device)
+
+    def native_device(self, device: str) -> Any:
+        return _devices.native(device)
+
+    def device_of(self, native: NNXModel, ref: Ref) -> str | None:
+        var = variable(native.module, ref)
+        return None if var is None else _devices.where(var.get_value())
+
+    def move(self, native: NNXModel, device: str) -> NNXModel:
+        """Every variable's array (rng keys and counters too) on ``device``, in place: tied
+        layers share one variable object, so they follow."""
+        for _, node in nnx.iter_graph(native.module):
+            if isinstance(node, nnx.Variable):
+                value = node.get_value()
+                if isinstance(value, jax.Array):
+                    node.set_value(_devices.move(value, device))
+        return native
+
     # ---- run ------------------------------------------------------------------------
     def run(self, native: NNXModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, NNXModel]:
-        xs = [as_array(x) for x in inputs]
+        xs = [_devices.as_input(x, _model_device(native)) for x in inputs]
         _sync(native.module, native.views)
         with _mode(native, training):
             return _call(native, native.module, xs, training), native
 
     def gradients(self, native: NNXModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
-        xs = [as_array(x) for x in inputs]
+        xs = [_devices.as_input(x, _model_device(native)) for x in inputs]
         with _mode(native, False):
             graphdef, params, rest = nnx.split(native.module, nnx.Param, ...)
 
@@ -327,6 +364,12 @@ def _fill_state(module: Any) -> None:
             node.set_value(jax.random.split(keys, value.shape) if value.shape else keys)
         else:
             node.set_value(jnp.zeros(value.shape, value.dtype))
+
+
+def _model_device(native: NNXModel) -> Any:
+    """Where inputs go: the device of the model's first committed array."""
+    return _devices.model_device(node.get_value() for _, node in nnx.iter_graph(native.module)
+                                 if isinstance(node, nnx.Variable))
 
 
 def _abstract(var: nnx.Variable) -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, ALIAS, DEFERRED, MATERIALIZED, WRITE, default_loss
 from unifparam._buffers import to_layout
-from unifparam._convert import numpy_input
+from unifparam._convert import numpy_input, to_numpy
 from unifparam._shards import canonical_shards, native_order, native_shard_maker
 from unifparam.dtypes import EXTENSIONS
 from unifparam.errors import (
@@ -33,6 +33,8 @@ from unifparam.errors import (
     BackendNotInstalledError,
     UnsupportedError,
 )
+
+from . import _devices
 
 keras: Any = None  # imported by KerasBackend() once KERAS_BACKEND is settled
 ops: Any = None
@@ -56,9 +58,10 @@ def _import_keras(variant: str | None) -> None:
                     f"KERAS_BACKEND={variant} before anything imports keras (or use "
                     f"'keras:{current}').")
         elif importlib.util.find_spec(variant) is None:
+            from unifparam._install import command
             raise BackendNotInstalledError(
                 f"Backend 'keras:{variant}' needs {variant}, which is not installed. Install "
-                f"it with: pip install 'unifparam[{variant}]', or pick another Keras backend.")
+                f"it with: {command(variant)}, or pick another Keras backend.")
         else:
             os.environ["KERAS_BACKEND"] = variant
     elif "keras" not in sys.modules:
@@ -81,6 +84,7 @@ class KerasModel:
     model: Any
     layers: dict[str, Any] = field(default_factory=dict)
     compute: str | None = None  # a mixed policy's compute dtype (set_compute)
+    device: str | None = None  # where variables without a value get theirs (Plan.device)
 
 
 @contextmanager
@@ -150,7 +154,14 @@ class KerasBackend(Backend):
 
     def allocate(self, native: KerasModel, plan: Plan) -> KerasModel:
         """Spec layers build from their input shapes; then every variable without a value
-        gets Keras's own initializer, except those the core writes next."""
+        gets Keras's own initializer, except those the core writes next; on
+        ``plan.device``, in a ``keras.device`` scope."""
+        if plan.device is not None:
+            native.device = plan.device
+        with _devices.scope(self.variant, plan.device):
+            return self._allocate(native, plan)
+
+    def _allocate(self, native: KerasModel, plan: Plan) -> KerasModel:
         deferred = plan.abstract or any(s.fill == WRITE for s in plan.storages.values())
         with _lazy() if deferred else nullcontext():
             for s in plan.storages.values():  # a block's own parameters: planned shapes
@@ -224,7 +235,11 @@ class KerasBackend(Backend):
             _, src, transpose = link
             return self.write(native, src, np.ascontiguousarray(value.T if transpose else value))
         buffer = to_layout(value, ref.native_perm, ref.own().dtype)  # aligned: keras:jax adopts it
-        _assign(ref, _adoptable(buffer, self.variant))
+        old = ref.own()._value
+        device = native.device if old is None or isinstance(old, np.ndarray) else \
+            _devices.where(self.variant, old)
+        with _devices.scope(self.variant, device):
+            _assign(ref, _devices.placed(self.variant, _adoptable(buffer, self.variant), device))
         return native
 
     def reset(self, native: KerasModel, refs: Sequence[Any]) -> KerasModel:
@@ -274,15 +289,59 @@ class KerasBackend(Backend):
     def native_layer(self, native: KerasModel, path: str) -> Any:
         return native.layers[path] if path else native.model
 
+    # ---- devices ---------------------------------------------------------------------
+    def devices(self) -> list[str]:
+        return _devices.names(self.variant)
+
+    def default_device(self) -> str:
+        return _devices.default(self.variant)
+
+    def device_name(self, device: Any) -> str | None:
+        return _devices.name_of(self.variant, device)
+
+    def native_device(self, device: str) -> Any:
+        return _devices.native(self.variant, device)
+
+    def device_of(self, native: KerasModel, ref: Any) -> str | None:
+        link = _link(ref)
+        if link is not None:
+            return self.device_of(native, link[1])
+        var = ref.own()
+        return None if var is None else _devices.where(self.variant, var._value)
+
+    def move(self, native: KerasModel, device: str) -> KerasModel:
+        """Each variable (a tied use reads its root's) gets its value on ``device``."""
+        if self.variant not in ("jax", "torch") and any(
+                _devices.where(self.variant, v._value) not in (None, device)
+                for v in _variables(native)):
+            raise UnsupportedError(f"The {self.configuration} backend cannot move variables "
+                                   f"between devices yet; materialize on {device!r} instead.")
+        for var in _variables(native):
+            if var._value is not None and _devices.where(self.variant, var._value) != device:
+                var._value = _devices.moved(self.variant, var._value, device, var.trainable)
+        native.device = device
+        _sync_torch_params(native.layers.values() or [native.model])
+        return native
+
     # ---- compute -------------------------------------------------------------------
     def run(self, native: KerasModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, KerasModel]:
         _policies(native)
-        return _call(native.model, [_as_tensor(x) for x in inputs], training=training), native
+        device = _model_device(native, self.variant)
+        with _devices.scope(self.variant, device):
+            xs = [_as_tensor(x, self.variant, device) for x in inputs]
+            return _call(native.model, xs, training=training), native
 
     def gradients(self, native: KerasModel, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Any]) -> dict[str, Any]:
-        xs = [_as_tensor(x) for x in inputs]
+        device = _model_device(native, self.variant)
+        with _devices.scope(self.variant, device):
+            return self._gradients(native, inputs, loss, refs, device)
+
+    def _gradients(self, native: KerasModel, inputs: Sequence[Any],
+                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Any],
+                   device: str | None) -> dict[str, Any]:
+        xs = [_as_tensor(x, self.variant, device) for x in inputs]
         variables = [ref.own() for ref in refs.values()]
         _policies(native)
 
@@ -374,10 +433,30 @@ def _dtype(dtype: Any) -> str:
     return "float32" if "float" in name else name
 
 
-def _as_tensor(x: Any) -> Any:
+def _as_tensor(x: Any, variant: str | None = None, device: str | None = None) -> Any:
+    """An input as the backend's tensor on ``device``: numpy and other frameworks' arrays
+    through the host."""
     if isinstance(x, (np.ndarray, list, tuple, float, int)):
         return ops.convert_to_tensor(numpy_input(x))
-    return x
+    if hasattr(x, "shape") and not ops.is_tensor(x) and not isinstance(x, keras.KerasTensor):
+        return ops.convert_to_tensor(numpy_input(to_numpy(x)))
+    return _devices.to_device(variant, x, device) if ops.is_tensor(x) and variant else x
+
+
+def _variables(native: KerasModel) -> list[Any]:
+    """Every variable of the model once (weights, statistics, seeds)."""
+    found = {id(v): v for layer in [native.model, *native.layers.values()]
+             for v in getattr(layer, "variables", ())}
+    return list(found.values())
+
+
+def _model_device(native: KerasModel, variant: str) -> str | None:
+    """Where the model's first variable with a value is: inputs and the run go there."""
+    for var in getattr(native.model, "variables", ()):
+        where = _devices.where(variant, var._value)
+        if where is not None and "," not in where:
+            return where
+    return None
 
 
 def _gradients(objective: Callable[[], Any], variables: list[Any]) -> list[Any]:

@@ -19,7 +19,7 @@ from mxnet.gluon import Block, HybridBlock, Parameter
 
 from unifparam import Backend, NativeParam, Plan, nn
 from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED, default_loss
-from unifparam._convert import numpy_input
+from unifparam._convert import numpy_input, to_numpy
 from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, known_shape, native_param
@@ -89,13 +89,16 @@ class MXNetBackend(Backend):
         """Set every planned shape; then Gluon's default values where the plan says DEFAULT
         (unless abstract). Storages the core writes next get their data from ``write``;
         ties hold meanwhile, since a tie is one Parameter object."""
+        ctx = _context(plan.device) if plan.device is not None else None
         for storage in plan.storages.values():
             param = _param(storage.ref)
             param._unifparam_planned = True  # a block's own parameter: abstract from now
+            if ctx is not None:
+                param._unifparam_ctx = ctx  # where write() gives it its first data
             if known_shape(param) != storage.shape:
                 param.shape = storage.shape
             if not plan.abstract and storage.fill == DEFAULT and param._data is None:
-                _init_data(param, _default_values(param))
+                _init_data(param, _default_values(param), ctx or CPU)
         _clear_graphs(native)
         return native
 
@@ -111,12 +114,14 @@ class MXNetBackend(Backend):
         return shape, (ABSTRACT if all(map(_complete, ref[0]._reg_params.values())) else DEFERRED)
 
     def read(self, native: Block, ref: Ref) -> np.ndarray:
-        return _param(ref).data(CPU).asnumpy()
+        param = _param(ref)
+        return param.data(param.list_ctx()[0]).asnumpy()
 
     def write(self, native: Block, ref: Ref, value: np.ndarray) -> Block:
         param = _param(ref)
         if param._data is None:
-            _init_data(param, nd.array(value, dtype=param.dtype, ctx=CPU))
+            ctx = getattr(param, "_unifparam_ctx", CPU)
+            _init_data(param, nd.array(value, dtype=param.dtype, ctx=ctx), ctx)
         else:
             param.set_data(value)  # copies into the existing NDArray
         return native
@@ -158,6 +163,41 @@ class MXNetBackend(Backend):
     def native_layer(self, native: Block, path: str) -> Block:
         return _block_at(native, path)
 
+    # ---- devices ---------------------------------------------------------------------
+    def devices(self) -> list[str]:
+        return ["cpu:0", *(f"gpu:{i}" for i in range(mx.context.num_gpus()))]
+
+    def placeable(self, device: str) -> bool:
+        """Any ``cpu:N`` (Gluon's ``mx.cpu(N)`` contexts all live in host memory)."""
+        return device in self.devices() or device.startswith("cpu:")
+
+    def device_name(self, device: Any) -> str | None:
+        if not isinstance(device, mx.Context):
+            return None
+        kind = "gpu" if device.device_type == "gpu" else "cpu"
+        return f"{kind}:{device.device_id}"
+
+    def native_device(self, device: str) -> mx.Context:
+        return _context(device)
+
+    def device_of(self, native: Block, ref: Ref) -> str | None:
+        param = _param(ref)
+        if param._data is None:
+            return None
+        return ",".join(str(self.device_name(c)) for c in param.list_ctx())
+
+    def move(self, native: Block, device: str) -> Block:
+        """Every Parameter with data (a tie is one Parameter object) onto ``device``:
+        Gluon's ``reset_ctx`` keeps its data, ``grad_req`` and dtype."""
+        ctx = _context(device)
+        params = {id(p): p for b in _blocks(native) for p in b._reg_params.values()}
+        for param in params.values():
+            param._unifparam_ctx = ctx
+            if param._data is not None and param.list_ctx() != [ctx]:
+                param.reset_ctx(ctx)
+        _clear_graphs(native)
+        return native
+
     # ---- compute -------------------------------------------------------------------
     def run(self, native: Block, inputs: Sequence[Any], training: bool) -> tuple[Any, Block]:
         mode = autograd.train_mode() if training else autograd.predict_mode()
@@ -181,7 +221,7 @@ class MXNetBackend(Backend):
         with _float16_ops():
             value.backward()
         return {n: (np.zeros(p.shape, np.float32) if p.grad_req == "null"
-                    else p.grad(CPU).asnumpy()) for n, p in params.items()}
+                    else p.grad(p.list_ctx()[0]).asnumpy()) for n, p in params.items()}
 
 
 def _param(ref: Ref) -> Parameter:
@@ -227,11 +267,11 @@ def _default_values(param: Parameter) -> nd.NDArray:
     return data
 
 
-def _init_data(param: Parameter, data: nd.NDArray) -> None:
-    """Give ``param`` its first data (on the CPU), as Gluon's deferred init does."""
+def _init_data(param: Parameter, data: nd.NDArray, ctx: mx.Context = CPU) -> None:
+    """Give ``param`` its first data (on ``ctx``), as Gluon's deferred init does."""
     param._deferred_init = ()
     with autograd.pause():
-        param._init_impl(data, [CPU])
+        param._init_impl(data, [ctx])
 
 
 def _clear_graphs(root: Block) -> None:
@@ -329,17 +369,37 @@ def _float16_ops() -> Iterator[None]:
 
 
 def _inputs(native: Block, inputs: Sequence[Any]) -> list[nd.NDArray]:
-    """The inputs as NDArrays, floating ones in the dtype of the model's first floating
-    parameter (Gluon's operators take one dtype: a float16 model, float16 inputs)."""
-    xs = [_as_nd(x) for x in inputs]
+    """The inputs as NDArrays where the model is, floating ones in the dtype of its first
+    floating parameter (Gluon's operators take one dtype: a float16 model, float16 inputs)."""
+    ctx = _model_context(native)
+    xs = [_as_nd(x, ctx) for x in inputs]
     dtype = next((np.dtype(p.dtype) for p in native.collect_params().values()
                   if np.dtype(p.dtype).kind == "f"), None)
     return [x.astype(dtype) if dtype is not None and np.dtype(x.dtype).kind == "f"
             and np.dtype(x.dtype) != dtype else x for x in xs]
 
 
-def _as_nd(x: Any) -> nd.NDArray:
+def _as_nd(x: Any, ctx: mx.Context | None = None) -> nd.NDArray:
+    """An input as an NDArray on ``ctx`` (default the CPU): numpy and other frameworks'
+    arrays through the host."""
+    ctx = ctx or CPU
     if isinstance(x, nd.NDArray):
-        return x
-    arr = numpy_input(x)
-    return nd.array(arr, dtype=arr.dtype, ctx=CPU)
+        return x if x.context == ctx else x.as_in_context(ctx)
+    arr = numpy_input(to_numpy(x) if hasattr(x, "shape") and not isinstance(x, np.ndarray)
+                      else x)
+    return nd.array(arr, dtype=arr.dtype, ctx=ctx)
+
+
+def _context(device: str) -> mx.Context:
+    """``"cpu:1"`` -> ``mx.cpu(1)``, ``"gpu:0"`` -> ``mx.gpu(0)``."""
+    kind, _, index = device.partition(":")
+    return (mx.gpu if kind == "gpu" else mx.cpu)(int(index or 0))
+
+
+def _model_context(native: Block) -> mx.Context | None:
+    """Where the model's first Parameter with data is: inputs go there."""
+    for block in _blocks(native):
+        for param in block._reg_params.values():
+            if param._data is not None:
+                return param.list_ctx()[0]
+    return None

@@ -19,7 +19,7 @@ from torch.nn.utils import parametrize
 
 from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, default_loss
-from unifparam._convert import TORCH_VIEWS, numpy_input, torch_numpy
+from unifparam._convert import TORCH_VIEWS, numpy_input, to_numpy, torch_numpy
 from unifparam.errors import InitializerError, UnsupportedError
 
 from ._adopt import describe, native_param
@@ -86,23 +86,28 @@ class TorchBackend(Backend):
                 _uninitialized_to_meta(module)
                 module._infer_parameters(module, (torch.empty(tuple(shape), device="meta"),))
         fresh: dict[int, tuple[tnn.Module, dict[str, Storage]]] = {}
+        device = _native_device(plan.device or "cpu:0")
         for storage in plan.storages.values():
             module, attr = storage.ref
             tensor = getattr(module, attr)
             if isinstance(tensor, UninitializedTensorMixin):  # a block's own, of unknown size
                 tensor = _like(tensor, torch.empty(storage.shape, device="meta"))
                 _store(module, attr, tensor)
-            if plan.abstract or not tensor.is_meta or storage.fill not in (DEFAULT, ALIAS):
+            # off the CPU the core's buffer cannot be adopted: WRITE storages get memory too
+            if plan.abstract or not tensor.is_meta or storage.fill not in (DEFAULT, ALIAS) \
+                    and device.type == "cpu":
                 continue
             # not empty_like: from meta it runs torch's Python reference, importing sympy
             _store(module, attr, _like(tensor, torch.empty(tensor.shape, dtype=tensor.dtype,
-                                                          device="cpu")))
+                                                          device=device)))
             if storage.fill == DEFAULT:
                 fresh.setdefault(id(module), (module, {}))[1][attr] = storage
         if plan.abstract:
             return native
         for module, storages in fresh.values():
-            _fill_defaults(module, storages)
+            _fill_defaults(module, storages, device)
+        if plan.device is not None:  # buffers no plan names (counters) go along
+            self.move(native, plan.device)
         if plan.mesh is not None:  # framework defaults: made whole, then scattered from rank 0
             from torch.distributed.tensor import distribute_tensor
             for storage in plan.storages.values():
@@ -232,20 +237,71 @@ class TorchBackend(Backend):
     def native_layer(self, native: tnn.Module, path: str) -> tnn.Module:
         return native.get_submodule(path) if path else native
 
+    # ---- devices ---------------------------------------------------------------------
+    def devices(self) -> list[str]:
+        gpus = [f"gpu:{i}" for i in range(torch.cuda.device_count())]
+        mps = getattr(torch.backends, "mps", None)
+        return ["cpu:0", *gpus, *(["mps:0"] if mps is not None and mps.is_available() else [])]
+
+    def placeable(self, device: str) -> bool:
+        return device == "meta" or device in self.devices()
+
+    def device_name(self, device: Any) -> str | None:
+        if not isinstance(device, torch.device):
+            return None
+        if device.type == "meta":
+            return "meta"
+        kind = "gpu" if device.type == "cuda" else device.type
+        index = device.index if device.index is not None else (
+            torch.cuda.current_device() if kind == "gpu" else 0)
+        return f"{kind}:{index}"
+
+    def native_device(self, device: str) -> torch.device:
+        return _native_device(device)
+
+    def device_of(self, native: tnn.Module, ref: Ref) -> str | None:
+        tensor = getattr(ref[0], ref[1])
+        if isinstance(tensor, UninitializedTensorMixin) or tensor.is_meta:
+            return None
+        return self.device_name(tensor.device)
+
+    def move(self, native: tnn.Module, device: str) -> tnn.Module:
+        """Every parameter and buffer with memory, in place: the same tensor objects (ties
+        by identity hold, ``requires_grad`` and dtype kept) hold the moved data."""
+        target = _native_device(device)
+        replaced: dict[int, torch.Tensor] = {}  # to meta: one new tensor per old one
+        for module in native.modules():
+            for table in (module._parameters, module._buffers):
+                for key, tensor in table.items():
+                    if id(tensor) in replaced:  # tied: the same new tensor everywhere
+                        table[key] = replaced[id(tensor)]
+                        continue
+                    if tensor is None or isinstance(tensor, UninitializedTensorMixin) or \
+                            tensor.is_meta or tensor.device == target or _is_dtensor(tensor):
+                        continue
+                    if target.type == "meta":  # another tensor type: .data cannot hold it
+                        replaced[id(tensor)] = table[key] = _like(tensor, tensor.detach().to(
+                            target))
+                    else:
+                        tensor.data = tensor.detach().to(target)
+        return native
+
     # ---- compute -------------------------------------------------------------------
     def run(self, native: tnn.Module, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, tnn.Module]:
         _check_no_meta_buffers(native)
-        with _Mode(native, training), _replicated_inputs(native), _autocast(native):
-            return native(*_inputs(native, inputs)), native
+        device = _model_device(native)
+        with _Mode(native, training), _replicated_inputs(native), _autocast(native, device):
+            return native(*_inputs(native, inputs, device)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
         tensors = [getattr(m, a) for m, a in refs.values()]
         _check_no_meta_buffers(native)
+        device = _model_device(native)
         with _Mode(native, False), torch.enable_grad(), _replicated_inputs(native), \
-                _autocast(native):
-            out = native(*_inputs(native, inputs))
+                _autocast(native, device):
+            out = native(*_inputs(native, inputs, device))
             value = loss(out) if loss is not None else default_loss(
                 out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
@@ -311,7 +367,8 @@ def _store(module: tnn.Module, attr: str, tensor: torch.Tensor) -> None:
     (module._parameters if attr in module._parameters else module._buffers)[attr] = tensor
 
 
-def _fill_defaults(module: tnn.Module, storages: Mapping[str, Storage]) -> None:
+def _fill_defaults(module: tnn.Module, storages: Mapping[str, Storage],
+                   device: torch.device) -> None:
     """The module's own default values for ``storages`` (its other tensors kept as they
     are); the plan's fallback values where the module has no default (no
     ``reset_parameters``: GPT-2's Conv1D, Llama's RMSNorm), so no memory stays unfilled."""
@@ -319,7 +376,7 @@ def _fill_defaults(module: tnn.Module, storages: Mapping[str, Storage]) -> None:
         for k, b in module._buffers.items():  # a counter, not a parameter: its reset sets it
             if b is not None and b.is_meta and k not in module._non_persistent_buffers_set \
                     and not b.is_floating_point():
-                module._buffers[k] = torch.zeros_like(b, device="cpu")
+                module._buffers[k] = torch.zeros_like(b, device=device)
     if hasattr(module, "reset_parameters"):
         _reset_only(module, storages)  # meta tensors left in it are no-ops
         return
@@ -374,18 +431,19 @@ def _uninitialized_to_meta(module: tnn.Module) -> None:
             module._buffers[k] = UninitializedBuffer(b.requires_grad, "meta", b.dtype)
 
 
-def _autocast(native: tnn.Module) -> Any:
+def _autocast(native: tnn.Module, device: torch.device | None) -> Any:
     """``torch.autocast`` to the compute dtype a mixed policy set, else nothing."""
     dtype = getattr(native, "_unifparam_compute", None)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast("cpu", dtype=dtype)
+    return torch.autocast(device.type if device is not None else "cpu", dtype=dtype)
 
 
-def _inputs(native: tnn.Module, inputs: Sequence[Any]) -> list[torch.Tensor]:
-    """The inputs as tensors, floating ones in the dtype of the model's first floating
-    parameter (a bfloat16 model takes numpy float32 inputs; integer ids stay integers)."""
-    tensors = [_as_tensor(x) for x in inputs]
+def _inputs(native: tnn.Module, inputs: Sequence[Any], device: torch.device | None
+            ) -> list[torch.Tensor]:
+    """The inputs as tensors on ``device``, floating ones in the dtype of the model's first
+    floating parameter (a bfloat16 model takes numpy float32 inputs; ids stay integers)."""
+    tensors = [_as_tensor(x, device) for x in inputs]
     if not any(t.is_floating_point() for t in tensors):
         return tensors
     dtype = next((p.dtype for p in native.parameters()
@@ -395,8 +453,30 @@ def _inputs(native: tnn.Module, inputs: Sequence[Any]) -> list[torch.Tensor]:
             for t in tensors]
 
 
-def _as_tensor(x: Any) -> torch.Tensor:
-    return x if isinstance(x, torch.Tensor) else torch.from_numpy(numpy_input(x))
+def _as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:
+    """An input as a tensor on ``device``: numpy and other frameworks' arrays via the host."""
+    if not isinstance(x, torch.Tensor):
+        array = numpy_input(x if isinstance(x, np.ndarray) or not hasattr(x, "shape")
+                            else to_numpy(x))
+        x = torch.from_numpy(array if array.flags.writeable else array.copy())
+    return x if device is None or x.device == device or x.is_meta else x.to(device)
+
+
+def _native_device(device: str) -> torch.device:
+    """``"cpu:0"`` -> ``torch.device("cpu")``, ``"gpu:1"`` -> ``cuda:1``, ``"meta"``."""
+    kind, _, index = device.partition(":")
+    if kind in ("cpu", "meta", "mps"):
+        return torch.device(kind)
+    return torch.device("cuda", int(index or 0))
+
+
+def _model_device(native: tnn.Module) -> torch.device | None:
+    """Where the model's first parameter (else buffer) with memory is: inputs go there."""
+    for tensor in (*native.parameters(), *native.buffers()):
+        if not isinstance(tensor, UninitializedTensorMixin) and not tensor.is_meta \
+                and not _is_dtensor(tensor):
+            return tensor.device
+    return None
 
 
 class _Mode:

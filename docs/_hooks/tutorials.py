@@ -292,6 +292,8 @@ def notebook(text: str) -> str:
     for cell, ours in zip(code, page):
         if "raises" in ours.marks:
             cell.metadata["tags"] = ["raises-exception"]
+    for n, cell in enumerate(nb.cells):  # nbformat draws random ids: the same page, same file
+        cell.id = f"cell-{n}"
     nbformat.validate(nb)
     return nbformat.writes(nb)
 

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 import unifparam as up
-from unifparam import init, nn
+from unifparam import init, nn, ops
 
 from ._helpers import inputs
 
@@ -49,6 +49,25 @@ def _emb() -> nn.Layer:
     return nn.Sequential(nn.Embedding(10, 4), nn.Dense(2))
 
 
+class _Affine(nn.Block):
+    """A working block: its own Parameter (filled by build) and a Dense."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter((3, None))
+        self.out = nn.Dense(1)
+
+    def build(self, shape: tuple[int, ...]) -> None:
+        self.w = nn.Parameter((3, shape[-1]))
+
+    def forward(self, x: Any) -> Any:
+        return self.out(ops.relu(ops.matmul(x, ops.transpose(self.w))))
+
+
+def _block() -> nn.Layer:
+    return _Affine()
+
+
 #: name -> (spec factory, good input, materialized before the case?)
 MODELS: dict[str, tuple[Callable[[], nn.Layer], np.ndarray, bool]] = {
     "mlp": (_mlp, inputs(2, 4), True),
@@ -56,6 +75,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Layer], np.ndarray, bool]] = {
     "norm": (_norm, inputs(4, 5), True),
     "cnn": (_cnn, inputs(2, 3, 8, 8), True),
     "emb": (_emb, np.array([[0, 3, 9], [1, 2, 8]], dtype=np.int64), True),
+    "block": (_block, inputs(2, 4), True),
 }
 
 
@@ -485,6 +505,202 @@ for id_, act, err, builtin, names in [
     case(f"checkpoint-{id_}", act, err, builtin, *names)
 
 
+# custom blocks: a broken block fails with a typed error naming it, and the model built from
+# it is left as it was (still deferred); a structural mistake fails at construction
+class _NoInput(nn.Block):
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = nn.Dense(2)
+
+    def forward(self) -> Any:
+        return self.d(np.ones((2, 4), np.float32))
+
+
+class _TwoInputs(_NoInput):
+    def forward(self, x: Any, y: Any) -> Any:  # type: ignore[override]
+        return self.d(x)
+
+
+class _NoForward(nn.Block):
+    def __init__(self) -> None:
+        super().__init__()
+        self.d = nn.Dense(2)
+
+
+class _ReturnsNone(_NoForward):
+    def forward(self, x: Any) -> Any:
+        self.d(x)
+
+
+class _ReturnsText(_NoForward):
+    def forward(self, x: Any) -> Any:
+        self.d(x)
+        return "y"
+
+
+class _WrongShape(nn.Block):
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter((3, 5))
+
+    def forward(self, x: Any) -> Any:
+        return ops.matmul(x, ops.transpose(self.weight))
+
+
+class _BuildContradicts(nn.Block):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter((2, None))
+
+    def build(self, shape: tuple[int, ...]) -> None:
+        self.w = nn.Parameter((3, shape[-1]))
+
+    def forward(self, x: Any) -> Any:
+        return ops.matmul(x, ops.transpose(self.w))
+
+
+class _BuildNegative(_BuildContradicts):
+    def build(self, shape: tuple[int, ...]) -> None:
+        self.w = nn.Parameter((2, -shape[-1]))
+
+
+def _dotted(what: Any) -> Callable[[], nn.Layer]:
+    def make() -> nn.Layer:
+        block = _NoForward()
+        setattr(block, "a.b", what())
+        return block
+    return make
+
+
+def _self_cycle() -> nn.Layer:
+    block = _NoForward()
+    block.me = block
+    return block
+
+
+def _two_cycle() -> nn.Layer:
+    a, b = _NoForward(), _NoForward()
+    a.b = b
+    b.a = a
+    return a
+
+
+def _sequential_cycle() -> nn.Layer:
+    outer = nn.Sequential(nn.Dense(2))
+    inner = _NoForward()
+    inner.outer = outer
+    outer.add(inner)
+    return outer
+
+
+def _list_with_text() -> nn.Layer:
+    block = _NoForward()
+    block.layers = [nn.Dense(3), "relu", nn.Dense(2)]
+    return block
+
+
+def _broken(make: Callable[[], nn.Layer], call: Callable[[Any, Any], Any] = lambda n, x: n(x)
+            ) -> Callable[[Any], None]:
+    def act(t: Any) -> None:
+        net = t.build(make())
+        before = _snapshot(net)
+        try:
+            call(net, t.x)
+        finally:
+            _same(before, _snapshot(net))
+    return act
+
+
+def _grads(net: up.Model, x: Any) -> Any:
+    return up.gradients(net, x)
+
+
+OE = up.OutputError
+for id_, act, err, builtin, names in [
+    ("forward-no-input", _broken(_NoInput), ST, TypeError, ("_NoInput", "forward(self)")),
+    ("forward-two-inputs", _broken(_TwoInputs), ST, TypeError, ("_TwoInputs", "1 input")),
+    ("no-forward", _broken(_NoForward), ST, TypeError, ("_NoForward", "forward")),
+    ("returns-none", _broken(_ReturnsNone), OE, TypeError, ("_ReturnsNone", "None")),
+    ("returns-string", _broken(_ReturnsText), OE, TypeError, ("_ReturnsText", "str")),
+    ("parameter-wrong-shape", _broken(_WrongShape), IS, ValueError,
+     ("_WrongShape", "'weight'", "(3, 5)", "(2, 4)")),
+    ("parameter-wrong-shape-gradients", _broken(_WrongShape, _grads), IS, ValueError,
+     ("'weight'", "(3, 5)")),
+    ("build-contradicts", _broken(_BuildContradicts), SE, ValueError,
+     ("_BuildContradicts", "'w'", "(3, 4)")),
+    ("build-negative-size", _broken(_BuildNegative), SE, ValueError,
+     ("_BuildNegative", "(2, -4)")),
+    ("dotted-layer-name", lambda t: _dotted(lambda: nn.Dense(2))(), SE, ValueError,
+     ("'a.b'",)),
+    ("dotted-parameter-name", lambda t: _dotted(lambda: nn.Parameter(2))(), SE, ValueError,
+     ("'a.b'",)),
+    ("self-cycle", lambda t: _self_cycle(), SE, ValueError, ("me", "cycle")),
+    ("two-block-cycle", lambda t: _two_cycle(), SE, ValueError, ("_NoForward.a", "cycle")),
+    ("sequential-cycle", lambda t: _sequential_cycle(), SE, ValueError, ("Sequential",
+                                                                          "cycle")),
+    ("list-with-non-layer", lambda t: _list_with_text(), ST, TypeError, ("layers",)),
+    ("dict-with-non-layer", lambda t: setattr(_NoForward(), "heads", {"a": nn.Dense(2),
+                                                                    "b": 3}), ST,
+     TypeError, ("heads",)),
+    ("parameter-role-unknown", lambda t: nn.Parameter((2, 2), role="nonsense"), SE,
+     ValueError, ("role", "'nonsense'")),
+    ("parameter-role-int", lambda t: nn.Parameter((2, 2), role=3), ST, TypeError, ("role",)),
+    ("parameter-trainable-str", lambda t: nn.Parameter(2, trainable="no"), ST, TypeError,
+     ("trainable",)),
+]:
+    case(f"block-{id_}", act, err, builtin, *names, model="block")
+case("block-forward-wrong-features", lambda t: t.net(np.ones((2, 5), np.float32)), IS,
+     ValueError, "_Affine", "'w'", "(3, 4)", "(2, 5)", model="block")
+case("block-gradients-loss-float", lambda t: up.gradients(t.net, t.x, loss=lambda y: 1.0), AE,
+     TypeError, "loss", "float", model="block", requires="gradients")
+
+# gradients: the loss function
+for id_, loss, names in [
+    ("loss-two-arguments", lambda a, b: a, ("loss", "(a, b)")),
+    ("loss-no-argument", lambda: 1.0, ("loss", "()")),
+    ("loss-returns-float", lambda y: 1.0, ("loss", "float", "1.0")),
+    ("loss-returns-int", lambda y: 0, ("loss", "int")),
+    ("loss-returns-numpy-scalar", lambda y: np.float32(2.0), ("loss", "float32")),
+]:
+    case(f"gradients-{id_}", lambda t, loss=loss: up.gradients(t.net, t.x, loss=loss), AE,
+         TypeError, *names, requires="gradients")
+
+# ties of a parameter or layer to itself
+case("tie-parameter-to-itself", lambda t: up.tie(t.net, "0.weight", "0.weight"), up.TieError,
+     ValueError, "'0.weight'")
+case("tie-param-handle-to-itself", lambda t: up.tie(t.net, _w(t), _w(t)), up.TieError,
+     ValueError, "'0.weight'")
+case("tie-layer-to-itself", lambda t: up.tie(t.net, t.net[0], t.net[0]), up.TieError,
+     ValueError, "'0.")
+
+# handles: attributes
+HA = up.HandleAttributeError
+case("handle-attribute-typo", lambda t: t.net[0].wieght, HA, AttributeError, "'wieght'",
+     "'0'", "Did you mean 'weight'")
+case("handle-attribute-typo-model", lambda t: t.net.paramz, HA, AttributeError, "'paramz'")
+case("handle-assign-parameter", lambda t: setattr(t.net[0], "weight", np.zeros((8, 4))), HA,
+     AttributeError, "'weight'", "'0'", "p[...] = v")
+case("handle-assign-new", lambda t: setattr(t.net, "extra", 3), HA, AttributeError, "'extra'")
+case("handle-attribute-typo-lazy", lambda t: t.net[1].bais, HA, AttributeError, "'bais'",
+     "'bias'", model="lazy")
+
+# inputs the first layer cannot take name it
+for id_, act, err, builtin in [
+    ("zero-size", lambda t: t.net(np.ones((0, 4), np.float32)), IS, ValueError),
+    ("zero-features", lambda t: t.net(np.ones((2, 0), np.float32)), IS, ValueError),
+    ("negative-input-shape", lambda t: up.materialize(t.net, input_shape=(2, -1)), IS,
+     ValueError),
+    ("strings", lambda t: t.net(np.full((2, 4), "a")), AE, TypeError),
+    ("none", lambda t: t.net(None), AE, TypeError),
+    ("gradients-zero-size", lambda t: up.gradients(t.net, np.ones((0, 4), np.float32)), IS,
+     ValueError),
+    ("gradients-strings", lambda t: up.gradients(t.net, np.full((2, 4), "a")), AE, TypeError),
+]:
+    for model in ("mlp", "lazy"):
+        case(f"input-{id_}-{model}", act, err, builtin, "'0'", "Dense", model=model,
+             requires="gradients" if "gradients" in id_ else None)
+
+
 # ---- the one test -----------------------------------------------------------------------
 def _snapshot(net: up.Model) -> dict[str, tuple[Any, ...]]:
     out = {}
@@ -539,3 +755,32 @@ def test_bad_input(build, tmp_path, case: Case):
 def test_catalogue_is_large_and_ids_are_unique():
     assert len(CASES) >= 120
     assert len({c.id for c in CASES}) == len(CASES)
+
+
+# ---- not errors: rules the catalogue's neighbours rely on -------------------------------
+def test_non_finite_values_written_are_kept_as_written(build):
+    """NaN and inf written explicitly (``p[...] = v``, ``set``, ``+=``) are values, as in
+    torch, on every backend; only a finite value that overflows the dtype is refused."""
+    net = _make(build, "mlp")
+    w = net[0].weight
+    w[0, 0] = np.nan
+    w[1] = np.inf
+    net[1].bias.set(np.array([-np.inf], np.float32))
+    w += 1.0
+    value = w.numpy()
+    assert np.isnan(value[0, 0]) and np.isposinf(value[1]).all()
+    assert np.isneginf(net[1].bias.numpy()).all()
+    assert np.isfinite(value[2:]).all()
+
+
+@pytest.mark.requires("gradients")
+def test_gradients_of_a_layer_handle_are_that_layers_share_of_the_models(build):
+    """``gradients(net[0], X)`` runs the whole model and returns layer 0's gradients,
+    named relative to it, as ``params(net[0])`` names them."""
+    net = _make(build, "mlp")
+    x = MODELS["mlp"][1]
+    whole = up.gradients(net, x)
+    part = up.gradients(net[0], x)
+    assert sorted(part) == sorted(up.params(net[0])) == ["bias", "weight"]
+    for name, g in part.items():
+        np.testing.assert_allclose(g, whole[f"0.{name}"], rtol=1e-6)
