@@ -130,6 +130,18 @@ def bench(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON)
+def sweep(session: nox.Session) -> None:
+    """The whole adoption sweep (tests/test_sweep.py with UNIFPARAM_SWEEP=full): more real
+    models per family than the tests session runs, keras_hub on each Keras backend."""
+    install(session, "all,test")
+    session.install(*CONSTRAINTS, "--no-deps", "keras-hub", "kagglehub", "kagglesdk")
+    for backend, only in (("jax", []), ("tensorflow", ["-k", "keras_hub"]),
+                          ("torch", ["-k", "keras_hub"])):
+        session.run("pytest", "tests/test_sweep.py", "-q", "-p", "no:cacheprovider", *only,
+                    *session.posargs, env={"UNIFPARAM_SWEEP": "full", "KERAS_BACKEND": backend})
+
+
+@nox.session(python=PYTHON)
 def mxnet(session: nox.Session) -> None:
     """MXNet Gluon in its own venv: mxnet 1.9.1 needs numpy < 1.24, the main venv has 2.x.
 
@@ -142,6 +154,7 @@ def mxnet(session: nox.Session) -> None:
     install(session, "mxnet,test,plot")
     session.run("unifparam", "conformance", "--backend", "mxnet", "--json",
                 "conformance-mxnet.json")
-    session.run("pytest", "tests/test_mxnet_native.py", "-q", "-p", "no:cacheprovider",
+    session.run("pytest", "tests/test_mxnet_native.py", "tests/test_real_models_mxnet.py", "-q",
+                "-p", "no:cacheprovider",
                 *session.posargs)
     session.run("python", "tests/test_crossbackend_mxnet.py", "record", ".crossbackend")

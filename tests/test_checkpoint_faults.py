@@ -38,6 +38,7 @@ import sys, time
 import numpy as np
 from unifparam import _ckptfile
 path, seed, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+_ckptfile.UNNAMED_TEMP = sys.argv[4] == "1"
 rng = np.random.default_rng(seed)
 values = {f"{i}.weight": rng.random((64, 32 + i)).astype(np.float32) for i in range(6)}
 calls = []
@@ -54,8 +55,11 @@ print("done", flush=True)
 """
 
 
-def start_saver(path: Path, seed: int, stop: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path), str(seed), str(stop)],
+def start_saver(path: Path, seed: int, stop: int, unnamed: bool = False) -> subprocess.Popen:
+    """A save stopped after ``stop`` tensors; ``unnamed``: with an O_TMPFILE temporary (Linux),
+    else with the named temporary file used elsewhere."""
+    proc = subprocess.Popen([sys.executable, "-c", SAVER, str(path), str(seed), str(stop),
+                             str(int(unnamed))],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if line.strip() != "ready":
@@ -92,6 +96,21 @@ def test_killed_first_save_leaves_no_file(tmp_path):
     path = tmp_path / "new.safetensors"
     kill(start_saver(path, 2, 3))
     assert not path.exists() and len(temps(tmp_path)) == 1
+
+
+LINUX = pytest.mark.skipif(not _ckptfile.UNNAMED_TEMP, reason="O_TMPFILE is Linux-only")
+
+
+@LINUX
+@pytest.mark.parametrize("stop", [1, 4])
+def test_killed_save_on_linux_leaves_nothing_behind(tmp_path, stop):
+    path = tmp_path / "model.safetensors"
+    _ckptfile.write(path, arrays(1), META)
+    before = path.read_bytes()
+    kill(start_saver(path, 2, stop, unnamed=True))
+    assert os.listdir(tmp_path) == ["model.safetensors"] and path.read_bytes() == before
+    kill(start_saver(tmp_path / "new.safetensors", 2, stop, unnamed=True))
+    assert os.listdir(tmp_path) == ["model.safetensors"]
 
 
 def test_next_save_removes_stale_temps_of_dead_savers_only(tmp_path):
@@ -132,6 +151,7 @@ def chunks(*args):
 _ckptfile._chunks = chunks
 up.save(net, {str(tmp_path / "m.safetensors")!r})
 """
+    code = code.replace("real = ", "_ckptfile.UNNAMED_TEMP = False\nreal = ", 1)
     old = up.build(nn.Sequential(nn.Dense(256, in_features=512), nn.Dense(64, in_features=256)),
                    backend="torch")
     up.initialize(old, init.Constant(1.0))
@@ -297,7 +317,8 @@ def test_os_refusing_the_temporary_file_is_typed(tmp_path, monkeypatch, code, cl
     real = os.open
 
     def refuse(p, flags, *a, **kw):
-        if flags & os.O_CREAT:
+        unnamed = getattr(os, "O_TMPFILE", 0)
+        if flags & os.O_CREAT or unnamed and flags & unnamed == unnamed:
             raise OSError(code, os.strerror(code), p)
         return real(p, flags, *a, **kw)
     monkeypatch.setattr(os, "open", refuse)
@@ -418,3 +439,40 @@ def test_unstorable_dtypes_and_metadata_are_refused_before_any_file(tmp_path):
     with pytest.raises(up.CheckpointFormatError, match="is not|name"):
         _ckptfile.write(path, {"../x": np.zeros(2)}, META)
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- kill -9 at random points of a save (Linux: nothing left behind) ---------------------
+LOOPING_SAVER = """
+import sys
+import numpy as np
+from unifparam import _ckptfile
+path = sys.argv[1]
+values = [{f"{i}.weight": np.full((256, 256 + i), seed, np.float32) for i in range(8)}
+          for seed in (1.0, 2.0)]
+print("ready", flush=True)
+k = 0
+while True:
+    _ckptfile.write(path, values[k % 2], {"format": _ckptfile.FORMAT, "format_version": "1"})
+    k += 1
+"""
+
+
+@pytest.mark.skipif(not _ckptfile.UNNAMED_TEMP, reason="O_TMPFILE is Linux-only")
+def test_kill_at_random_points_of_saves_leaves_only_a_whole_file(tmp_path):
+    rng = np.random.default_rng(27)
+    path = tmp_path / "m.safetensors"
+    for _ in range(12):
+        proc = subprocess.Popen([sys.executable, "-c", LOOPING_SAVER, str(path)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+        try:
+            proc.wait(timeout=float(rng.uniform(0.0, 0.4)))
+        except subprocess.TimeoutExpired:
+            pass
+        kill(proc)
+        left = os.listdir(tmp_path)
+        assert left in ([], ["m.safetensors"]), left
+        if left:
+            got = _ckptfile.read(path).arrays()
+            assert len({float(v.flat[0]) for v in got.values()}) == 1
+            assert all((v == v.flat[0]).all() for v in got.values())

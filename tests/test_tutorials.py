@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -46,8 +47,20 @@ def configs():
     return found
 
 
-def test_both_chapters_are_there():
-    assert [p.name for p in PAGES] == ["lazy-initialization.md", "parameter-management.md"]
+def test_the_builders_guide_is_there_and_in_the_nav():
+    assert [p.name for p in PAGES] == [
+        "custom-layers.md", "file-io.md", "gpus.md", "layers-and-modules.md",
+        "lazy-initialization.md", "parameter-initialization.md", "parameter-management.md"]
+    nav = (ROOT / "mkdocs.yml").read_text()
+    assert all(f"tutorials/{p.name}" in nav for p in PAGES)
+
+
+def test_no_tutorial_names_a_framework_in_its_code():
+    framework = re.compile(r"^\s*(import|from)\s+(torch|keras|jax|flax|mxnet|tensorflow)\b",
+                           re.MULTILINE)
+    for page in PAGES:
+        for cell in tutorials.cells(page.read_text()):
+            assert not framework.search(cell.source), (page.name, cell.line)
 
 
 @pytest.fixture(scope="module")

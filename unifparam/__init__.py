@@ -33,6 +33,7 @@ from .errors import (
     DeviceError,
     HandleAttributeError,
     InitializerError,
+    InitializerSkippedWarning,
     InputShapeError,
     LayoutError,
     OutputError,
@@ -66,11 +67,13 @@ _ON_FIRST_USE = {
     "save_sharded": "_sharded", "load_sharded": "_sharded",
     "devices": "_devices", "num_gpus": "_devices", "to": "_devices",
     "register_backend": "_registry",
+    "save_arrays": "_arrays", "load_arrays": "_arrays",
 }
 _RENAMED = {"backends": "registered"}
 
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from . import dtypes, init, nn, ops
+    from ._arrays import load_arrays, save_arrays
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
     from ._cast import cast
     from ._convert import default_seed, set_seed, to_numpy
@@ -116,13 +119,12 @@ __all__ = [
     "CheckpointError", "CheckpointFormatError", "CheckpointIOError", "CheckpointMismatchError",
     "CheckpointNotFoundError", "CheckpointPathError", "CheckpointPermissionError",
     "DataDependentError", "DeferredParameterError", "DeviceError", "HandleAttributeError",
-    "InitializerError",
-    "InputShapeError",
+    "InitializerError", "InitializerSkippedWarning", "InputShapeError",
     "LayoutError", "LoadReport", "Model", "NativeLayer", "NativeParam", "OutputError", "Param",
     "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
     "build", "cast", "default_seed", "devices", "dtypes", "get_backend", "gradients", "init",
-    "initialize", "inspect_file", "load", "load_sharded", "materialize", "nn", "num_gpus",
-    "ops", "params", "placements", "plot_histograms", "register_backend", "save",
-    "save_sharded", "set_seed", "summary", "tie", "to", "to_numpy",
+    "initialize", "inspect_file", "load", "load_arrays", "load_sharded", "materialize", "nn",
+    "num_gpus", "ops", "params", "placements", "plot_histograms", "register_backend", "save",
+    "save_arrays", "save_sharded", "set_seed", "summary", "tie", "to", "to_numpy",
 ]

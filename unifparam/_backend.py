@@ -189,6 +189,9 @@ class Backend(abc.ABC):
     #: cast or a spec built in another is a typed UnsupportedError naming these.
     storage_dtypes: frozenset[str] = frozenset(
         {"float64", "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"})
+    #: a copied handle of an adopted model adopts the copied native model again (its
+    #: layers do not copy along with it: Keras pickles each layer by its config)
+    copy_by_adoption: bool = False
 
     @property
     def configuration(self) -> str:
@@ -217,6 +220,18 @@ class Backend(abc.ABC):
         Must not allocate parameter memory nor change values already there.
         """
         raise NotImplementedError
+
+    def check_input(self, native: Any, inputs: Sequence[Any] | None,
+                    input_shapes: Sequence[Shape]) -> None:
+        """Adopted models whose every shape is known: raise
+        :class:`~unifparam.InputShapeError` if the model cannot take inputs of
+        ``input_shapes`` (as the framework's own ``build`` would). Default: no check."""
+        return None
+
+    def uninfer(self, native: Any) -> Any:
+        """Undo the last :meth:`infer` (the plan that followed it failed): layers it sized
+        are unsized again; return state. Default: nothing to undo."""
+        return native
 
     # ---- store ----------------------------------------------------------------------
     @abc.abstractmethod
@@ -304,6 +319,24 @@ class Backend(abc.ABC):
         each time, so a handle stays true after the framework's own cast."""
         return None
 
+    def trainable(self, native: Any, ref: Any) -> bool | None:
+        """Whether the framework trains this parameter now (torch ``requires_grad``, Keras
+        ``trainable``), read at every verb; None: as the adapter described it."""
+        return None
+
+    def structure(self, native: Any) -> Hashable | None:
+        """Adopted models whose layers can be added after adoption (an NNX module's new
+        attribute): a value that changes when the parameter listing would (the core then
+        adopts the model again, keeping registrations). Default None: never checked."""
+        return None
+
+    def watch(self, native: Any, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` right after the framework itself gives parameters memory (a
+        lazy layer's first native call), before that call computes: the core then applies
+        the initializers registered for them. Default: no hook (the core reports skipped
+        initializers at the next verb)."""
+        return None
+
     def native_object(self, native: Any, ref: Any) -> Any:
         """The framework's own object for a parameter (torch Parameter, Keras Variable, ...)."""
         return None
@@ -354,9 +387,12 @@ class Backend(abc.ABC):
         """
 
     def gradients(self, native: Any, inputs: Sequence[Any], loss: Callable[[Any], Any] | None,
-                  refs: Mapping[str, Any]) -> dict[str, Any]:
+                  refs: Mapping[str, Any], training: bool = False) -> dict[str, Any]:
         """Gradient of ``loss(output)`` for every name in ``refs``, as numpy; without ``loss``,
-        of :func:`default_loss` of the output."""
+        of :func:`default_loss` of the output. ``training``: the forward pass in the
+        framework's training mode (dropout, batch statistics, running statistics updated as
+        in ``run(..., training=True)``); the core passes it only when True, and then takes
+        ``(gradients, native)``: the native state after the step, as ``run`` returns it."""
         raise NotImplementedError
 
     def to_numpy(self, value: Any) -> Any:

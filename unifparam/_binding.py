@@ -60,6 +60,24 @@ def _identity(x: Any) -> Any:
 
 
 _current: ContextVar[Binding | None] = ContextVar("unifparam_binding", default=None)
+_guard: ContextVar[Callable[[Any, tuple[Any, ...]], None] | None] = ContextVar(
+    "unifparam_guard", default=None)
+
+
+def guard() -> Callable[[Any, tuple[Any, ...]], None] | None:
+    """What every spec layer call checks first while a first call sizes layers (None
+    otherwise): it may stop the forward to size the layer (see ``unifparam._firstcall``)."""
+    return _guard.get()
+
+
+@contextlib.contextmanager
+def guarded(check: Callable[[Any, tuple[Any, ...]], None]) -> Iterator[None]:
+    """Run the body with ``check`` called on every spec layer call."""
+    token = _guard.set(check)
+    try:
+        yield
+    finally:
+        _guard.reset(token)
 
 
 def current() -> Binding | None:

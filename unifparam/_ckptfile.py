@@ -59,6 +59,15 @@ MAX_TENSORS = 100_000
 MAX_JSON_VALUES = 40 * MAX_TENSORS
 MAX_NAME = 512
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_\-]+)*")
+#: Every metadata key a unifparam-format file may hold; "digests" is required (when the
+#: file has tensors) and any other key is refused: a renamed or dropped digest is not a
+#: foreign file. ("arrays": what save_arrays saved, an array, a list or a dict.)
+KNOWN_KEYS = frozenset({"format", "format_version", "unifparam_version", "backend", "ties",
+                        "trainable", "spec", "digests", "arrays"})
+#: What a foreign file's ``format`` metadata says about the tool that wrote it.
+WRITERS = {"pt": "PyTorch (transformers save_pretrained, or safetensors.torch with "
+                 "metadata)", "tf": "TensorFlow (transformers)", "flax": "Flax (transformers)",
+           "np": "numpy (safetensors.numpy)", "mlx": "MLX (mx.save_safetensors)"}
 #: safetensors dtype code <-> canonical dtype name (bf16 and fp8: ml_dtypes' numpy types).
 DTYPES = dict(_dtypes.FROM_CODE)
 CODES = dict(_dtypes.CODES)
@@ -71,6 +80,8 @@ TEMP_MARK = ".unifparam-tmp-"
 #: A temporary file untouched this long and not locked by a live saver is removed by a save.
 STALE_SECONDS = 60.0
 CHUNK = 16 * 2**20  # bytes written (and hashed) at a time
+#: Write into an unnamed temporary file (Linux ``O_TMPFILE``), named only when complete.
+UNNAMED_TEMP = hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd")
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,9 @@ class Checkpoint:
 
     ``digests`` maps stored names to ``(algorithm, hex)`` (empty for files without them);
     ``verify`` says whether :meth:`arrays` checks them (once) before returning.
+    ``writer`` says who wrote the file: ``"unifparam"``, or for a foreign file (one that
+    does not claim the unifparam format: read as plain tensors, no ties, no digests) what
+    its metadata tells.
     """
 
     path: str
@@ -110,12 +124,23 @@ class Checkpoint:
     trainable: dict[str, bool] = field(default_factory=dict)
     digests: dict[str, tuple[str, str]] = field(default_factory=dict)
     verify: bool = True
+    writer: str = "unifparam"
     _map: Any = field(default=None, repr=False)
     _verified: bool = field(default=False, repr=False)
 
     @property
+    def foreign(self) -> bool:
+        """Written by another tool: plain tensors, nothing recorded to check them against."""
+        return self.writer != "unifparam"
+
+    @property
+    def verified(self) -> bool:
+        """Whether the values are checked against digests recorded at save."""
+        return not self.foreign and self.verify
+
+    @property
     def spec_json(self) -> str | None:
-        return self.metadata.get("spec")
+        return None if self.foreign else self.metadata.get("spec")
 
     def _tie(self, name: str) -> Tie | None:
         index = self.__dict__.get("_ties_by_name")
@@ -261,11 +286,32 @@ def read(path: str | os.PathLike[str], *, verify: bool = True) -> Checkpoint:
         raise _bad(path, "its __metadata__ is not a mapping of strings to strings")
     if len(header) > MAX_TENSORS:
         raise _bad(path, f"its header has more than {MAX_TENSORS:,} tensors, the limit")
+    if meta.get("format") != FORMAT and _claims_format(meta):
+        raise _bad(path, f"its metadata has unifparam's entries but its format is "
+                         f"{str(meta.get('format'))[:40]!r}, not {FORMAT!r}")
+    writer = "unifparam" if meta.get("format") == FORMAT else foreign_writer(meta)
     tensors = {name: _tensor(path, name, entry) for name, entry in header.items()}
     _check_offsets(path, tensors, size - 8 - n)
-    ck = Checkpoint(path, size, 8 + n, tensors, meta, verify=verify, _map=mm)
-    _read_metadata(ck)
+    ck = Checkpoint(path, size, 8 + n, tensors, meta, verify=verify, writer=writer, _map=mm)
+    if writer == "unifparam":
+        _read_metadata(ck)
     return ck
+
+
+def _claims_format(meta: Mapping[str, Any]) -> bool:
+    """Whether metadata looks like unifparam's (so it must say the format exactly): an
+    edited format tag does not turn a unifparam file into an unchecked foreign one."""
+    fmt = meta.get("format")
+    return ("unifparam_version" in meta or "digests" in meta
+            or (isinstance(fmt, str) and fmt.lower().startswith("unifparam")))
+
+
+def foreign_writer(meta: Mapping[str, Any]) -> str:
+    """Who wrote a file without unifparam's format, as far as its metadata tells."""
+    fmt = meta.get("format")
+    if not isinstance(fmt, str):
+        return "another tool: a plain safetensors file (no format recorded: save_file, keras_hub)"
+    return WRITERS.get(fmt, f"another tool (format {fmt[:40]!r})")
 
 
 def _fspath(path: Any, verb: str) -> str:
@@ -430,13 +476,19 @@ def _check_offsets(path: str, tensors: dict[str, TensorInfo], data_size: int) ->
                          f"(truncated or padded)")
 
 
-def _read_metadata(ck: Checkpoint) -> None:
-    """Parse unifparam's own metadata entries (absent in a plain safetensors file)."""
+def _read_metadata(ck: Checkpoint, need_digests: bool = True) -> None:
+    """Parse and check unifparam's own metadata entries (a file claiming the format).
+    ``need_digests=False``: a directory's index, whose shards carry the digests."""
     meta, path = ck.metadata, ck.path
-    if meta.get("format", FORMAT) != FORMAT:
-        raise _bad(path, f"its metadata format is {meta['format'][:40]!r}, not {FORMAT!r}")
-    if meta.get("format_version", FORMAT_VERSION) != FORMAT_VERSION:
-        raise _bad(path, f"it has format version {meta['format_version'][:20]!r}; this "
+    unknown = sorted(set(meta) - KNOWN_KEYS)
+    if unknown:
+        raise _bad(path, f"it claims the {FORMAT} format but its metadata has unknown keys "
+                         f"{', '.join(repr(k[:40]) for k in unknown[:4])}")
+    if "digests" not in meta and ck.tensors and need_digests:
+        raise _bad(path, f"it claims the {FORMAT} format but records no digests, so its "
+                         f"values cannot be checked")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise _bad(path, f"it has format version {meta.get('format_version', '')[:20]!r}; this "
                          f"unifparam reads version {FORMAT_VERSION}. Upgrade unifparam")
     ties = _json(path, meta.get("ties", "[]"), "ties metadata")
     if not isinstance(ties, list):
@@ -507,13 +559,17 @@ Value = Union["np.ndarray", Pending, Callable[[], Any]]
 
 
 def write(path: str | os.PathLike[str], arrays: Mapping[str, Value],
-          metadata: Mapping[str, str]) -> None:
+          metadata: Mapping[str, str], *, name: Callable[[bytes], str] | None = None) -> str:
     """Write atomically, one tensor at a time: a temporary file beside ``path``, fsync, rename.
 
     A crash or kill at any point leaves the previous file at ``path`` intact (or no file).
-    The file is standard safetensors: tensors ordered by dtype size then name, the header
-    JSON with sorted keys, and ``metadata`` plus ``digests`` (a SHA-256 of each tensor).
-    Saving the same values twice gives the same bytes.
+    On Linux the temporary file has no name (``O_TMPFILE``) until it is complete, so a
+    killed save leaves nothing behind; elsewhere it is ``.<name>.unifparam-tmp-<hex>``,
+    removed by a later save once its saver is gone. The file is standard safetensors:
+    tensors ordered by dtype size then name, the header JSON with sorted keys, and
+    ``metadata`` plus ``digests`` (a SHA-256 of each tensor). Saving the same values twice
+    gives the same bytes. ``name(header)``, if given, picks the file name (in ``path``'s
+    directory) once the final header is known; the path written is returned.
     """
     path = _fspath(path, "save")
     directory = os.path.dirname(os.path.abspath(path))
@@ -530,40 +586,90 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Value],
     plan = _plan(path, arrays)
     order = sorted(plan, key=lambda n: (-_dtypes.numpy_dtype(plan[n][0]).itemsize, n))
     offsets, end = {}, 0
-    for name in order:
-        dtype, shape, _ = plan[name]
+    for key in order:
+        dtype, shape, _ = plan[key]
         nbytes = math.prod(shape) * _dtypes.numpy_dtype(dtype).itemsize
-        offsets[name], end = (end, end + nbytes), end + nbytes
-    digests = {name: DIGEST + ":" + "0" * DIGEST_HEX[DIGEST] for name in plan}
+        offsets[key], end = (end, end + nbytes), end + nbytes
+    digests = {key: DIGEST + ":" + "0" * DIGEST_HEX[DIGEST] for key in plan}
     header = _header(plan, offsets, metadata, digests)
+
+    def body(fd: int) -> bytes:
+        _write_all(fd, header)
+        with _Pipeline(fd) as pipe:
+            for key in order:
+                digests[key] = pipe.tensor(_chunks(path, key, *plan[key]))
+        final = _header(plan, offsets, metadata, digests)
+        assert len(final) == len(header)  # fixed-width digests: same layout
+        os.lseek(fd, 0, os.SEEK_SET)
+        _write_all(fd, final)
+        return final
+
+    return publish(path, body, name)
+
+
+def publish(path: str, body: Callable[[int], bytes], name: Callable[[bytes], str] | None = None
+            ) -> str:
+    """Run ``body(fd)`` on a new temporary file beside ``path``, fsync it, and put it in place
+    atomically (at ``path``, or at ``name(body's result)`` in the same directory).
+
+    The temporary file is unnamed on Linux (``O_TMPFILE``; it vanishes if the process dies)
+    and linked in only when complete; elsewhere it is a named ``TEMP_MARK`` file.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = _create_temp(path, directory)
+    target = path
     try:
         try:
             _lock(fd)
-            _write_all(fd, header)
-            with _Pipeline(fd) as pipe:
-                for name in order:
-                    digests[name] = pipe.tensor(_chunks(path, name, *plan[name]))
-            final = _header(plan, offsets, metadata, digests)
-            assert len(final) == len(header)  # fixed-width digests: same layout
-            os.lseek(fd, 0, os.SEEK_SET)
-            _write_all(fd, final)
+            result = body(fd)
             if hasattr(os, "fchmod"):
                 os.fchmod(fd, _mode(path))
             os.fsync(fd)  # little is left: the pipeline started writeback chunk by chunk
+            if name is not None:
+                target = os.path.join(directory, name(result))
+            if tmp is None:
+                tmp = _link_unnamed(fd, target, directory)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if tmp is not None:
+            os.replace(tmp, target)
     except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
         if isinstance(e, OSError) and not isinstance(e, CheckpointError):
-            raise _os_error(path, e, "save") from e
+            raise _os_error(target, e, "save") from e
         raise
     _fsync_dir(directory)
     _remove_stale_temps(path, directory)
+    return target
+
+
+def _link_unnamed(fd: int, target: str, directory: str) -> str | None:
+    """Give the complete unnamed file ``fd`` its name: ``target`` itself when that is free
+    (nothing left to rename), else a temporary name that the caller renames over it."""
+    source = f"/proc/self/fd/{fd}"
+    dirfd = os.open(directory, os.O_RDONLY)
+    try:  # a dir_fd makes os.link call linkat, which AT_SYMLINK_FOLLOW needs here
+        try:
+            os.link(source, os.path.basename(target), dst_dir_fd=dirfd, follow_symlinks=True)
+            return None
+        except FileExistsError:
+            pass
+        stem = os.path.basename(target)[:180]
+        for _ in range(100):
+            tmp = f".{stem}{TEMP_MARK}{os.urandom(4).hex()}"
+            try:
+                os.link(source, tmp, dst_dir_fd=dirfd, follow_symlinks=True)
+                return os.path.join(directory, tmp)
+            except FileExistsError:
+                continue
+    finally:
+        os.close(dirfd)
+    raise CheckpointIOError(f"Cannot save to {target}: no free temporary name in {directory}.",
+                            errno=errno.EEXIST, filename=target)
 
 
 def _plan(path: str, arrays: Mapping[str, Value]) -> dict[str, tuple[str, tuple[int, ...], Any]]:
@@ -595,7 +701,7 @@ def _header(plan: Mapping[str, tuple[str, tuple[int, ...], Any]],
             offsets: Mapping[str, tuple[int, int]], metadata: Mapping[str, str],
             digests: Mapping[str, str]) -> bytes:
     meta = dict(metadata)
-    if plan:
+    if plan and digests:
         meta["digests"] = json.dumps(digests, sort_keys=True, separators=(",", ":"))
     doc: dict[str, Any] = {"__metadata__": dict(sorted(meta.items()))}
     for name in sorted(plan):
@@ -736,7 +842,15 @@ def _writeback_starter() -> Callable[[int, int, int], None]:
     return start
 
 
-def _create_temp(path: str, directory: str) -> tuple[int, str]:
+def _create_temp(path: str, directory: str) -> tuple[int, str | None]:
+    """A descriptor to write the new file to, and its temporary name (None: unnamed)."""
+    if UNNAMED_TEMP:
+        try:
+            return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600), None
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise _os_error(path, e, "save") from None
+            # a file system without O_TMPFILE: a named temporary file instead
     stem = os.path.basename(path)[:180]  # stays under NAME_MAX with the mark and suffix
     for _ in range(100):
         tmp = os.path.join(directory, f".{stem}{TEMP_MARK}{os.urandom(4).hex()}")

@@ -79,8 +79,14 @@ def describe(ck: Checkpoint) -> str:
              f"Size: {ck.size:,} bytes ({_human(ck.size)}), {len(ck.tensors)} tensors, "
              f"{count:,} values",
              f"Saved by: unifparam {meta.get('unifparam_version', '?')[:40]} on backend "
-             f"{meta.get('backend', '?')[:40]}" if "unifparam_version" in meta
-             else "Saved by: not unifparam (plain safetensors file)"]
+             f"{meta.get('backend', '?')[:40]}" if not ck.foreign
+             else f"Saved by: not unifparam: {ck.writer}",
+             "Verified: yes, each tensor against its recorded SHA-256" if ck.verified else
+             "Verified: no (no digests recorded: values are read as stored)" if ck.foreign
+             else "Verified: no (verify=False)"]
+    parts = getattr(ck, "parts", None)
+    if parts:
+        lines.insert(1, f"Shards: {len(parts)} files and the index")
     body, why = _spec_summary(ck)
     if body is None:
         if why:

@@ -21,6 +21,7 @@ from ._lazy import np
 from ._locking import serialized
 from ._plan import contiguous, run
 from ._state import ModelState, Node, Slot, flip
+from ._sync import check
 from .errors import (
     ArgumentError,
     ArgumentValueError,
@@ -101,7 +102,10 @@ class Param:
 
     @property
     def trainable(self) -> bool:
-        return self._slot.trainable
+        """Whether training updates it, as the framework says now (a frozen layer: False)."""
+        slot = self._slot
+        live = self._st.backend.trainable(self._st.native, slot.ref)
+        return slot.trainable if live is None else live
 
     @property
     def role(self) -> str:
@@ -151,6 +155,16 @@ class Param:
                                                     state))
         value = np.array(self._st.backend.read(self._st.native, self._slot.ref), copy=True)
         return value.T.copy() if self._transposed else value
+
+    @property
+    def data(self) -> np.ndarray:
+        """The value as numpy (a copy, as :meth:`numpy`); ``p.data = v`` writes it
+        (as :meth:`set`)."""
+        return self.numpy()
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        self.set(value)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         value = self.numpy()
@@ -267,6 +281,12 @@ class Param:
         state = "" if self.state == MATERIALIZED else f", {self.state}"
         return f"Parameter {self._name} (shape={fmt_shape(self.shape)}, dtype={self.dtype}{state})"
 
+    def __str__(self) -> str:
+        """``print(p)``: the one-line description, then the values once it has them."""
+        if self.state != MATERIALIZED:
+            return repr(self)
+        return f"{self!r}\n{np.array2string(self.numpy())}"
+
     def _repr_html_(self) -> str:
         from ._display import param_html
         return param_html(self)
@@ -276,6 +296,10 @@ def not_ready(name: str, shape: Shape | None, state: str) -> str:
     if state == ABSTRACT:
         return (f"Parameter '{name}' has shape {fmt_shape(shape)} but no memory yet (materialized "
                 f"abstractly). Call unifparam.materialize(net) to allocate and initialize it.")
+    if shape is not None and None not in shape:
+        return (f"Parameter '{name}' has shape {fmt_shape(shape)} but no values yet. Call "
+                f"unifparam.initialize(net) (a model whose sizes are all known gets memory "
+                f"then), unifparam.materialize(net, X) or run net(X) once.")
     return (f"Parameter '{name}' has shape {fmt_shape(shape)}: its input size is not known yet. "
             f"Call unifparam.materialize(net, X) or run net(X) once.")
 
@@ -339,6 +363,7 @@ class Model:
         if self.path:
             from .errors import UnsupportedError
             raise UnsupportedError(f"Call the whole model, not layer '{self.path}'.")
+        check(self._st)
         return run(self._st, inputs, training)
 
     def _child(self, key: str) -> Model:
@@ -378,6 +403,14 @@ class Model:
                                    f"'{self._node.path or 'model'}' ({self._node.kind}). Write "
                                    f"values with p[...] = v, or tie parameters with "
                                    f"unifparam.tie.")
+
+    def __getstate__(self) -> tuple[ModelState, str]:
+        return self._st, self._node.path
+
+    def __setstate__(self, state: tuple[ModelState, str]) -> None:
+        """Unpickled or deep-copied (the native model along): ``__setattr__`` refuses."""
+        object.__setattr__(self, "_st", state[0])
+        object.__setattr__(self, "_node", state[0].nodes[state[1]])
 
     def apply(self, fn: Any) -> Model:
         """Call ``fn(layer)`` on every sub-layer, children first, then this one (torch's order).

@@ -29,6 +29,7 @@ from ._state import ModelState, Node, Registration, Slot, complete, flip, unify
 from ._trace import trace as trace_shapes
 from .errors import (
     ArgumentError,
+    DataDependentError,
     InitializerError,
     InputShapeError,
     ParamIndexError,
@@ -109,18 +110,28 @@ def for_materialize(st: ModelState, inputs: Sequence[Any], shapes: Sequence[Shap
                     abstract: bool, mesh: Any = None, layout: Any = None
                     ) -> tuple[Plan, Values] | None:
     """The plan that materializes ``st`` (None if nothing is left to do); changes nothing
-    but an adopted model's abstract shapes."""
+    but an adopted model's abstract shapes, undone (``Backend.uninfer``) if the plan fails."""
     layer_inputs: dict[str, Shape] = {}
     param_shapes: dict[str, Shape] = {}
+    inferred = False
     if shapes and st.spec is not None:
         layer_inputs, param_shapes = trace(st, shapes, inputs)
     elif shapes and not st.all_in(ABSTRACT, MATERIALIZED):
         st.call("infer", tuple(inputs) or None, tuple(shapes))
+        inferred = True
+    elif shapes:  # an adopted model already sized: the input must still fit it
+        st.backend.check_input(st.native, tuple(inputs) or None, tuple(shapes))
     done = (ABSTRACT, MATERIALIZED) if abstract else (MATERIALIZED,)
     todo = [r for r in st.slots if st.state_of(r) not in done]
     if not todo:
         return None
-    return for_shapes(st, todo, param_shapes, layer_inputs, abstract, mesh=mesh, layout=layout)
+    try:
+        return for_shapes(st, todo, param_shapes, layer_inputs, abstract, mesh=mesh,
+                          layout=layout)
+    except BaseException:
+        if inferred:  # a failing user initializer: the lazy layers are lazy again
+            st.call("uninfer")
+        raise
 
 
 def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, Shape],
@@ -133,8 +144,9 @@ def for_shapes(st: ModelState, todo: Sequence[str], param_shapes: Mapping[str, S
     ``layout`` places each storage (see :mod:`unifparam._layout`) and producers take an
     optional block index."""
     shapes: dict[str, tuple[int, ...]] = {}
-    if st.spec is None and any(st.state_of(r) == DEFERRED for r in todo):
-        deferred = [r for r in todo if st.state_of(r) == DEFERRED]
+    deferred = [r for r in todo if st.spec is None and st.state_of(r) == DEFERRED
+                and not complete(unify(param_shapes.get(r), st.status(r)[0]))]  # type: ignore
+    if deferred:  # an adopted layer sized by a plan's shapes (a file's) needs no input
         raise InputShapeError(
             f"Parameters {', '.join(map(repr, deferred[:4]))} belong to an adopted native "
             f"model, whose layers unifparam cannot size without an input. Call "
@@ -187,7 +199,8 @@ def _for_shapes(st: ModelState, todo: Sequence[str], shapes: dict[str, tuple[int
             if root not in values and slot.reg is not None and not slot.initialized:
                 make = producer(st, slot, slot.reg, shapes[root])
                 if make is not None:
-                    values[root] = make
+                    values[root] = FrameworkDefault(make) if slot.reg.source == "default" \
+                        else make
     storages: dict[str, Storage] = {}
     for root in todo:
         slot = st.slots[root]
@@ -310,6 +323,17 @@ def trusted(init: Any) -> bool:
     return is_builtin(init) and not isinstance(init, FunctionInit)
 
 
+class FrameworkDefault:
+    """Values of a default the user did not choose (a block's or ``set_seed``'s portable
+    default): like the framework's own, ``initialize`` overwrites them without force_reinit."""
+
+    def __init__(self, make: Callable[..., Any]):
+        self.make = make
+
+    def __call__(self, *args: Any) -> Any:
+        return self.make(*args)
+
+
 # ---- apply ------------------------------------------------------------------------------
 def apply(st: ModelState, plan: Plan, values: Values) -> None:
     """Allocate what ``plan`` says, restore ties, then write ``values`` one at a time."""
@@ -320,11 +344,12 @@ def apply(st: ModelState, plan: Plan, values: Values) -> None:
     for root, storage in plan.storages.items():
         if storage.fill == ALIAS or plan.abstract:
             continue
+        default = isinstance(values.get(root), FrameworkDefault)
         if root in values and plan.mesh is not None and storage.shard is not None:
             st.call("write_sharded", storage, plan.mesh, values.pop(root))
         elif root in values:
             st.call("write", storage.ref, contiguous(values.pop(root)()))
-        st.slots[root].initialized = st.slots[root].initialized or (
+        st.slots[root].initialized = st.slots[root].initialized or not default and (
             st.slots[root].reg is not None or storage.fill == WRITE)
 
 
@@ -481,6 +506,12 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
                                f"(without memory). Call materialize(net, X) instead.")
     if mesh is None and st.placement is not None:  # placed when materialized abstractly
         mesh, layout = st.placement
+    if inputs and not abstract and mesh is None and st.spec is not None \
+            and _has_blocks(st.spec) and not st.all_in(MATERIALIZED):
+        from ._firstcall import first_call  # sized on the real forward, as net(X)
+        check_indices(st, inputs)
+        first_call(st, inputs, False)
+        return
     shapes = input_shapes(inputs, input_shape, receiver(st))
     check_indices(st, inputs)
     made = for_materialize(st, inputs, shapes, abstract, mesh, layout)
@@ -489,15 +520,41 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
     st.placement = (mesh, layout) if abstract and mesh is not None else None
 
 
+def materialize_known(st: ModelState) -> None:
+    """Materialize a spec model whose every storage has a known shape (Gluon's rule: a
+    block with all sizes given, ``MyLinear(5, 3)``, gets memory when initialized)."""
+    todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
+    if st.spec is None or not todo or not all(complete(st.status(r)[0]) for r in todo):
+        return
+    apply(st, *for_shapes(st, todo, {}, {}, False))
+
+
+def check_call(st: ModelState, inputs: Sequence[Any]) -> None:
+    """Before running a materialized spec model: input sizes, checked by shapes only (a
+    forward that tests values is checked up to its first test, then run as is)."""
+    try:
+        trace(st, input_shapes(inputs, None, receiver(st)))
+    except DataDependentError:
+        pass
+    check_indices(st, inputs)
+
+
+def _has_blocks(spec: nn.Layer) -> bool:
+    return any(isinstance(layer, nn.Block) for _, layer in nn.first_uses(spec))
+
+
 def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
     """``net(X)``: materializes on the first call, checks input sizes, runs the backend."""
     if not inputs:
         raise InputShapeError("The model needs an input: net(X).")
     if not st.all_in(MATERIALIZED):
+        if st.spec is not None and _has_blocks(st.spec):
+            from ._firstcall import first_call
+            check_indices(st, inputs)
+            return first_call(st, inputs, training)
         materialize(st, inputs, None, False)
     elif st.spec is not None:
-        trace(st, input_shapes(inputs, None, receiver(st)), inputs)
-        check_indices(st, inputs)
+        check_call(st, inputs)
     else:  # an adopted model may take any batch size its framework does: dtypes only
         into = receiver(st)
         for i, x in enumerate(inputs):

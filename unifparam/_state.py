@@ -34,7 +34,7 @@ class Registration:
 
     init: Initializer | None
     seed: int | None = None
-    source: str = "initialize"  # "constructor" | "initialize" | "select"
+    source: str = "initialize"  # "constructor" | "initialize" | "select" | "default"
     role_default: bool = False  # fill with the role's standard value (bias 0, scale 1)
 
 
@@ -121,6 +121,27 @@ class ModelState:
         self.placement: tuple[Any, Any] | None = None  # (mesh, layout) of an abstract model
         self.device: str | None = None  # where new storages go (unifparam.to, device=)
         self._index(root)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy (pickle, deepcopy) watches its own native model's lazy layers."""
+        self.__dict__.update(state)
+        from ._sync import watch
+        watch(self)
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        """An adopted model of a backend whose layers copy apart from their model (Keras
+        pickles each layer by its config) is copied as its native model, adopted again."""
+        if self.spec is not None or not self.backend.copy_by_adoption:
+            return super().__reduce_ex__(protocol)
+        if any(not a.native for a in self.aliases.values()):
+            from .errors import UnsupportedError
+            raise UnsupportedError(
+                f"A {self.backend.configuration} model with explicit ties cannot be copied or "
+                f"pickled: the framework's copy does not keep them. Save it with "
+                f"unifparam.save and load into a new model.")
+        regs = {n: (s.reg, s.initialized) for n, s in self.slots.items()}
+        return readopt, (self.backend.configuration, self.backend.native_layer(self.native, ""),
+                         regs)
 
     def _index(self, node: Node) -> None:
         self.nodes[node.path] = node
@@ -221,7 +242,7 @@ def state_from_spec(backend: Backend, spec: nn.Layer) -> ModelState:
                                                               source="constructor")
             if reg is None and (isinstance(node.spec, nn.Block) or default_seed() is not None):
                 from .init import Default  # portable and seeded: same values on every backend
-                reg = Registration(Default(), source="initialize",
+                reg = Registration(Default(), source="default",
                                    role_default=decl.role not in Default.roles)
             st.slots[name] = Slot(name, node.path, p.ref, decl.shape, decl.role, decl.axes,
                                   decl.trainable, p.dtype, p.native_name, reg)
@@ -251,6 +272,19 @@ def state_from_tree(backend: Backend, native: Any, tree: NativeLayer) -> ModelSt
     st = ModelState(backend, native, visit(tree), None)
     st.slots = {s.name: s for s in slots}
     st.aliases = aliases
+    return st
+
+
+def readopt(configuration: str, native: Any, regs: dict[str, Any]) -> ModelState:
+    """The state of a copied adopted model: adopted again, registrations kept by name."""
+    from ._registry import get_backend
+    from ._sync import watch
+    backend = get_backend(configuration)
+    st = state_from_tree(backend, *backend.adopt(native))
+    for name, (reg, initialized) in regs.items():
+        if name in st.slots:
+            st.slots[name].reg, st.slots[name].initialized = reg, initialized
+    watch(st)
     return st
 
 

@@ -98,10 +98,10 @@ def run(backend: str | None = None) -> None:
         print("output:", rounded(net.to_numpy(net(X))))
     with _section("P2 One layer's parameters by index"):
         for name, p in params(net[1]).items():
-            print(name, p)
+            print(name, repr(p))
     with _section("P3 One parameter, in depth"):
         bias = net[1].bias
-        print(bias, "value", rounded(bias.numpy()), "grad", bias.grad)
+        print(repr(bias), "value", rounded(bias.numpy()), "grad", bias.grad)
         gradients(net, X)
         print("after gradients(net, X): grad", rounded(bias.grad))
     with _section("P4 All parameters at once"):
@@ -209,7 +209,7 @@ def _lazy(backend: str | None) -> None:
                     backend=backend)
         print(net)
         for name, p in params(net).items():
-            print(name, p)
+            print(name, repr(p))
         try:
             net[0].weight.numpy()
         except DeferredParameterError as e:

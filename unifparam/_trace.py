@@ -36,19 +36,58 @@ Traced = dict[str, tuple[Any, dict[str, Shape]]]
 MAX_BRANCHES = 100_000  # truth tests on one concrete trace before it is called endless
 
 
-class _Abstract(np.ndarray):
+#: array attributes a forward may use on every backend; every other is refused by name
+PORTABLE = frozenset({"shape", "ndim", "dtype"})
+#: spellings some backend lacks -> the portable one
+SPELLING = {"__matmul__": "ops.matmul(a, b)", "__rmatmul__": "ops.matmul(a, b)",
+            "__imatmul__": "ops.matmul(a, b)", "__float__": "compare arrays in if/while "
+            "(ops.sum(x) > 1); outside a forward, unifparam.to_numpy(y)",
+            "item": "compare arrays in if/while (ops.sum(x) > 1); outside a forward, "
+            "unifparam.to_numpy(y)", "tolist": "unifparam.to_numpy(y) outside a forward",
+            "T": "ops.transpose(x)", "astype": "no cast: parameters and inputs are float32"}
+
+
+def _refusal(name: str) -> Any:
+    def refuse(self: Any, *args: Any) -> Any:
+        fix = SPELLING.get(name) or (f"ops.{name}(x)" if name in ops.NAMES else
+                                     "the functions of unifparam.ops")
+        spelled = {"__matmul__": "a @ b", "__rmatmul__": "a @ b", "__imatmul__": "a @= b",
+                   "__float__": "float(x)", "__int__": "int(x)"}.get(name, f"x.{name}")
+        raise SpecError(f"A block's forward uses {spelled}, which does not work on every "
+                        f"backend (arrays are torch, jax, tensorflow or MXNet arrays there). "
+                        f"Use {fix} instead.")
+    return refuse
+
+
+class _Portable(np.ndarray):
+    """A traced array that refuses, by name, what some backend's arrays lack."""
+
+    for _name in [n for n in dir(np.ndarray) if not n.startswith("_") and n not in PORTABLE]:
+        locals()[_name] = property(_refusal(_name))
+    __matmul__ = __rmatmul__ = __imatmul__ = _refusal("__matmul__")
+    __float__ = _refusal("__float__")
+    __int__ = _refusal("__int__")
+    del _name
+
+    def __getattr__(self, name: str) -> Any:  # only for names numpy arrays lack
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _refusal(name)(self)
+
+
+class _Abstract(_Portable):
     """An array known by shape only: using its values in Python control flow raises."""
 
-    def _refuse(self, *args: Any) -> Any:
+    def __bool__(self) -> bool:
         raise DataDependentError(
-            "The forward uses array values in Python control flow (if/while/float()), so "
+            "The forward uses array values in Python control flow (if/while), so "
             "its shapes depend on data: materialize with an example input, "
             "unifparam.materialize(net, X), instead of input_shape=.")
 
-    __bool__ = __float__ = __int__ = __index__ = item = tolist = _refuse
+    __index__ = __bool__
 
 
-class _Concrete(np.ndarray):
+class _Concrete(_Portable):
     """An array traced on example inputs: control flow works, endless loops are caught."""
 
     budget = [MAX_BRANCHES]
@@ -73,7 +112,7 @@ class TraceBinding(Binding):
         self.ops = {name: self._wrapped(fn) for name, fn in _numpy_ops().items()}
 
     def _wrapped(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        return lambda *a, **k: self.array(fn(*a, **k))
+        return lambda *a, **k: self.array(fn(*map(_plain, a), **k))
 
     def array(self, value: Any) -> Any:
         return np.asarray(value).view(self.kind)
@@ -136,27 +175,43 @@ class TraceBinding(Binding):
         return self.array(np.zeros(p.shape, np.float32))  # type: ignore[arg-type]
 
 
+def _plain(x: Any) -> Any:
+    """A traced array (or list of them) as plain numpy, for numpy's own functions."""
+    if isinstance(x, np.ndarray):
+        return np.ndarray.view(x, np.ndarray)
+    return [_plain(v) for v in x] if isinstance(x, (list, tuple)) else x
+
+
 def _numpy_ops() -> dict[str, Callable[..., Any]]:
     return ops._numpy_table()
 
 
-def trace_blocks(spec: nn.Layer, shapes: Sequence[Shape], examples: Sequence[Any] | None
-                 ) -> Traced:
-    """Every called layer's input shape(s) and parameter shapes (see :func:`trace`)."""
+def trace_blocks(spec: nn.Layer, shapes: Sequence[Shape], examples: Sequence[Any] | None,
+                 partial: bool = False, budget: int = MAX_BRANCHES) -> Traced:
+    """Every called layer's input shape(s) and parameter shapes (see :func:`trace`).
+
+    ``partial``: a forward that tests values returns what it reached before the test
+    (shapes only: exact), instead of raising :class:`DataDependentError`. ``budget``: the
+    truth tests allowed on the examples."""
     try:
-        return _run(spec, [np.zeros(s, np.float32) for s in shapes], _Abstract)  # type: ignore
+        return _run(spec, [np.zeros(s, np.float32) for s in shapes], _Abstract, partial)
     except DataDependentError:
         if examples is None:
             raise
     from ._convert import to_numpy
-    _Concrete.budget[0] = MAX_BRANCHES
+    _Concrete.budget[0] = budget
     return _run(spec, [to_numpy(x) for x in examples], _Concrete)
 
 
-def _run(spec: nn.Layer, inputs: list[np.ndarray], kind: type[np.ndarray]) -> Traced:
+def _run(spec: nn.Layer, inputs: list[np.ndarray], kind: type[np.ndarray],
+         partial: bool = False) -> Traced:
     binding = TraceBinding(spec, kind)
     with bound(binding), np.errstate(all="ignore"):
-        binding.call_layer(spec, tuple(inputs))
+        try:
+            binding.call_layer(spec, tuple(inputs))
+        except DataDependentError:
+            if not partial:
+                raise
     return binding.out
 
 

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _plan, nn
+from . import _plan, _sync, nn
 from ._backend import MATERIALIZED
 from ._lazy import np
 from ._locking import serialized
@@ -36,6 +36,7 @@ from .errors import (
     fmt_shape,
 )
 from .init import Default, Initializer, as_initializer
+from .roles import STATISTICS
 
 Shape = nn.Shape
 
@@ -79,6 +80,7 @@ def _build(model: Any, backend: str | None) -> Model:
                             f"{model.__name__}(...), not the class.")
     if isinstance(model, nn.Layer):
         st = state_from_spec(get_backend(backend), model)
+        _sync.watch(st)
         return Model(st, st.root)
     found = detect(model)
     if found is None and backend is None:
@@ -97,6 +99,7 @@ def _build(model: Any, backend: str | None) -> Model:
         raise UnsupportedError(f"Backend {be.name!r} cannot adopt native models yet.")
     native, tree = be.adopt(model)
     st = state_from_tree(be, native, tree)
+    _sync.watch(st)
     return Model(st, st.root)
 
 
@@ -133,7 +136,9 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
     a model or layer fills its weights (biases 0, norm scales 1); ``select`` by name pattern
     (``"*.bias"``), Param or predicate picks exact parameters, whatever their role.
     Re-initializing a filled parameter needs ``force_reinit=True`` (else a warning, values
-    kept). With ``seed``, values depend only on (seed, name, shape).
+    kept). With ``seed``, values depend only on (seed, name, shape). A model or layer
+    re-initializes its trainable parameters and running statistics; other non-trainable
+    state that has values (a frozen sinusoidal table) is kept unless ``select`` names it.
 
     >>> initialize(net, init.XavierUniform(), select=net[0], force_reinit=True)
     """
@@ -152,6 +157,9 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
     kept, plan = [], {}
     for name, explicit in chosen.items():
         slot = st.slots[name]
+        if not explicit and not slot.trainable and slot.role not in STATISTICS and (
+                slot.initialized or st.status(name)[1] == MATERIALIZED):
+            continue  # a constant table, a frozen parameter: only an explicit select
         if slot.initialized and not force_reinit:
             kept.append(name)
             continue
@@ -177,6 +185,7 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
         if make is not None:
             st.call("write", st.slots[name].ref, _plan.contiguous(make()))
         st.slots[name].initialized = True
+    _plan.materialize_known(st)
     if kept:
         shown = ", ".join(repr(n) for n in kept[:5]) + (", ..." if len(kept) > 5 else "")
         warnings.warn(f"Parameters {shown} are already initialized; kept their values. Pass "
@@ -386,17 +395,20 @@ def model_handle(model: Any, verb: str) -> Model:
         raise ArgumentError(f"unifparam.{verb} takes a model handle from unifparam.build, "
                             f"got {type(model).__name__}. Wrap native models: "
                             f"unifparam.build(native).")
+    _sync.check(model._st)  # what the native model did by itself since the last verb
     return model
 
 
 # ---- compute ----------------------------------------------------------------------------
 @serialized
-def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = None
-              ) -> dict[str, np.ndarray]:
+def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = None,
+              training: bool = False) -> dict[str, np.ndarray]:
     """Gradient of ``loss(net(*inputs))`` (default: the sum of outputs) for every trainable
     parameter, by canonical name, as numpy. Tied uses add up. Also stored as ``Param.grad``.
     For a layer handle (``net[0]``) the whole model runs and only that layer's parameters
-    are returned, named relative to it (as ``params(net[0])``).
+    are returned, named relative to it (as ``params(net[0])``). ``training=True`` runs the
+    forward pass as the framework trains (dropout active, batch statistics used and the
+    running statistics updated, as ``net(x, training=True)``); the default is inference.
 
     >>> g = gradients(net, X)
     >>> g["1.weight"].shape
@@ -408,19 +420,26 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
         raise UnsupportedError(f"Backend {st.backend.name!r} cannot compute gradients.")
     if not inputs:
         raise InputShapeError("gradients needs the model's input: gradients(net, X).")
+    if not isinstance(training, bool):
+        raise ArgumentError(f"gradients(training={training!r}): training must be True or "
+                            f"False.")
     if loss is not None and not callable(loss):
         raise ArgumentError(f"gradients(loss={loss!r}): loss must be a function of the "
                             f"output returning a scalar, got {type(loss).__name__}.")
-    shapes = _plan.input_shapes(inputs, None, _plan.receiver(st))
+    _plan.input_shapes(inputs, None, _plan.receiver(st))  # typed errors for non-arrays
     if not st.all_in(MATERIALIZED):
         _plan.materialize(st, inputs, None, False)
     elif st.spec is not None:
-        _plan.trace(st, shapes, inputs)
-        _plan.check_indices(st, inputs)
+        _plan.check_call(st, inputs)
     roots = st.roots_under(model._node)
     refs = {n: st.slots[n].ref for n in roots if st.slots[n].trainable}
-    grads = st.backend.gradients(st.native, inputs, None if loss is None else _scalar(loss),
-                                 refs)
+    fn = None if loss is None else _scalar(loss)
+    if not refs:  # all frozen: nothing to differentiate
+        grads = {}
+    elif training:  # the forward's state updates (running statistics) come back with them
+        grads, st.native = st.backend.gradients(st.native, inputs, fn, refs, training=True)
+    else:
+        grads = st.backend.gradients(st.native, inputs, fn, refs)
     for name, g in grads.items():
         st.slots[name].grad = g
     prefix = f"{model.path}." if model.path else ""

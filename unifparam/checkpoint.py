@@ -16,6 +16,7 @@ first change, so a failed load leaves the model exactly as it was.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -58,11 +59,17 @@ class LoadReport:
     tied: tuple[str, ...] = ()  # names tied by this load, as the file records
     #: (name, file dtype, model dtype) of each parameter cast on the way in
     cast: tuple[tuple[str, str, str], ...] = ()
+    #: False for a file another tool wrote: no digests recorded, values read as they are.
+    verified: bool = True
+    writer: str = "unifparam"  # who wrote the file (see inspect_file)
+    #: (stored name, parameter name) pairs that ``rename`` rules mapped
+    renamed: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:
+        extra = "" if self.verified else f", verified=False, writer={self.writer!r}"
         casts = f", cast={[f'{n}: {a}->{b}' for n, a, b in self.cast]}" if self.cast else ""
         return (f"LoadReport(loaded={len(self.loaded)}, missing={list(self.missing)}, "
-                f"unexpected={list(self.unexpected)}{casts})")
+                f"unexpected={list(self.unexpected)}{extra}{casts})")
 
 
 # ---- save -------------------------------------------------------------------------------
@@ -75,10 +82,16 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
 
     >>> unifparam.save(net, "net.safetensors")
     """
+    arrays, metadata = contents(_root_state(model, "save"))
+    _ckptfile.write(path, arrays, metadata)
+
+
+def contents(st: ModelState, fetch: Callable[[ModelState, str], Callable[[], Any]] | None = None
+             ) -> tuple[dict[str, _ckptfile.Pending], dict[str, str]]:
+    """What a save writes: each storage (fetched when written) and the metadata."""
     from . import __version__
     from ._specio import spec_to_json
 
-    st = _root_state(model, "save")
     for name, slot in st.slots.items():
         shape, state = st.status(name)
         if state != MATERIALIZED:
@@ -87,7 +100,7 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
             raise UnsupportedError(f"Parameter '{name}' has dtype {slot.dtype}, which the "
                                    f"checkpoint format cannot store.")
     arrays = {name: _ckptfile.Pending(st.dtype(name), tuple(st.status(name)[0]),  # type: ignore[arg-type]
-                                      _fetch(st, name))
+                                      (fetch or _fetch)(st, name))
               for name in st.slots}  # read one at a time, as they are written
     metadata = {
         "format": _ckptfile.FORMAT, "format_version": _ckptfile.FORMAT_VERSION,
@@ -99,7 +112,7 @@ def save(model: Model, path: str | os.PathLike[str]) -> None:
     if st.spec is not None:
         with contextlib.suppress(SpecError):  # a user-defined layer: no spec recorded
             metadata["spec"] = spec_to_json(st.spec)
-    _ckptfile.write(path, arrays, metadata)
+    return arrays, metadata
 
 
 def _fetch(st: ModelState, name: str) -> Callable[[], Any]:
@@ -129,8 +142,16 @@ class _Match:
 
 @serialized
 def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
-         progress: bool | None = None, verify: bool = True, cast: bool = True) -> LoadReport:
+         progress: bool | None = None, verify: bool = True, rename: Any = None,
+         cast: bool = True) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any backend, same spec).
+
+    ``path`` is a file or a directory (``model.safetensors``, or the index and shards that
+    ``save_pretrained`` and :func:`unifparam.save_sharded` write). A file another tool wrote
+    loads as plain tensors under their stored names (``report.verified`` is False: it
+    records no digests). ``rename`` maps the file's names and layouts onto another
+    implementation's (a list of :class:`Rule`, or a function name -> name or None), checked
+    before any change and listed in ``report.renamed``.
 
     A model whose shapes are unknown is materialized from the file's shapes (no example
     input). Ties recorded in the file are restored. ``strict=False`` loads the names both
@@ -145,12 +166,27 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     >>> report.missing, report.unexpected
     ((), ())
     """
+    return load_into(model, path, strict=strict, progress=progress, verify=verify,
+                     rename=rename, cast=cast)
+
+
+def load_into(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
+              progress: bool | None = None, verify: bool = True, mesh: Any = None,
+              layout: Any = None, rename: Any = None, cast: bool = True) -> LoadReport:
+    """:func:`load`, placing storages not materialized yet on ``mesh`` by ``layout``."""
+    from ._ckptdir import open_checkpoint
     st = _root_state(model, "load")
-    ck = _ckptfile.read(path, verify=verify)
+    ck = open_checkpoint(path, verify=verify)
+    renamed: tuple[tuple[str, str], ...] = ()
+    if rename is not None:
+        from ._ckptnames import mapped
+        ck, renamed = mapped(ck, rename, lambda name: _model_shape(st, name))
     match = _match(st, ck, strict, cast)
+    if renamed:
+        match.report = dataclasses.replace(match.report, renamed=renamed)
     todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
     if todo:  # checked on the state before the file's ties are made: nothing changes yet
-        _planned(st, ck, match, todo, pre_tie=True)
+        _planned(st, ck, match, todo, pre_tie=True, mesh=mesh, layout=layout)
     arrays = ck.arrays()  # memory-mapped: bytes are read as they are copied into storage
     pages = _Pages(ck)
     with _progress(sum(arrays[g.source].nbytes for g in match.groups),
@@ -162,7 +198,8 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
             apply_tie(st, a, b, t)
         if todo:
             todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
-            plan, values = _planned(st, ck, match, todo, pre_tie=False, values=writes)
+            plan, values = _planned(st, ck, match, todo, pre_tie=False, values=writes,
+                                    mesh=mesh, layout=layout)
             apply(st, plan, values)
         for root, make in writes.items():  # storages that already had memory
             if root not in (plan.storages if todo else ()):
@@ -180,11 +217,18 @@ def _cast_step(read: Callable[[], Any], dtype: str) -> Callable[[], Any]:
         value = read(*index)
         return value if value.dtype.name == dtype else cast(value, dtype)
     return cast_read
+def _model_shape(st: ModelState, name: str) -> Any:
+    if name not in st.slots and name not in st.aliases:
+        return None
+    root, transposed = st.resolve(name)
+    return flip(st.status(root)[0], transposed)
 
 
 def _reader(array: Any, transposed: bool, advance: Callable[[int], None], pages: _Pages
             ) -> Callable[[], Any]:
-    def read() -> Any:
+    def read(index: Any = None) -> Any:
+        if index is not None:  # one block of a storage placed on a mesh
+            return np.ascontiguousarray((array.T if transposed else array)[tuple(index)])
         pages.settle()  # the tensor read before has been written by now
         if transposed:
             value = contiguous(array.T)
@@ -224,7 +268,8 @@ class _Pages:
 
 
 def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre_tie: bool,
-             values: dict[str, Any] | None = None) -> tuple[Plan, dict[str, Any]]:
+             values: dict[str, Any] | None = None, mesh: Any = None, layout: Any = None
+             ) -> tuple[Plan, dict[str, Any]]:
     """The plan that materializes ``todo`` from the file's shapes (before or after its ties)."""
     shapes: dict[str, Shape] = {}
     for g in match.groups:
@@ -235,7 +280,8 @@ def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre
                 if main == root:
                     shapes[other] = flip(shapes[root], t)
     try:
-        return for_shapes(st, todo, shapes, {}, False, values=values, dry=pre_tie)
+        return for_shapes(st, todo, shapes, {}, False, values=values, dry=pre_tie, mesh=mesh,
+                          layout=layout)
     except InputShapeError as e:
         raise CheckpointMismatchError(f"Cannot materialize the model from {ck.path}: {e} "
                                       f"Nothing was loaded.") from None
@@ -280,7 +326,8 @@ def _match(st: ModelState, ck: Checkpoint, strict: bool, cast: bool = True) -> _
     casts = _check_values(st, ck, groups, post, cast)
     _check_ties(st, ties, ck.path)
     loaded = tuple(n for n in names if n in file_root)
-    report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties), casts)
+    report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties), cast=casts,
+                        verified=ck.verified, writer=ck.writer)
     return _Match(groups, ties, post, report)
 
 
@@ -366,11 +413,17 @@ def _check_ties(st: ModelState, ties: list[tuple[str, str, bool]], path: str) ->
 
 def _root_state(model: Model, verb: str) -> ModelState:
     if not isinstance(model, Model):
+        arrays = hasattr(model, "shape") or isinstance(model, (list, tuple, dict))
         raise UnsupportedError(f"unifparam.{verb} takes a model handle from unifparam.build, got "
-                        f"{type(model).__name__}. Wrap native models: unifparam.build(native).")
+                        f"{type(model).__name__}. " + (
+                            f"For an array, a list or a dict of arrays use unifparam."
+                            f"{verb}_arrays(...)." if arrays else
+                            "Wrap native models: unifparam.build(native)."))
     if model.path:
         raise UnsupportedError(f"unifparam.{verb} works on the whole model, not layer "
                                f"'{model.path}'. Pass the model returned by unifparam.build.")
+    from ._sync import check
+    check(model._st)
     return model._st
 
 
@@ -407,13 +460,19 @@ def _progress(total: int, enabled: bool) -> Iterator[Callable[[int], None]]:
 def inspect_file(path: str | os.PathLike[str]) -> str:
     """A checkpoint's summary: names, shapes, dtypes, ties, size (no framework needed).
 
+    ``path`` is a file or a checkpoint directory; the summary says who wrote it and whether
+    its values are verified by digests.
+
     When the file records its spec, the text includes exactly what ``unifparam.summary``
     printed for the saved model.
 
     >>> print(inspect_file("net.safetensors"))
     """
+    from ._ckptdir import open_checkpoint
     from ._ckptinspect import describe
-    return describe(_ckptfile.read(path))
+    return describe(open_checkpoint(path))
 
 
-__all__ = ["LoadReport", "PROGRESS_THRESHOLD", "inspect_file", "load", "save"]
+from ._ckptnames import Rule  # noqa: E402  (re-exported: unifparam.checkpoint.Rule)
+
+__all__ = ["LoadReport", "PROGRESS_THRESHOLD", "Rule", "inspect_file", "load", "save"]

@@ -88,6 +88,8 @@ def canonical(dtype: Any) -> str:
     low = _ALIASES.get(low, low)
     if low not in NAMES:
         raise _unsupported(dtype)
+    if low in EXTENSIONS:  # from now on np.dtype("bfloat16") works everywhere
+        _ml()
     return low
 
 

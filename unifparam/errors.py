@@ -144,6 +144,11 @@ class AlreadyInitializedWarning(UserWarning):
     """Re-initialization was asked without ``force_reinit=True``: values were kept."""
 
 
+class InitializerSkippedWarning(UserWarning):
+    """A registered initializer was not applied: the native model gave the parameters
+    its framework's defaults by itself (called before unifparam could size it)."""
+
+
 class BrokenBackendWarning(UserWarning):
     """A registered backend adapter could not be loaded; it is left out of the registry."""
 

@@ -112,6 +112,10 @@ class Layer:
         if binding is None:
             raise SpecError(f"A {type(self).__name__} spec runs only inside a built model's "
                             f"forward. Build it first: net = unifparam.build(spec); net(X).")
+        from ._binding import guard
+        check = guard()
+        if check is not None:  # the first call: a layer without storage is sized now
+            check(self, inputs)
         return binding.call_layer(self, inputs)
 
     def __repr__(self) -> str:
@@ -639,9 +643,14 @@ class Block(Layer):
         if "_children" not in self.__dict__:
             raise SpecError(f"{type(self).__name__}.__init__ must call super().__init__() "
                             f"before assigning {name!r}.")
-        if isinstance(value, (list, tuple)) and value and all(
-                isinstance(v, Layer) for v in value):
-            value = Sequential(*value)
+        from . import _blockrules as rules
+        items = rules.check_container(self.kind, name, value, Layer)
+        if items is not None:
+            value = Sequential(*items)
+        if isinstance(value, (Layer, Parameter)):
+            rules.check_name(self.kind, name)
+        else:
+            rules.check_value(self.kind, name, value)
         if isinstance(value, Parameter):
             old = self._params.get(name)
             if old is not None and old is not value:  # re-declared in build(): same storage
@@ -666,6 +675,18 @@ class Block(Layer):
             binding = current()
             return params[name] if binding is None else binding.param(self, name)
         raise AttributeError(f"{type(self).__name__!r} block has no attribute {name!r}")
+
+    def add_module(self, name: str, layer: Layer | Parameter) -> None:
+        """Register ``layer`` (or a :class:`Parameter`) under ``name``, as
+        ``self.<name> = layer`` does, for names made at run time (``str(i)``).
+
+        >>> net = Block(); net.add_module("0", Dense(2)); [k for k, _ in net.children()]
+        ['0']
+        """
+        if not isinstance(layer, (Layer, Parameter)):
+            raise SpecTypeError(f"Block {self.kind}: add_module({name!r}, ...) takes a layer "
+                                f"or nn.Parameter, got {type(layer).__name__}.")
+        setattr(self, name, layer)
 
     def parameter(self, name: str) -> Parameter:
         """The declared :class:`Parameter` ``name`` (``self.weight`` in a forward is the
@@ -695,8 +716,9 @@ class Block(Layer):
 
 
 def _check_member(block: Block, name: str, value: Any) -> None:
-    """Refuse what a block cannot hold: a layer or Parameter under a dotted name, a list
-    mixing layers with other objects, a layer containing the block itself (a cycle)."""
+    """Refuse what a block cannot hold: a layer or Parameter under a dotted name, a layer
+    containing the block itself (a cycle). Lists mixing layers with other values:
+    :func:`unifparam._blockrules.check_container`."""
     items = [value] if isinstance(value, (Layer, Parameter)) else \
         list(value.values()) if isinstance(value, dict) else \
         list(value) if isinstance(value, (list, tuple)) else []
@@ -707,14 +729,6 @@ def _check_member(block: Block, name: str, value: Any) -> None:
         raise SpecError(f"{where}: attribute names become parameter names joined with '.', "
                         f"so {name!r} cannot hold a layer or Parameter. Use a name without "
                         f"'.', e.g. {name.replace('.', '_')!r}.")
-    if not isinstance(value, (Layer, Parameter)):
-        i, bad = next(((i, v) for i, v in enumerate(items) if not isinstance(v, Layer)),
-                      (None, None))
-        if i is not None:
-            raise SpecTypeError(
-                f"{where}: a {type(value).__name__} of layers holds {type(bad).__name__} "
-                f"{bad!r:.40} (item {i}). Only layers make a Sequential (an activation is "
-                f"nn.Activation('relu')); assign each Parameter as its own attribute.")
     for layer in items:
         if isinstance(layer, Layer) and any(inner is block for _, inner in first_uses(layer)):
             raise SpecError(f"{where}: the layer assigned contains {type(block).__name__} "

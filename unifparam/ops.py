@@ -12,6 +12,14 @@ forward they run on numpy. Signatures follow numpy (``axis=``, ``keepdims=``)::
     >>> float(ops.sum(ops.abs(np.array([-1.0, 2.0]))))
     3.0
 
+Arrays are made in numpy and handed to the backend (:func:`asarray`), so ``rand(...,
+seed=0)`` gives the same values on every backend::
+
+    >>> ops.arange(3), ops.rand((2,), seed=0).shape
+    (array([0., 1., 2.], dtype=float32), (2,))
+    >>> float(ops.norm(np.array([3.0, 4.0])))
+    5.0
+
 Comparisons are the arrays' own operators (``ops.sum(x) > 1``); in eager mode their
 result works in Python control flow (``while``, ``if``) on every backend.
 """
@@ -26,7 +34,8 @@ from ._binding import current
 #: Every op an adapter binds: its ``Binding.ops`` maps these names to native functions.
 NAMES = ("matmul", "transpose", "reshape", "concat", "sum", "mean", "max", "min", "abs",
          "exp", "log", "sqrt", "square", "maximum", "minimum", "where", "relu", "sigmoid",
-         "tanh", "gelu", "softmax", "greater", "less", "equal", "zeros_like", "ones_like")
+         "tanh", "gelu", "softmax", "greater", "less", "equal", "zeros_like", "ones_like",
+         "asarray")
 
 
 #: ops named otherwise in the Python array API standard
@@ -47,7 +56,8 @@ def _numpy_table() -> dict[str, Callable[..., Any]]:
         return 0.5 * x * (1.0 + erf(np.asarray(x) / math.sqrt(2.0)))
 
     table = {name: getattr(np, name) for name in NAMES if hasattr(np, name)}
-    return {**table, "concat": lambda xs, axis=0: np.concatenate(xs, axis=axis),
+    return {**table, "asarray": lambda v: np.asarray(v, np.float32),
+            "concat": lambda xs, axis=0: np.concatenate(xs, axis=axis),
             "relu": lambda x: np.maximum(x, 0), "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
             "gelu": gelu, "softmax": softmax}
 
@@ -162,6 +172,53 @@ def less(a: Any, b: Any) -> Any:
 def equal(a: Any, b: Any) -> Any:
     """``a == b`` elementwise."""
     return _op("equal")(a, b)
+
+
+def asarray(value: Any) -> Any:
+    """``value`` (numpy, a list, a number) as the backend's float32 array."""
+    import numpy as np
+    return _op("asarray")(np.asarray(value, np.float32))
+
+
+def zeros(shape: int | Sequence[int]) -> Any:
+    """Zeros of ``shape`` (float32)."""
+    import numpy as np
+    return asarray(np.zeros(shape, np.float32))
+
+
+def ones(shape: int | Sequence[int]) -> Any:
+    """Ones of ``shape`` (float32)."""
+    import numpy as np
+    return asarray(np.ones(shape, np.float32))
+
+
+def full(shape: int | Sequence[int], value: float) -> Any:
+    """``value`` everywhere in ``shape`` (float32)."""
+    import numpy as np
+    return asarray(np.full(shape, value, np.float32))
+
+
+def arange(start: float, stop: float | None = None, step: float = 1) -> Any:
+    """``start, start + step, ...`` below ``stop`` (float32), as ``numpy.arange``."""
+    import numpy as np
+    return asarray(np.arange(start, stop, step) if stop is not None else np.arange(start))
+
+
+def rand(shape: int | Sequence[int], seed: int | None = None) -> Any:
+    """Uniform values in [0, 1): with ``seed``, the same on every backend."""
+    import numpy as np
+    return asarray(np.random.default_rng(seed).random(shape, np.float32))
+
+
+def randn(shape: int | Sequence[int], seed: int | None = None) -> Any:
+    """Standard normal values: with ``seed``, the same on every backend."""
+    import numpy as np
+    return asarray(np.random.default_rng(seed).standard_normal(shape, np.float32))
+
+
+def norm(x: Any, axis: int | None = None, keepdims: bool = False) -> Any:
+    """Euclidean (Frobenius) norm over ``axis`` (all axes by default)."""
+    return sqrt(sum(square(x), axis=axis, keepdims=keepdims))
 
 
 #: the spec's activation names -> ops (``None``/"identity": unchanged)

@@ -230,22 +230,28 @@ class FlaxBackend(Backend):
         return out, native.with_leaves({p: v for p, v in flat.items() if p in native.leaves})
 
     def gradients(self, native: FlaxState, inputs: Sequence[Any],
-                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Leaf]) -> dict[str, Any]:
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Leaf],
+                  training: bool = False) -> Any:
         device = _devices.model_device(native.leaves.values())
         xs = [_devices.as_input(x, device) for x in inputs]
         wrt = {p: v for p, v in native.leaves.items() if p[0] == "params"}
         fixed = {p: v for p, v in native.leaves.items() if p[0] != "params"}
 
         def objective(trainable: dict[Path, Any]) -> Any:
-            return loss_of(_apply(native, {**fixed, **trainable}, xs, False), loss)
+            got = _apply(native, {**fixed, **trainable}, xs, training)
+            out, updates = got if training else (got, {})
+            return loss_of(out, loss), updates
 
-        grads = jax.grad(objective)(wrt)
+        grads, updates = jax.grad(objective, has_aux=True)(wrt)
         out = {}
         for name, ref in refs.items():
             g = grads.get(ref.path)
             g = np.zeros(native.leaves[ref.path].shape, np.float32) if g is None else np.asarray(g)
             out[name] = np.asarray(relayout(ref.layout, g), order="C")  # 0-d stays 0-d
-        return out
+        if not training:
+            return out
+        flat = traverse_util.flatten_dict(dict(updates))  # batch_stats, as run() keeps them
+        return out, native.with_leaves({p: v for p, v in flat.items() if p in native.leaves})
 
 
 # ---- helpers ------------------------------------------------------------------------------

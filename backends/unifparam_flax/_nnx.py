@@ -86,6 +86,20 @@ class NNXBackend(Backend):
         tree, paths = describe(native)
         return NNXModel(native, paths=paths), tree
 
+    def structure(self, native: NNXModel) -> tuple[str, ...] | None:
+        """Adopted modules: every parameter's canonical name (a submodule assigned after
+        ``build`` changes it); None for spec-built models, which only unifparam changes,
+        and once a transposed tie is made (its view would not survive a new listing)."""
+        if native.spec is not None or native.specs or native.views:
+            return None
+        names: list[str] = []
+        stack = [describe(native.module)[0]]
+        while stack:
+            layer = stack.pop()
+            names += [p.name for p in layer.params.values()]
+            stack += [child for _, child in layer.children]
+        return tuple(names)
+
     def infer(self, native: NNXModel, inputs: Sequence[Any] | None,
               input_shapes: Sequence[Any]) -> NNXModel:
         """NNX modules know every shape when constructed: nothing to infer."""
@@ -290,22 +304,24 @@ class NNXBackend(Backend):
             return _call(native, native.module, xs, training), native
 
     def gradients(self, native: NNXModel, inputs: Sequence[Any],
-                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref],
+                  training: bool = False) -> Any:
+        """By ``nnx.grad``: what the forward changes (a custom ``nnx.Variable`` counter,
+        batch statistics in training, dropout's rng counts) is kept, as NNX keeps it."""
         xs = [_devices.as_input(x, _model_device(native)) for x in inputs]
-        with _mode(native, False):
-            graphdef, params, rest = nnx.split(native.module, nnx.Param, ...)
-
-            def objective(p: Any) -> Any:
-                module = nnx.merge(graphdef, p, rest)
+        with _mode(native, training):
+            def objective(module: Any) -> Any:
                 _sync(module, native.views)  # views follow their source inside the trace
-                return loss_of(_call(native, module, xs, False), loss)
+                return loss_of(_call(native, module, xs, training), loss)
 
-            grads = nnx.merge(graphdef, jax.grad(objective)(params), rest)
+            state = nnx.grad(objective, argnums=nnx.DiffState(0, nnx.Param))(native.module)
+            graphdef, _, rest = nnx.split(native.module, nnx.Param, ...)
+            grads = nnx.merge(graphdef, state, rest)
         out = {}
         for name, ref in refs.items():
             g = np.asarray(variable(grads, ref).get_value())  # type: ignore[union-attr]
             out[name] = np.asarray(permute(g, transposed(grads, ref, g.ndim)), order="C")  # 0-d
-        return out
+        return (out, native) if training else out
 
 
 # ---- helpers ------------------------------------------------------------------------------

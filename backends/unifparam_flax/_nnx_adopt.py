@@ -6,8 +6,9 @@ Canonical names of an adopted NNX module follow its attribute path, joined by do
 ``var`` become ``running_mean`` and ``running_var``; other names are kept (``bias`` is
 ``bias``). Layouts are canonical: an ``nnx.Linear`` kernel ``(in, out)`` reads as
 ``(out, in)``, an ``nnx.Conv`` kernel ``(kh, kw, in, out)`` as ``(out, in, kh, kw)``; other
-kernels keep their native layout. ``nnx.Param`` is trainable, ``nnx.BatchStat`` and
-:class:`Constant` are not; other variables (rng keys and counts) are not parameters. A
+kernels keep their native layout. ``nnx.Param`` is trainable, ``nnx.BatchStat``,
+:class:`Constant` and custom ``nnx.Variable`` types of floating values are not; rng
+keys and counts, sown intermediates and caches are not parameters. A
 submodule used in two places is one storage, listed under the first attribute path met
 (definition order).
 
@@ -118,8 +119,19 @@ def _is_layer(value: Any) -> bool:
         isinstance(v, nnx.Module) for v in (value.values() if isinstance(value, dict) else value))
 
 
+#: variables that are not model state to save: rng streams, sown values, caches
+_TRANSIENT = (nnx.RngState, nnx.Intermediate, nnx.Cache, nnx.Perturbation)
+
+
 def is_parameter(value: Any) -> bool:
-    return isinstance(value, (nnx.Param, nnx.BatchStat, Constant))
+    """``nnx.Param``, ``nnx.BatchStat``, :class:`Constant`, and a custom ``nnx.Variable``
+    type holding floating-point values (as ``nnx.state`` lists it: saved and loaded)."""
+    if isinstance(value, (nnx.Param, nnx.BatchStat, Constant)):
+        return True
+    if not isinstance(value, nnx.Variable) or isinstance(value, _TRANSIENT):
+        return False
+    dtype = getattr(value.get_value(), "dtype", None)
+    return dtype is not None and bool(jax.numpy.issubdtype(dtype, jax.numpy.floating))
 
 
 def canonical(module: Any, attr: str, ndim: int

@@ -11,6 +11,7 @@ backend gets a :class:`unifparam.BackendConflictError`. References to parameters
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import sys
@@ -31,7 +32,9 @@ from unifparam.errors import (
     BackendConflictError,
     BackendNotFoundError,
     BackendNotInstalledError,
+    InputShapeError,
     UnsupportedError,
+    fmt_shape,
 )
 
 from . import _devices
@@ -106,6 +109,7 @@ class KerasBackend(Backend):
 
     name = "keras"
     capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients", "native_apply"})
+    copy_by_adoption = True
 
     def __init__(self, variant: str | None = None):
         _import_keras(variant)
@@ -152,6 +156,26 @@ class KerasBackend(Backend):
                     raise eager from symbolic
         return native
 
+    def check_input(self, native: KerasModel, inputs: Sequence[Any] | None,
+                    input_shapes: Sequence[Any]) -> None:
+        """A built model takes only inputs that fit it (Keras's ``build`` refuses others):
+        a symbolic call, which creates and changes nothing."""
+        dtypes = [getattr(x, "dtype", "float32") for x in inputs or ()] or [
+            "float32"] * len(input_shapes)
+        args = [keras.KerasTensor(tuple(s), dtype=_dtype(d))
+                for s, d in zip(input_shapes, dtypes)]
+        try:
+            with _lazy():
+                _call(native.model, args)
+        except Exception as e:  # noqa: BLE001 - Keras raises ValueError or its own types
+            built = getattr(native.model, "input_shape", None) if native.model.built else None
+            shapes = ", ".join(fmt_shape(tuple(s)) for s in input_shapes)
+            raise InputShapeError(
+                f"{type(native.model).__name__} {native.model.name!r} is already built"
+                f"{f' for inputs of shape {built}' if built else ''}; it cannot take an "
+                f"input of shape {shapes}: {_reason(e)}. Pass inputs "
+                f"of the shape it was built for, or build a new model.") from None
+
     def allocate(self, native: KerasModel, plan: Plan) -> KerasModel:
         """Spec layers build from their input shapes; then every variable without a value
         gets Keras's own initializer, except those the core writes next; on
@@ -171,6 +195,12 @@ class KerasBackend(Backend):
                 layer = native.layers[path]
                 if not layer.built:
                     layer.build(tuple(shape))
+            for s in plan.storages.values():  # adopted unbuilt layers sized by a file
+                layer = s.ref.layer
+                x = None if layer.built or s.fill == ALIAS or hasattr(layer, "make_param") \
+                    else _adopt.input_shape_for(layer, s.ref.name, s.shape)
+                if x is not None:
+                    layer.build(x)
         if plan.mesh is not None:
             _place(plan)
         if not plan.abstract:
@@ -283,6 +313,19 @@ class KerasBackend(Backend):
             _sync_torch_params([ref.layer])
         return native
 
+    def trainable(self, native: KerasModel, ref: Any) -> bool:
+        """Keras's own flags, now: the layer's ``trainable`` (set on a layer, Keras sets it
+        on its sublayers and variables too) and the variable's."""
+        var = ref.own()
+        return bool(ref.trainable and native.model.trainable and ref.layer.trainable
+                    and (var is None or var.trainable))
+
+    def watch(self, native: KerasModel, callback: Callable[[], None]) -> None:
+        """Unbuilt layers call back right after Keras builds them (their first call)."""
+        for layer in native.layers.values():
+            if isinstance(layer, keras.layers.Layer) and not layer.built:
+                _after_build(layer, callback)
+
     def native_object(self, native: KerasModel, ref: Any) -> Any:
         return ref.own()
 
@@ -333,34 +376,96 @@ class KerasBackend(Backend):
             return _call(native.model, xs, training=training), native
 
     def gradients(self, native: KerasModel, inputs: Sequence[Any],
-                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Any]) -> dict[str, Any]:
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Any],
+                  training: bool = False) -> Any:
         device = _model_device(native, self.variant)
         with _devices.scope(self.variant, device):
-            return self._gradients(native, inputs, loss, refs, device)
+            return self._gradients(native, inputs, loss, refs, device, training)
 
     def _gradients(self, native: KerasModel, inputs: Sequence[Any],
                    loss: Callable[[Any], Any] | None, refs: Mapping[str, Any],
-                   device: str | None) -> dict[str, Any]:
+                   device: str | None, training: bool) -> Any:
         xs = [_as_tensor(x, self.variant, device) for x in inputs]
         variables = [ref.own() for ref in refs.values()]
         _policies(native)
 
         def objective() -> Any:
-            out = _call(native.model, xs, training=False)
+            out = _call(native.model, xs, training=training)
             if loss is not None:
                 return loss(out)
             return default_loss(out, ops.sum, lambda x: "float" in keras.backend.standardize_dtype(
                 getattr(x, "dtype", "int32")))
 
-        grads = _gradients(objective, variables)
+        state = native.model.non_trainable_variables if training else []
+        grads = _gradients(objective, variables, state)
         out = {}
         for (name, ref), var, g in zip(refs.items(), variables, grads):
             g = np.zeros(tuple(var.shape), np.float32) if g is None else self.to_numpy(g)
             out[name] = g if ref.perm is None else np.ascontiguousarray(g.transpose(ref.perm))
-        return out
+        return (out, native) if training else out
 
     def to_numpy(self, value: Any) -> np.ndarray:
         return super().to_numpy(value.value if isinstance(value, keras.Variable) else value)
+
+
+def _after_build(layer: Any, callback: Callable[[], None]) -> None:
+    """Wrap the layer's ``build`` (Keras's own wrapper of it) to call ``callback`` after."""
+    inner = layer.build
+    callbacks = getattr(inner, "unifparam_callbacks", None)
+    if callbacks is not None:  # already wrapped: one more model watches it
+        callbacks.append(callback)
+        return
+
+    @functools.wraps(inner)  # keeps the signature Keras reads to pass the input shape
+    def build(*args: Any, **kwargs: Any) -> Any:
+        out = inner(*args, **kwargs)
+        callbacks = build.unifparam_callbacks  # type: ignore[attr-defined]
+        for var in layer.variables:  # built symbolically (model.fit): values come later
+            if var._value is None:
+                _after_value(var, callbacks)
+        with _eager():
+            for settle in list(callbacks):
+                settle()
+        return out
+
+    build.unifparam_callbacks = [callback]  # type: ignore[attr-defined]
+    object.__setattr__(layer, "build", build)  # not tracked as layer state
+
+
+def _eager() -> Any:
+    """Writes made while TensorFlow traces a function (``model.fit`` builds the model
+    inside its ``tf.function``) run eagerly, once, not as ops of the traced graph."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+        return tf.init_scope()
+    return nullcontext()
+
+
+def _after_value(var: Any, callbacks: list[Callable[[], None]]) -> None:
+    """Call ``callbacks`` once Keras gives the variable built without a value (a symbolic
+    build, as ``model.fit`` makes) its initial value."""
+    inner = var._deferred_initialize
+    if getattr(inner, "unifparam_wrapped", False):
+        return
+
+    def deferred_initialize(*args: Any, **kwargs: Any) -> Any:
+        out = inner(*args, **kwargs)
+        del var._deferred_initialize  # once: the class's method again
+        with _eager():
+            for settle in list(callbacks):
+                settle()
+        return out
+
+    deferred_initialize.unifparam_wrapped = True  # type: ignore[attr-defined]
+    var._deferred_initialize = deferred_initialize
+
+
+def _reason(error: Exception) -> str:
+    """The line of a Keras error that says what did not fit (its text wraps it in more)."""
+    import re
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", x).strip() for x in str(error).splitlines()]
+    return next((x for x in lines if "expected" in x or "incompatible" in x),
+                lines[0] if lines else type(error).__name__)
 
 
 def _adoptable(buffer: np.ndarray, variant: str) -> Any:
@@ -459,9 +564,11 @@ def _model_device(native: KerasModel, variant: str) -> str | None:
     return None
 
 
-def _gradients(objective: Callable[[], Any], variables: list[Any]) -> list[Any]:
+def _gradients(objective: Callable[[], Any], variables: list[Any],
+               state: Sequence[Any] = ()) -> list[Any]:
     """The gradient of ``objective()`` for each variable (None: unused), by the Keras
-    backend's own autodiff."""
+    backend's own autodiff. The ``state`` variables the forward assigns (a training
+    forward's moving statistics, dropout's seeds) keep their new values, on jax too."""
     values = [v.value for v in variables]
     if keras.backend.backend() == "jax":
         import jax
@@ -469,10 +576,15 @@ def _gradients(objective: Callable[[], Any], variables: list[Any]) -> list[Any]:
 
         def f(values: list[Any]) -> Any:
             with StatelessScope(state_mapping=list(zip(variables, values)),
-                                initialize_variables=False):
-                return objective()
+                                initialize_variables=False) as scope:
+                value = objective()
+                return value, [scope.get_current_value(v) for v in state]
 
-        return jax.grad(f)(values)
+        grads, updates = jax.grad(f, has_aux=True)(values)
+        for v, new in zip(state, updates):
+            if new is not None:
+                v.assign(new)
+        return grads
     if keras.backend.backend() == "torch":
         import torch
         with torch.enable_grad():

@@ -20,11 +20,13 @@ A layer used in two places is one storage, listed under its first name.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import keras
 from keras.src.models.functional import Functional
+from keras.src.utils.naming import to_snake_case
 
 from unifparam import NativeLayer, NativeParam, nn
 from unifparam._buffers import kernel_perm
@@ -65,8 +67,8 @@ def schema(layer: Any) -> list[Ref]:
     if hasattr(layer, "unifparam_refs"):  # a unifparam block's own parameters
         return layer.unifparam_refs()
     if isinstance(layer, L.Embedding):
-        return [_ref(layer, "embedding", "weight", "embeddings")]
-    if isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)):
+        kind, ndim, attrs = "embedding", 1, {"weight": "embeddings"}
+    elif isinstance(layer, (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D)):
         kind, ndim = ("dense", 2) if isinstance(layer, L.Dense) else ("conv", layer.rank + 2)
         attrs = {"weight": "kernel", "bias": "bias" if layer.use_bias else None}
     elif isinstance(layer, (L.LayerNormalization, L.BatchNormalization)):
@@ -77,8 +79,11 @@ def schema(layer: Any) -> list[Ref]:
             attrs.update(running_mean="moving_mean", running_var="moving_variance")
     else:
         return _discovered(layer)
-    return [_ref(layer, kind, name, attr, ndim if name == "weight" else 1)
+    refs = [_ref(layer, kind, name, attr, ndim if name == "weight" else 1)
             for name, attr in attrs.items() if attr is not None]
+    # a subclass's own variables (ReversibleEmbedding's reverse_embeddings, made in build)
+    known = {id(r.own()) for r in refs if r.own() is not None}
+    return refs + _discovered(layer, known, {r.name for r in refs})
 
 
 def _ref(layer: Any, kind: str, name: str, attr: str, ndim: int = 1) -> Ref:
@@ -90,16 +95,21 @@ def _ref(layer: Any, kind: str, name: str, attr: str, ndim: int = 1) -> Ref:
     return Ref(layer, name, attr, store, perm, role, axes, name not in STATISTICS)
 
 
-def _discovered(layer: Any) -> list[Ref]:
-    """Refs of an unknown layer type's own variables (none before it is built)."""
+def _discovered(layer: Any, skip: set[int] = frozenset(),  # type: ignore[assignment]
+                taken: set[str] = frozenset()) -> list[Ref]:  # type: ignore[assignment]
+    """Refs of a layer's own variables but those in ``skip`` (none before it is built):
+    every variable a layer owns is listed, whoever created it and when."""
     owned = {id(v): k for k, v in vars(layer).items() if isinstance(v, keras.Variable)}
-    refs = []
+    refs: list[Ref] = []
     for v in [*layer._trainable_variables, *layer._non_trainable_variables]:
+        if id(v) in skip:
+            continue
         store = owned.get(id(v))
         attr = store.lstrip("_") if store and isinstance(
             getattr(type(layer), store.lstrip("_"), None), property) else store
         name = local_name(v.name)
-        name = name if name not in {r.name for r in refs} else f"{v.name}_{len(refs)}"
+        used = taken | {r.name for r in refs}
+        name = name if name not in used else f"{v.name}_{len(refs) + len(taken)}"
         role, axes = classify(family_of(type(layer).__name__), name, len(v.shape))
         refs.append(Ref(layer, name, attr or name, store or name, None, role,
                         axes if axes is None or len(axes) < 2 else None, v.trainable,
@@ -120,6 +130,28 @@ def known_shape(ref: Ref) -> nn.Shape | None:
     if out is not None:  # a kernel (out, in, *kernel_size), a bias (out,)
         return (out, None, *getattr(layer, "kernel_size", ())) if ref.name == "weight" else (out,)
     return (None,) if ref.axes == ("out",) else None
+
+
+def input_shape_for(layer: Any, name: str, shape: tuple[int, ...]) -> tuple[int | None, ...] | None:
+    """An input shape that builds the unbuilt known ``layer`` so that its parameter
+    ``name`` gets canonical ``shape`` (a checkpoint's), None if ``shape`` does not tell.
+
+    >>> input_shape_for(keras.layers.Dense(4), "weight", (4, 5))   # doctest: +SKIP
+    (None, 5)
+    """
+    L = keras.layers  # noqa: N806
+    if isinstance(layer, L.Embedding):
+        return (None, None)
+    if isinstance(layer, L.Dense) and name == "weight":
+        return (None, shape[1])
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and name == "weight":
+        space = (None,) * layer.rank
+        return (None, *space, shape[1]) if layer.data_format == "channels_last" else \
+            (None, shape[1], *space)
+    if isinstance(layer, (L.LayerNormalization, L.BatchNormalization)) and \
+            layer.axis in (-1, [-1]):
+        return (None, shape[0])
+    return None
 
 
 def native_param(ref: Ref, name: str) -> NativeParam:
@@ -152,10 +184,13 @@ def children(layer: Any) -> list[tuple[str, Any]]:
             for k, x in items:
                 if isinstance(x, keras.layers.Layer):
                     where.setdefault(id(x), (key, str(k)))
+    private = {id(v): k.lstrip("_") for k, v in attrs.items()
+               if k.startswith("_") and isinstance(v, keras.layers.Layer)}
     out: list[tuple[str, Any]] = []
     groups: dict[str, list[tuple[str, Any]]] = {}
+    seen: dict[str, int] = {}
     for x in layer._layers:  # Keras's tracking order is the attribute assignment order
-        key, item = where.get(id(x), (x.name, None))
+        key, item = where.get(id(x)) or (_stable_name(x, private, seen), None)
         if item is None:
             out.append((key, x))
         else:
@@ -164,6 +199,20 @@ def children(layer: Any) -> list[tuple[str, Any]]:
                 out.append((key, groups[key]))
             groups[key].append((item, x))
     return out
+
+
+def _stable_name(x: Any, private: dict[int, str], seen: dict[str, int]) -> str:
+    """The key of a sublayer no public attribute holds: its name when it was given one; when
+    Keras numbered it (``mixtral_sparse_moe_block_10``, which depends on how many layers the
+    process built before), the private attribute holding it, else its class's snake-case
+    name numbered among its siblings, so names are stable across instances and processes."""
+    base = to_snake_case(type(x).__name__)
+    if not re.fullmatch(rf"{re.escape(base)}(_\d+)?", x.name):
+        return x.name
+    if id(x) in private:
+        return private[id(x)]
+    n = seen[base] = seen.get(base, -1) + 1
+    return base if n == 0 else f"{base}_{n}"
 
 
 def describe(layer: Any, path: str = "", table: dict[str, Any] | None = None) -> NativeLayer:

@@ -24,7 +24,7 @@ from ._adopt import Ref
 #: the ops ``keras.ops`` names otherwise (or, for ``gelu``, computes otherwise by default)
 OPS: dict[str, Callable[..., Any]] = {
     "transpose": K.transpose, "concat": lambda xs, axis=0: K.concatenate(xs, axis=axis),
-    "gelu": lambda x: K.gelu(x, approximate=False),
+    "gelu": lambda x: K.gelu(x, approximate=False), "asarray": K.convert_to_tensor,
 }
 
 

@@ -207,21 +207,23 @@ class MXNetBackend(Backend):
             return out, native
 
     def gradients(self, native: Block, inputs: Sequence[Any],
-                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref],
+                  training: bool = False) -> Any:
         params = {n: _param(ref) for n, ref in refs.items()}
         for p in params.values():
             if p.grad_req != "null":
                 p.zero_grad()  # a parameter the output does not use keeps no stale gradient
         xs = _inputs(native, inputs)
-        with autograd.record(train_mode=False), _float16_ops():
+        with autograd.record(train_mode=training), _float16_ops():
             out = native(*xs)
             value = loss(out) if loss is not None else default_loss(
                 out, nd.sum, lambda x: np.dtype(x.dtype).kind == "f")
             value.wait_to_read()
         with _float16_ops():
             value.backward()
-        return {n: (np.zeros(p.shape, np.float32) if p.grad_req == "null"
-                    else p.grad(p.list_ctx()[0]).asnumpy()) for n, p in params.items()}
+        out = {n: (np.zeros(p.shape, np.float32) if p.grad_req == "null"
+                   else p.grad(p.list_ctx()[0]).asnumpy()) for n, p in params.items()}
+        return (out, native) if training else out  # statistics updated in place
 
 
 def _param(ref: Ref) -> Parameter:

@@ -19,9 +19,32 @@ from unifparam import nn
 from unifparam._binding import Binding, bound
 
 
+class Scalar(nd.NDArray):
+    """A full reduction: MXNet's arrays have no 0-d shape (its sum is shape (1,)), so this
+    one reads back as a 0-d numpy array, as on every other backend."""
+
+    __slots__: list[str] = []
+
+    def asnumpy(self) -> Any:
+        return super().asnumpy().reshape(())
+
+
 def _reduce(fn: Callable[..., Any]) -> Callable[..., Any]:
     def call(x: Any, axis: Any = None, keepdims: bool = False) -> Any:
-        return fn(x, axis=() if axis is None else axis, keepdims=keepdims)
+        out = fn(x, axis=() if axis is None else axis, keepdims=keepdims)
+        if axis is None and not keepdims:
+            out.__class__ = Scalar
+        return out
+    return call
+
+
+def _keep(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """An elementwise op that keeps a full reduction 0-d (``ops.sqrt(ops.sum(x))``)."""
+    def call(x: Any) -> Any:
+        out = fn(x)
+        if isinstance(x, Scalar):
+            out.__class__ = Scalar
+        return out
     return call
 
 
@@ -48,14 +71,16 @@ OPS: dict[str, Callable[..., Any]] = {
     "matmul": nd.dot, "transpose": lambda x, axes=None: nd.transpose(x, axes=axes or ()),
     "reshape": lambda x, shape: nd.reshape(x, shape=shape),
     "concat": lambda xs, axis=0: nd.concat(*xs, dim=axis), "sum": _reduce(nd.sum),
-    "mean": _reduce(nd.mean), "max": _reduce(nd.max), "min": _reduce(nd.min), "abs": nd.abs,
-    "exp": nd.exp, "log": nd.log, "sqrt": nd.sqrt, "square": nd.square,
+    "mean": _reduce(nd.mean), "max": _reduce(nd.max), "min": _reduce(nd.min), "abs": _keep(nd.abs),
+    "exp": _keep(nd.exp), "log": _keep(nd.log), "sqrt": _keep(nd.sqrt),
+    "square": _keep(nd.square),
     "maximum": nd.maximum, "minimum": nd.minimum,
     "where": lambda c, a, b: nd.where(c, *(_as_nd(c, v) for v in (a, b))),
-    "relu": nd.relu, "sigmoid": nd.sigmoid, "tanh": nd.tanh, "gelu": _gelu,
+    "relu": _keep(nd.relu), "sigmoid": _keep(nd.sigmoid), "tanh": _keep(nd.tanh),
+    "gelu": _gelu,
     "softmax": lambda x, axis=-1: nd.softmax(x, axis=axis), "greater": _binary(nd.greater),
     "less": _binary(nd.lesser), "equal": _binary(nd.equal), "zeros_like": nd.zeros_like,
-    "ones_like": nd.ones_like,
+    "ones_like": nd.ones_like, "asarray": lambda v: nd.array(v, dtype=v.dtype),
 }
 
 

@@ -7,6 +7,7 @@ lazy module turns into its eager class or a tensor is replaced (meta -> to_empty
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
@@ -20,8 +21,9 @@ from torch.nn.utils import parametrize
 from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, default_loss
 from unifparam._convert import TORCH_VIEWS, numpy_input, to_numpy, torch_numpy
-from unifparam.errors import InitializerError, UnsupportedError
+from unifparam.errors import InitializerError, InputShapeError, UnsupportedError, fmt_shape
 
+from . import _constructed as constructed
 from ._adopt import describe, native_param
 from ._layers import to_torch
 
@@ -60,52 +62,79 @@ class TorchBackend(Backend):
     # ---- size and storage ------------------------------------------------------------
     def infer(self, native: tnn.Module, inputs: Sequence[Any] | None,
               input_shapes: Sequence[Any]) -> tnn.Module:
-        """Adopted models: run the forward pass on meta tensors (no memory, no values)."""
-        for module in native.modules():
-            if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
-                _uninitialized_to_meta(module)
-        metas = {n: torch.empty_like(t, device="meta") for n, t in
-                 [*native.named_parameters(remove_duplicate=False),
-                  *native.named_buffers(remove_duplicate=False)]
-                 if not isinstance(t, UninitializedTensorMixin) and not t.is_meta}
+        """Adopted models: run the forward pass on meta tensors (no memory, no values).
+
+        It runs first on a copy that shares every sized tensor: a forward that fails leaves
+        the model as it was (lazy layers still lazy). Lazy layers are then sized by torch's
+        own hook, their parameter objects kept (an optimizer made before holds them)."""
         if inputs is not None:
             args = [_as_tensor(x).to("meta") for x in inputs]
-        else:
-            args = [torch.empty(tuple(s), device="meta") for s in input_shapes]
-        with _Mode(native, False), torch.no_grad():
-            torch.func.functional_call(native, metas, tuple(args), strict=False)
+        else:  # the probe input in the model's own floating dtype (float64 layers take float64)
+            dtype = next((t.dtype for t in [*native.parameters(), *native.buffers()]
+                          if t.is_floating_point()), torch.get_default_dtype())
+            args = [torch.empty(tuple(s), device="meta", dtype=dtype) for s in input_shapes]
+        _UNDO[native] = [_snapshot(m) for m in native.modules()
+                         if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()]
+        trial = _shallow_copy(native)
+        if trial is not None:
+            try:
+                _meta_forward(trial, args)
+            except Exception as e:
+                shapes = ", ".join(fmt_shape(tuple(a.shape)) for a in args)
+                raise InputShapeError(
+                    f"{type(native).__name__} cannot run on an input of shape {shapes}: "
+                    f"{type(e).__name__}: {e}. Nothing was changed; pass an input of the "
+                    f"size the model takes.") from e
+        _meta_forward(native, args)
+        return native
+
+    def uninfer(self, native: tnn.Module) -> tnn.Module:
+        for restore in _UNDO.pop(native, ()):
+            restore()
         return native
 
     def allocate(self, native: tnn.Module, plan: Plan) -> tnn.Module:
         """Lazy spec layers learn their input size (a meta input); then planned tensors get
         CPU memory, filled by the module's ``reset_parameters`` where the plan says DEFAULT.
-        Tensors the core writes next stay on meta: ``write`` adopts the core's buffer."""
+        Tensors the core writes next stay on meta: ``write`` adopts the core's buffer.
+        Meta buffers no plan fills get their constructor's values (see ``_constructed``)."""
+        built = {} if plan.abstract else constructed.recompute(
+            native, [s.ref for s in plan.storages.values()])
         for path, shape in plan.layer_inputs.items():
             module = native.get_submodule(path) if path else native
             if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
                 _uninitialized_to_meta(module)
                 module._infer_parameters(module, (torch.empty(tuple(shape), device="meta"),))
+        _UNDO.pop(native, None)
         fresh: dict[int, tuple[tnn.Module, dict[str, Storage]]] = {}
         device = _native_device(plan.device or "cpu:0")
         for storage in plan.storages.values():
             module, attr = storage.ref
             tensor = getattr(module, attr)
-            if isinstance(tensor, UninitializedTensorMixin):  # a block's own, of unknown size
-                tensor = _like(tensor, torch.empty(storage.shape, device="meta"))
-                _store(module, attr, tensor)
+            if isinstance(tensor, UninitializedTensorMixin):  # sized by the plan (a block's
+                _uninitialized_to_meta(module)  # own, a lazy layer loaded from a file)
+                tensor = getattr(module, attr)
+                tensor.materialize(storage.shape, device="meta")  # in place, as torch does
             # off the CPU the core's buffer cannot be adopted: WRITE storages get memory too
             if plan.abstract or not tensor.is_meta or storage.fill not in (DEFAULT, ALIAS) \
                     and device.type == "cpu":
                 continue
-            # not empty_like: from meta it runs torch's Python reference, importing sympy
-            _store(module, attr, _like(tensor, torch.empty(tensor.shape, dtype=tensor.dtype,
-                                                          device=device)))
+            # not empty_like: from meta it runs torch's Python reference, importing sympy;
+            # swapped in place: the Parameter object stays the one optimizers hold
+            torch.utils.swap_tensors(tensor, _like(tensor, torch.empty(
+                tensor.shape, dtype=tensor.dtype, device=device)))
             if storage.fill == DEFAULT:
                 fresh.setdefault(id(module), (module, {}))[1][attr] = storage
         if plan.abstract:
             return native
+        hf = constructed.owners(native) if fresh else {}
         for module, storages in fresh.values():
-            _fill_defaults(module, storages, device)
+            if id(module) in hf:  # a Hugging Face model's default is its _init_weights
+                done = constructed.hf_defaults(module, hf[id(module)], storages)
+                storages = {a: s for a, s in storages.items() if a not in done}
+            if storages:
+                _fill_defaults(module, storages, device)
+        constructed.install(built)
         if plan.device is not None:  # buffers no plan names (counters) go along
             self.move(native, plan.device)
         if plan.mesh is not None:  # framework defaults: made whole, then scattered from rank 0
@@ -231,6 +260,20 @@ class TorchBackend(Backend):
             _store(module, attr, new)
         return native
 
+    def trainable(self, native: tnn.Module, ref: Ref) -> bool:
+        module, attr = ref
+        if attr in module._buffers:
+            return False
+        tensor = module.parametrizations[attr].original if parametrize.is_parametrized(
+            module, attr) else getattr(module, attr)
+        return bool(tensor.requires_grad)
+
+    def watch(self, native: tnn.Module, callback: Callable[[], None]) -> None:
+        """Lazy modules call back once torch's own first call has sized them."""
+        for module in native.modules():
+            if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+                _watch(module, callback)
+
     def native_object(self, native: tnn.Module, ref: Ref) -> Any:
         return getattr(ref[0], ref[1])
 
@@ -295,18 +338,103 @@ class TorchBackend(Backend):
             return native(*_inputs(native, inputs, device)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
-                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref]) -> dict[str, Any]:
+                  loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref],
+                  training: bool = False) -> Any:
         tensors = [getattr(m, a) for m, a in refs.values()]
         _check_no_meta_buffers(native)
         device = _model_device(native)
-        with _Mode(native, False), torch.enable_grad(), _replicated_inputs(native), \
+        with _Mode(native, training), torch.enable_grad(), _replicated_inputs(native), \
                 _autocast(native, device):
             out = native(*_inputs(native, inputs, device))
             value = loss(out) if loss is not None else default_loss(
                 out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        return {n: (np.zeros(tuple(t.shape), np.float32) if g is None else self.to_numpy(g))
-                for n, t, g in zip(refs, tensors, grads)}
+        out = {n: (np.zeros(tuple(t.shape), np.float32) if g is None else self.to_numpy(g))
+               for n, t, g in zip(refs, tensors, grads)}
+        return (out, native) if training else out  # train(): statistics updated in place
+
+
+def _meta_forward(native: tnn.Module, args: Sequence[torch.Tensor]) -> None:
+    """``native(*args)`` on meta tensors: lazy layers learn their sizes, nothing is allocated."""
+    for module in native.modules():
+        if isinstance(module, LazyModuleMixin) and module.has_uninitialized_params():
+            _uninitialized_to_meta(module)
+    metas = {n: torch.empty_like(t, device="meta") for n, t in
+             [*native.named_parameters(remove_duplicate=False),
+              *native.named_buffers(remove_duplicate=False)]
+             if not isinstance(t, UninitializedTensorMixin) and not t.is_meta}
+    with _Mode(native, False), torch.no_grad():
+        torch.func.functional_call(native, metas, tuple(args), strict=False)
+
+
+def _shallow_copy(native: tnn.Module) -> tnn.Module | None:
+    """A copy of ``native``'s modules that shares every sized tensor (None if the model
+    cannot be copied: then the forward runs on the model itself)."""
+    import copy
+    memo = {id(t): t for _, t in [*native.named_parameters(remove_duplicate=False),
+                                  *native.named_buffers(remove_duplicate=False)]
+            if not isinstance(t, UninitializedTensorMixin)}
+    try:
+        return copy.deepcopy(native, memo)
+    except Exception:  # noqa: BLE001 - an attribute deepcopy refuses: no trial run
+        return None
+
+
+#: root module -> how to undo the last infer (its lazy modules as they were)
+_UNDO: weakref.WeakKeyDictionary[tnn.Module, list[Callable[[], None]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _snapshot(module: tnn.Module) -> Callable[[], None]:
+    """A function putting a lazy ``module`` back as it is now: its class, attributes and
+    hooks (torch's lazy hook removes its own), and its uninitialized tensors, in place."""
+    cls, attrs = module.__class__, dict(vars(module))
+    hooks = {k: dict(v) for k, v in attrs.items() if isinstance(v, dict)
+             and k not in ("_parameters", "_buffers", "_modules")}
+    lazy = {k: (t, t.requires_grad, t.device, t.dtype) for k, t in
+            [*module._parameters.items(), *module._buffers.items()]
+            if isinstance(t, UninitializedTensorMixin)}
+
+    def restore() -> None:
+        module.__class__ = cls
+        for key in set(vars(module)) - set(attrs):
+            delattr(module, key)
+        for key, value in attrs.items():
+            if key in hooks:  # in place: RemovableHandles hold these dicts weakly
+                value.clear()
+                value.update(hooks[key])
+            object.__setattr__(module, key, value)
+        for t, grad, device, dtype in lazy.values():
+            kind = UninitializedParameter if isinstance(t, tnn.Parameter) else UninitializedBuffer
+            torch.utils.swap_tensors(t, kind(grad, device, dtype))
+    return restore
+
+
+# ---- a lazy layer materialized by torch itself (its own first call) ----------------------
+#: lazy module -> callbacks of the models watching it (weak: a dropped module is forgotten)
+_WATCHERS: weakref.WeakKeyDictionary[tnn.Module, list[Callable[[], None]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _watch(module: tnn.Module, callback: Callable[[], None]) -> None:
+    """Call ``callback`` after torch's lazy hook sizes ``module``, before its forward."""
+    _WATCHERS.setdefault(module, []).append(callback)
+    if _after_native_init not in module._forward_pre_hooks.values():  # (a copy has it)
+        module.register_forward_pre_hook(_after_native_init)  # runs after torch's lazy hook
+
+
+def _after_native_init(module: tnn.Module, args: Any) -> None:
+    """Forward pre-hook (a module-level function, so the module still pickles): once the
+    module's tensors have memory, tell the watching models, then remove itself."""
+    own = [*module._parameters.values(), *module._buffers.values()]
+    if any(t is not None and (isinstance(t, UninitializedTensorMixin) or t.is_meta)
+           for t in own):
+        return  # still lazy, or sized abstractly by unifparam's meta run
+    for key, hook in list(module._forward_pre_hooks.items()):
+        if hook is _after_native_init:
+            del module._forward_pre_hooks[key]
+    for callback in _WATCHERS.pop(module, []):
+        callback()
 
 
 def _is_dtensor(tensor: Any) -> bool:
@@ -422,13 +550,14 @@ def _check_no_meta_buffers(native: tnn.Module) -> None:
 
 
 def _uninitialized_to_meta(module: tnn.Module) -> None:
-    """Point a lazy module's uninitialized tensors at the meta device (no memory later)."""
-    for k, p in module._parameters.items():
-        if isinstance(p, UninitializedParameter):
-            module._parameters[k] = UninitializedParameter(p.requires_grad, "meta", p.dtype)
-    for k, b in module._buffers.items():
-        if isinstance(b, UninitializedBuffer):
-            module._buffers[k] = UninitializedBuffer(b.requires_grad, "meta", b.dtype)
+    """Point a lazy module's uninitialized tensors at the meta device (no memory later),
+    in place: the objects stay those an optimizer or the user holds."""
+    for p in module._parameters.values():
+        if isinstance(p, UninitializedParameter) and not p.is_meta:
+            torch.utils.swap_tensors(p, UninitializedParameter(p.requires_grad, "meta", p.dtype))
+    for b in module._buffers.values():
+        if isinstance(b, UninitializedBuffer) and not b.is_meta:
+            torch.utils.swap_tensors(b, UninitializedBuffer(b.requires_grad, "meta", b.dtype))
 
 
 def _autocast(native: tnn.Module, device: torch.device | None) -> Any:

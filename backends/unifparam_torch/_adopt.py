@@ -6,6 +6,8 @@ module used in two places is one storage listed under its first name.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn as tnn
 from torch.nn.modules.lazy import LazyModuleMixin
@@ -38,6 +40,8 @@ def known_shape(module: tnn.Module, attr: str,
     if isinstance(module, tnn.LazyLinear):
         return (module.out_features, None) if attr == "weight" else (module.out_features,)
     if isinstance(module, tnn.modules.conv._LazyConvXdMixin):
+        if attr == "weight" and module.transposed:  # torch's layout: in-channels first
+            return (None, module.out_channels // module.groups, *module.kernel_size)
         if attr == "weight":
             return (module.out_channels, None, *module.kernel_size)
         return (module.out_channels,)
@@ -69,7 +73,7 @@ def native_param(module: tnn.Module, attr: str, tensor: torch.Tensor, is_param: 
 
 def describe(module: tnn.Module, path: str = "") -> NativeLayer:
     """The canonical tree of ``module`` (every use of a shared submodule is visited)."""
-    layer = NativeLayer(path, type(module).__name__, lambda: _text(module))
+    layer = NativeLayer(path, type(module).__name__, partial(_text, module))  # picklable
     for attr, tensor, is_param in tensors(module):
         name = f"{path}.{attr}" if path else attr
         layer.params[attr] = native_param(module, attr, tensor, is_param, name)
