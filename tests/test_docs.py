@@ -28,7 +28,8 @@ PAGES = sorted([ROOT / "README.md", *(p for p in (ROOT / "docs").rglob("*.md")
 #: Pages whose code is backend-neutral: also run on these backends.
 PORTABLE = {"README.md": ("flax", "keras:jax"), "docs/index.md": ("flax", "keras:jax"),
             "docs/concepts.md": ("flax", "keras:jax"),
-            "docs/blocks.md": ("flax", "flax:nnx", "keras:jax")}
+            "docs/blocks.md": ("flax", "flax:nnx", "keras:jax"),
+            "docs/precision.md": ("flax", "flax:nnx", "keras:jax")}
 
 DRIVER = """
 import json, sys

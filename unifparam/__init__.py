@@ -53,7 +53,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (3 ms)
 #: Public names defined in submodules, imported on first use so that ``import unifparam``
 #: stays near plain-Python speed: name -> module (``""``: the name is the submodule).
 _ON_FIRST_USE = {
-    "init": "", "nn": "", "ops": "",
+    "init": "", "nn": "", "ops": "", "dtypes": "", "cast": "_cast",
     "Backend": "_backend", "Converters": "_backend", "NativeLayer": "_backend",
     "NativeParam": "_backend", "Plan": "_backend", "Storage": "_backend",
     "default_seed": "_convert", "set_seed": "_convert", "to_numpy": "_convert",
@@ -72,9 +72,10 @@ _ON_FIRST_USE = {
 _RENAMED = {"backends": "registered"}
 
 if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
-    from . import init, nn, ops
+    from . import dtypes, init, nn, ops
     from ._arrays import load_arrays, save_arrays
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
+    from ._cast import cast
     from ._convert import default_seed, set_seed, to_numpy
     from ._devices import devices, num_gpus, to
     from ._layout import placements
@@ -122,8 +123,8 @@ __all__ = [
     "LayoutError", "LoadReport", "Model", "NativeLayer", "NativeParam", "OutputError", "Param",
     "ParamIndexError", "Plan", "SpecError", "SpecTypeError", "Storage", "TieError",
     "UnifparamError", "UnknownNameError", "UnsupportedError", "ValueShapeError", "backends",
-    "build", "default_seed", "devices", "get_backend", "gradients", "init", "initialize",
-    "inspect_file", "load", "load_arrays", "load_sharded", "materialize", "nn", "num_gpus",
-    "ops", "params", "placements", "plot_histograms", "register_backend", "save",
+    "build", "cast", "default_seed", "devices", "dtypes", "get_backend", "gradients", "init",
+    "initialize", "inspect_file", "load", "load_arrays", "load_sharded", "materialize", "nn",
+    "num_gpus", "ops", "params", "placements", "plot_histograms", "register_backend", "save",
     "save_arrays", "save_sharded", "set_seed", "summary", "tie", "to", "to_numpy",
 ]

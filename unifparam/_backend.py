@@ -185,6 +185,10 @@ class Backend(abc.ABC):
     name: str = ""
     variant: str | None = None  # e.g. "jax" for keras:jax
     capabilities: frozenset[str] = frozenset()
+    #: Canonical dtypes (:mod:`unifparam.dtypes`) the framework stores parameters in; a
+    #: cast or a spec built in another is a typed UnsupportedError naming these.
+    storage_dtypes: frozenset[str] = frozenset(
+        {"float64", "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"})
     #: a copied handle of an adopted model adopts the copied native model again (its
     #: layers do not copy along with it: Keras pickles each layer by its config)
     copy_by_adoption: bool = False
@@ -287,6 +291,33 @@ class Backend(abc.ABC):
         ``(index, numpy block)``, the first replica of each shard. Unsharded: all of it."""
         value = self.read(native, ref)
         return [(tuple(slice(0, n) for n in value.shape), value)]
+
+    def cast(self, native: Any, ref: Any, dtype: str) -> Any:
+        """Store ``ref`` in ``dtype`` (a canonical name in :attr:`storage_dtypes`) from now
+        on, values rounded to nearest even; keep its trainable flag, placement and, where
+        the framework can, its object (ties by identity hold); return state. Called for
+        storages that exist (abstract or materialized), never for tied uses."""
+        from .errors import UnsupportedError
+        raise UnsupportedError(f"The {self.configuration} backend cannot cast parameters.")
+
+    def set_compute(self, native: Any, dtype: str | None, mixed: bool) -> Any:
+        """Run the model's maths in ``dtype`` (None: as the framework promotes its inputs
+        and parameters); ``mixed``: the parameters stay float32 (Keras'
+        ``"mixed_bfloat16"``). Return state. The default computes in the parameters' own
+        dtype and refuses mixed policies; frameworks with a mixed-precision mechanism
+        (autocast, Keras dtype policies, Flax ``dtype``) implement it."""
+        if not mixed:
+            return native
+        from .errors import UnsupportedError
+        raise UnsupportedError(f"The {self.configuration} backend cannot compute in another "
+                               f"dtype than its parameters' ({dtype} asked). Cast the "
+                               f"parameters instead: unifparam.cast(net, {dtype!r}).")
+
+    def dtype_of(self, native: Any, ref: Any) -> Any:
+        """The dtype the framework stores ``ref`` in now (any spelling
+        :func:`unifparam.dtypes.canonical` reads), or None to keep the described one. Read
+        each time, so a handle stays true after the framework's own cast."""
+        return None
 
     def trainable(self, native: Any, ref: Any) -> bool | None:
         """Whether the framework trains this parameter now (torch ``requires_grad``, Keras

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from . import dtypes as _dtypes
 from ._lazy import np
 from .errors import (
     CheckpointError,
@@ -43,6 +44,7 @@ from .errors import (
     CheckpointNotFoundError,
     CheckpointPathError,
     CheckpointPermissionError,
+    UnifparamError,
     UnsupportedError,
 )
 
@@ -66,11 +68,9 @@ KNOWN_KEYS = frozenset({"format", "format_version", "unifparam_version", "backen
 WRITERS = {"pt": "PyTorch (transformers save_pretrained, or safetensors.torch with "
                  "metadata)", "tf": "TensorFlow (transformers)", "flax": "Flax (transformers)",
            "np": "numpy (safetensors.numpy)", "mlx": "MLX (mx.save_safetensors)"}
-#: safetensors dtype code <-> numpy dtype name (bf16 and fp8 have no numpy dtype).
-DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16",
-          "F16": "float16", "U32": "uint32", "I32": "int32", "F32": "float32", "U64": "uint64",
-          "I64": "int64", "F64": "float64"}
-CODES = {v: k for k, v in DTYPES.items()}
+#: safetensors dtype code <-> canonical dtype name (bf16 and fp8: ml_dtypes' numpy types).
+DTYPES = dict(_dtypes.FROM_CODE)
+CODES = dict(_dtypes.CODES)
 #: Digest written at save (hashlib; SHA-NI makes it 1.4 GiB/s per core here, blake2b 0.7).
 DIGEST = "sha256"
 #: Digests a reader accepts, with their hex length.
@@ -187,7 +187,8 @@ class Checkpoint:
         out = {}
         for name, t in self.tensors.items():
             start = self.data_start + t.begin
-            arr = base[start:self.data_start + t.end].view(np.dtype(t.dtype).newbyteorder("<"))
+            arr = base[start:self.data_start + t.end].view(
+                _dtypes.numpy_dtype(t.dtype).newbyteorder("<"))
             arr = arr.reshape(t.shape)
             out[name] = arr if arr.flags.aligned and arr.dtype.isnative else arr.astype(t.dtype)
         return out
@@ -453,7 +454,7 @@ def _tensor(path: str, name: str, entry: Any) -> TensorInfo:
             and offsets[0] <= offsets[1]):
         raise _bad(path, f"tensor {name!r} has bad data_offsets {str(offsets)[:80]}")
     np_dtype = DTYPES[dtype]
-    nbytes = math.prod(shape) * np.dtype(np_dtype).itemsize
+    nbytes = math.prod(shape) * _dtypes.numpy_dtype(np_dtype).itemsize
     if nbytes != offsets[1] - offsets[0]:
         raise _bad(path, f"tensor {name!r} of shape {tuple(shape)} and dtype {np_dtype} needs "
                          f"{nbytes:,} bytes but its offsets span {offsets[1] - offsets[0]:,}")
@@ -583,11 +584,11 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Value],
         raise CheckpointFormatError(f"Cannot save {path}: safetensors metadata maps strings to "
                                     f"strings; encode other values as JSON text first.")
     plan = _plan(path, arrays)
-    order = sorted(plan, key=lambda n: (-np.dtype(plan[n][0]).itemsize, n))
+    order = sorted(plan, key=lambda n: (-_dtypes.numpy_dtype(plan[n][0]).itemsize, n))
     offsets, end = {}, 0
     for key in order:
         dtype, shape, _ = plan[key]
-        nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+        nbytes = math.prod(shape) * _dtypes.numpy_dtype(dtype).itemsize
         offsets[key], end = (end, end + nbytes), end + nbytes
     digests = {key: DIGEST + ":" + "0" * DIGEST_HEX[DIGEST] for key in plan}
     header = _header(plan, offsets, metadata, digests)
@@ -681,8 +682,8 @@ def _plan(path: str, arrays: Mapping[str, Value]) -> dict[str, tuple[str, tuple[
                                         f"and -.")
         if isinstance(value, Pending):
             try:
-                dtype = np.dtype(value.dtype).name
-            except TypeError:
+                dtype = _dtypes.canonical(value.dtype)
+            except UnifparamError:
                 dtype = str(value.dtype)
             shape = tuple(int(d) for d in value.shape)
         else:
@@ -734,6 +735,8 @@ def _chunks(path: str, name: str, dtype: str, shape: tuple[int, ...], source: Va
         raise CheckpointMismatchError(
             f"Cannot save tensor {name!r} to {path}: declared {dtype} {shape}, but its value "
             f"is {arr.dtype.name} {tuple(arr.shape)}. Nothing was written.")
+    if arr.dtype.name in _dtypes.EXTENSIONS:  # bfloat16, float8: their bits, as unsigned ints
+        arr = arr.view(np.dtype(f"u{arr.itemsize}"))
     little = arr.dtype.newbyteorder("<")
     if arr.ndim == 0 or arr.size == 0:
         yield memoryview(np.ascontiguousarray(arr, dtype=little).reshape(-1)).cast("B")

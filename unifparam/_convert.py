@@ -22,12 +22,28 @@ def to_numpy(x: Any) -> Any:
     if hasattr(x, "full_tensor") and hasattr(x, "placements"):  # torch DTensor: gathered
         x = x.full_tensor()
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch
-        return x.detach().cpu().numpy()
+        return torch_numpy(x.detach().cpu())
     if hasattr(x, "asnumpy"):  # mxnet
         return x.asnumpy()
     if hasattr(x, "numpy") and not isinstance(x, np.ndarray):  # tensorflow eager
         return np.asarray(x.numpy())
     return np.asarray(x)
+
+
+#: dtypes torch's ``.numpy()`` refuses -> the integer type of their width to view them as
+TORCH_VIEWS = {"bfloat16": "int16", "float8_e4m3fn": "uint8", "float8_e5m2": "uint8"}
+
+
+def torch_numpy(t: Any) -> Any:
+    """A CPU torch tensor as numpy of its own dtype, bfloat16 and float8 included (viewed
+    as integers of their width, then as the ``ml_dtypes`` type: no copy, no rounding)."""
+    import sys
+    name = str(t.dtype).removeprefix("torch.")
+    if name not in TORCH_VIEWS:
+        return t.numpy()
+    from .dtypes import numpy_dtype
+    bits = getattr(sys.modules["torch"], TORCH_VIEWS[name])
+    return t.view(bits).numpy().view(numpy_dtype(name))
 
 
 def numpy_input(x: Any, int_dtype: str | None = None) -> Any:

@@ -85,7 +85,8 @@ class Param:
 
     @property
     def dtype(self) -> str:
-        return self._slot.dtype
+        """Canonical storage dtype (``"bfloat16"``), read from the framework each time."""
+        return self._st.dtype(self._st.resolve(self._name)[0])
 
     @property
     def device(self) -> str:
@@ -189,7 +190,8 @@ class Param:
     def _real(self, value: Any) -> np.ndarray:
         """``value`` as an array of the parameter's dtype; typed errors name the parameter
         for values that are not real numbers or that overflow the dtype."""
-        dtype = self._slot.dtype
+        from .dtypes import FLOATS, finfo, numpy_dtype
+        dtype = self.dtype
         try:
             arr = np.asarray(value)
             if arr.dtype == object and isinstance(value, (list, tuple)):
@@ -197,19 +199,19 @@ class Param:
         except (ValueError, TypeError) as e:  # ragged nested lists
             raise ValueShapeError(f"Cannot write {type(value).__name__} to parameter "
                                   f"'{self._name}': {e}") from None
-        if arr.dtype.kind not in "biuf":
+        if arr.dtype.kind not in "biuf" and arr.dtype.name not in FLOATS:
             raise ArgumentError(
                 f"Cannot write a value of dtype {arr.dtype} ({type(value).__name__}) to parameter "
                 f"'{self._name}' ({dtype}): it takes real numbers"
                 f"{'; take the real part first (v.real)' if arr.dtype.kind == 'c' else ''}.")
         with np.errstate(over="ignore", invalid="ignore"):
-            cast = arr.astype(dtype)
-        if arr.dtype.kind == "f" and arr.dtype != cast.dtype and (
+            cast = arr.astype(numpy_dtype(dtype))
+        if (arr.dtype.kind == "f" or arr.dtype.name in FLOATS) and arr.dtype != cast.dtype and (
                 np.isfinite(arr) & ~np.isfinite(cast)).any():
             big = float(np.abs(arr[np.isfinite(arr) & ~np.isfinite(cast)]).max())
             raise ArgumentValueError(
                 f"Value {big:g} written to parameter '{self._name}' overflows {dtype} (largest "
-                f"{float(np.finfo(dtype).max):g}). Scale the values down.")
+                f"{float(finfo(dtype).max):g}). Scale the values down.")
         return cast
 
     def _index_error(self, index: Any, e: Exception) -> Exception:

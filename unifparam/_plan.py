@@ -190,6 +190,8 @@ def _for_shapes(st: ModelState, todo: Sequence[str], shapes: dict[str, tuple[int
                           for n in node.params.values())]
         missing = [p for p in leaves if p not in layer_inputs]
         layer_inputs = {**layer_inputs, **layer_inputs_from_params(st, shapes, missing)}
+    for root in todo:  # the framework's dtype now (its own cast may have changed it)
+        st.dtype(root)
     values = dict(values or {})
     if not abstract and not dry:
         for root in todo:
@@ -243,7 +245,16 @@ def target(st: ModelState, slot: Slot, shape: tuple[int, ...]) -> Any:
             w = st.slots[root]
             if complete(w.shape) and len(w.shape) > 1:  # type: ignore[arg-type]
                 fan_in, fan_out = fans(tuple(w.shape), w.axes)  # type: ignore[arg-type]
-    return Target(slot.name, shape, slot.dtype, slot.role, slot.axes, fan_in, fan_out)
+    from .dtypes import stream
+    return Target(slot.name, shape, stream(slot.dtype), slot.role, slot.axes, fan_in, fan_out)
+
+
+def _stored(make: Callable[..., Any], dtype: str, drawn: str) -> Callable[..., Any]:
+    """``make`` with its values rounded to the storage ``dtype`` (drawn in ``drawn``)."""
+    if dtype == drawn:
+        return make
+    from .dtypes import cast
+    return lambda *index: cast(make(*index), dtype)
 
 
 def producer(st: ModelState, slot: Slot, reg: Registration,
@@ -254,10 +265,16 @@ def producer(st: ModelState, slot: Slot, reg: Registration,
     failing user function raises before the model changes; built-in ones are made when
     written, one at a time.
     """
-    from .init import role_default, validate
     if reg.init is None:
         return None
-    from .init import block_slices
+    make = _producer(st, slot, reg, shape)
+    return _stored(make, slot.dtype, target(st, slot, shape).dtype)
+
+
+def _producer(st: ModelState, slot: Slot, reg: Registration,
+              shape: tuple[int, ...]) -> Callable[[], Any]:
+    """:func:`producer`'s values, in the dtype they are drawn in."""
+    from .init import block_slices, role_default, validate
     tgt = target(st, slot, shape)
     if reg.role_default:
         return lambda index=None: role_default(tgt) if index is None else \
@@ -268,6 +285,10 @@ def producer(st: ModelState, slot: Slot, reg: Registration,
         seed = secrets.randbits(63)
     init = reg.init
     if trusted(init):
+        from .init import Distribution
+        if isinstance(init, Distribution) and tgt.dtype != slot.dtype:  # rounded chunkwise
+            return lambda index=None: init.generate(tgt, seed, slot.dtype) if index is None \
+                else init.generate_block(tgt, seed, index)
         return lambda index=None: init.generate(tgt, seed) if index is None else \
             init.generate_block(tgt, seed, index)
     try:
@@ -288,12 +309,12 @@ def fallback(st: ModelState, slot: Slot, shape: tuple[int, ...]) -> Callable[[],
     from .init import Default, role_default
     tgt = target(st, slot, shape)
     if tgt.role not in Default.roles:
-        return lambda: role_default(tgt)
+        return _stored(lambda: role_default(tgt), slot.dtype, tgt.dtype)
     seed = slot.reg.seed if slot.reg is not None and slot.reg.seed is not None else None
     if seed is None:
         import secrets
         seed = secrets.randbits(63)
-    return lambda: Default().generate(tgt, seed)
+    return _stored(lambda: Default().generate(tgt, seed), slot.dtype, tgt.dtype)
 
 
 def trusted(init: Any) -> bool:
@@ -318,6 +339,7 @@ def apply(st: ModelState, plan: Plan, values: Values) -> None:
     """Allocate what ``plan`` says, restore ties, then write ``values`` one at a time."""
     if plan.storages:
         st.call("allocate", plan)
+        _to_planned_dtypes(st, plan)
     apply_ties(st)
     for root, storage in plan.storages.items():
         if storage.fill == ALIAS or plan.abstract:
@@ -329,6 +351,18 @@ def apply(st: ModelState, plan: Plan, values: Values) -> None:
             st.call("write", storage.ref, contiguous(values.pop(root)()))
         st.slots[root].initialized = st.slots[root].initialized or not default and (
             st.slots[root].reg is not None or storage.fill == WRITE)
+
+
+def _to_planned_dtypes(st: ModelState, plan: Plan) -> None:
+    """Storages an adapter allocated in its framework's dtype are cast to the planned one
+    before any value is written (a spec built in bfloat16, a cast model materialized)."""
+    from .dtypes import canonical
+    for storage in plan.storages.values():
+        if storage.fill == ALIAS:
+            continue
+        live = st.backend.dtype_of(st.native, storage.ref)
+        if live is not None and canonical(live) != storage.dtype:
+            st.call("cast", storage.ref, storage.dtype)
 
 
 def apply_ties(st: ModelState) -> None:

@@ -25,6 +25,7 @@ import os
 from typing import Any
 
 from . import _ckptfile
+from . import dtypes as _dtypes
 from ._backend import MATERIALIZED
 from ._lazy import np
 from ._locking import serialized
@@ -91,14 +92,15 @@ def _save_together(st: Any, directory: str, max_shard_bytes: int) -> None:
     from ._ckptdir import _groups, _remove_replaced
     from .init import _runs, block_slices
     shapes = {r: tuple(int(d) for d in st.status(r)[0]) for r in st.slots}
-    plan = {r: (st.slots[r].dtype, shapes[r], None) for r in st.slots}
+    plan = {r: (st.dtype(r), shapes[r], None) for r in st.slots}
     groups = _groups(plan, max_shard_bytes)
     weight_map = {}
     for i, names in enumerate(groups):
         fname = f"model-{i + 1:05d}-of-{len(groups):05d}.safetensors"
         offsets, at = {}, 0
         for name in names:
-            nbytes = int(np.prod(shapes[name], dtype=np.int64)) * np.dtype(plan[name][0]).itemsize
+            nbytes = int(np.prod(shapes[name], dtype=np.int64)) * \
+                _dtypes.numpy_dtype(plan[name][0]).itemsize
             offsets[name], at = (at, at + nbytes), at + nbytes
         head = _ckptfile._header({n: plan[n] for n in names}, offsets,
                                  {"format": "pt", "writer": "unifparam.save_sharded"}, {})
@@ -108,10 +110,11 @@ def _save_together(st: Any, directory: str, max_shard_bytes: int) -> None:
             os.pwrite(fd, head, 0)
             for name in names:
                 weight_map[name] = fname
-                item = np.dtype(plan[name][0]).itemsize
+                item = _dtypes.numpy_dtype(plan[name][0]).itemsize
                 for index, block in st.backend.owned_blocks(st.native, st.slots[name].ref):
                     slices = block_slices(shapes[name], index)
-                    data = np.ascontiguousarray(block, dtype=plan[name][0]).reshape(-1)
+                    data = np.ascontiguousarray(block, dtype=_dtypes.numpy_dtype(
+                        plan[name][0])).reshape(-1)
                     done = 0
                     for start, length in _runs(shapes[name], slices):
                         os.pwrite(fd, data[done:done + length].tobytes(),
@@ -119,7 +122,7 @@ def _save_together(st: Any, directory: str, max_shard_bytes: int) -> None:
                         done += length
         finally:
             os.close(fd)
-    total = sum(int(np.prod(s, dtype=np.int64)) * np.dtype(plan[n][0]).itemsize
+    total = sum(int(np.prod(s, dtype=np.int64)) * _dtypes.numpy_dtype(plan[n][0]).itemsize
                 for n, s in shapes.items())
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     tmp = os.path.join(directory, f".{INDEX}.{os.getpid()}")

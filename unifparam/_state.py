@@ -185,6 +185,17 @@ class ModelState:
         slot.shape = merged  # type: ignore[assignment]
         return merged, state  # type: ignore[return-value]
 
+    def dtype(self, root: str) -> str:
+        """The storage's canonical dtype, as the framework stores it now."""
+        slot = self.slots[root]
+        if self.state_of(root) == "deferred":  # no storage yet: the dtype it is planned in
+            return slot.dtype
+        live = self.backend.dtype_of(self.native, slot.ref)
+        if live is not None:
+            from .dtypes import canonical
+            slot.dtype = canonical(live)
+        return slot.dtype
+
     def state_of(self, root: str) -> str:
         return self.status(root)[1]
 

@@ -42,21 +42,34 @@ Shape = nn.Shape
 
 
 # ---- build ------------------------------------------------------------------------------
-def build(model: Any, backend: str | None = None, *, device: Any = None) -> Model:
+def build(model: Any, backend: str | None = None, *, device: Any = None,
+          dtype: Any = None) -> Model:
     """A Model handle for a spec or a native model (torch Module, Keras model, Flax module).
 
     The backend comes from ``backend``, else the native object's type, else
     ``UNIFPARAM_BACKEND``. With ``device`` (``"gpu:0"``, docs/devices.md) parameters are
-    materialized there, and a native model's existing ones are moved there.
+    materialized there, and a native model's existing ones are moved there. ``dtype``
+    stores the parameters in that dtype, policy or per-pattern dict, as
+    :func:`unifparam.cast` (default: float32 for a spec, the native model's own dtypes
+    when adopted; docs/precision.md).
 
     >>> net = build(nn.Sequential(nn.Dense(8, activation="relu"), nn.Dense(1)), backend="torch")
+    >>> half = build(nn.Sequential(nn.Dense(8)), backend="torch", dtype="bfloat16")
     """
     if device is not None:
         from ._devices import check, to
         be = model._st.backend if isinstance(model, Model) else \
             get_backend(backend or detect(model))
         check(be, device)  # before anything is built
-        return to(build(model, backend), device)
+        return to(build(model, backend, dtype=dtype), device)
+    net = _build(model, backend)
+    if dtype is not None:
+        from ._cast import cast
+        cast(net, dtype)
+    return net
+
+
+def _build(model: Any, backend: str | None) -> Model:
     if backend is not None and not isinstance(backend, str):
         raise ArgumentError(f"build(backend={backend!r}): backend must be a name (str) such as "
                             f"'torch' or 'keras:jax', got {type(backend).__name__}.")

@@ -57,6 +57,8 @@ class LoadReport:
     missing: tuple[str, ...] = ()
     unexpected: tuple[str, ...] = ()
     tied: tuple[str, ...] = ()  # names tied by this load, as the file records
+    #: (name, file dtype, model dtype) of each parameter cast on the way in
+    cast: tuple[tuple[str, str, str], ...] = ()
     #: False for a file another tool wrote: no digests recorded, values read as they are.
     verified: bool = True
     writer: str = "unifparam"  # who wrote the file (see inspect_file)
@@ -65,8 +67,9 @@ class LoadReport:
 
     def __repr__(self) -> str:
         extra = "" if self.verified else f", verified=False, writer={self.writer!r}"
+        casts = f", cast={[f'{n}: {a}->{b}' for n, a, b in self.cast]}" if self.cast else ""
         return (f"LoadReport(loaded={len(self.loaded)}, missing={list(self.missing)}, "
-                f"unexpected={list(self.unexpected)}{extra})")
+                f"unexpected={list(self.unexpected)}{extra}{casts})")
 
 
 # ---- save -------------------------------------------------------------------------------
@@ -93,12 +96,12 @@ def contents(st: ModelState, fetch: Callable[[ModelState, str], Callable[[], Any
         shape, state = st.status(name)
         if state != MATERIALIZED:
             raise DeferredParameterError(not_ready(name, shape, state) + " Then save it.")
-        if slot.dtype not in _ckptfile.CODES:
+        if st.dtype(name) not in _ckptfile.CODES:
             raise UnsupportedError(f"Parameter '{name}' has dtype {slot.dtype}, which the "
                                    f"checkpoint format cannot store.")
-    arrays = {name: _ckptfile.Pending(slot.dtype, tuple(st.status(name)[0]),  # type: ignore[arg-type]
+    arrays = {name: _ckptfile.Pending(st.dtype(name), tuple(st.status(name)[0]),  # type: ignore[arg-type]
                                       (fetch or _fetch)(st, name))
-              for name, slot in st.slots.items()}  # read one at a time, as they are written
+              for name in st.slots}  # read one at a time, as they are written
     metadata = {
         "format": _ckptfile.FORMAT, "format_version": _ckptfile.FORMAT_VERSION,
         "unifparam_version": __version__, "backend": st.backend.name,
@@ -114,7 +117,8 @@ def contents(st: ModelState, fetch: Callable[[ModelState, str], Callable[[], Any
 
 def _fetch(st: ModelState, name: str) -> Callable[[], Any]:
     slot = st.slots[name]
-    return lambda: np.asarray(st.backend.read(st.native, slot.ref), dtype=slot.dtype)
+    return lambda: np.asarray(st.backend.read(st.native, slot.ref))  # never cast: the writer
+    # refuses a value whose dtype is not the one declared
 
 
 # ---- load -------------------------------------------------------------------------------
@@ -138,8 +142,8 @@ class _Match:
 
 @serialized
 def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
-         progress: bool | None = None, verify: bool = True, rename: Any = None
-         ) -> LoadReport:
+         progress: bool | None = None, verify: bool = True, rename: Any = None,
+         cast: bool = True) -> LoadReport:
     """Load the checkpoint at ``path`` into ``model`` (any backend, same spec).
 
     ``path`` is a file or a directory (``model.safetensors``, or the index and shards that
@@ -153,19 +157,22 @@ def load(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
     input). Ties recorded in the file are restored. ``strict=False`` loads the names both
     have and reports the rest; shape and dtype mismatches always fail, before any change.
     ``verify`` checks each tensor's recorded digest (a torn or altered file is an error,
-    never values); ``verify=False`` skips it for speed.
+    never values); ``verify=False`` skips it for speed. A tensor stored in another dtype
+    than the model's is cast to the model's (rounded to nearest even, as
+    ``load_state_dict`` does) and listed in ``LoadReport.cast``; ``cast=False`` refuses
+    any cast. A cast into integer storage must be exact.
 
     >>> report = unifparam.load(net, "net.safetensors", strict=False)
     >>> report.missing, report.unexpected
     ((), ())
     """
     return load_into(model, path, strict=strict, progress=progress, verify=verify,
-                     rename=rename)
+                     rename=rename, cast=cast)
 
 
 def load_into(model: Model, path: str | os.PathLike[str], *, strict: bool = True,
               progress: bool | None = None, verify: bool = True, mesh: Any = None,
-              layout: Any = None, rename: Any = None) -> LoadReport:
+              layout: Any = None, rename: Any = None, cast: bool = True) -> LoadReport:
     """:func:`load`, placing storages not materialized yet on ``mesh`` by ``layout``."""
     from ._ckptdir import open_checkpoint
     st = _root_state(model, "load")
@@ -174,7 +181,7 @@ def load_into(model: Model, path: str | os.PathLike[str], *, strict: bool = True
     if rename is not None:
         from ._ckptnames import mapped
         ck, renamed = mapped(ck, rename, lambda name: _model_shape(st, name))
-    match = _match(st, ck, strict)
+    match = _match(st, ck, strict, cast)
     if renamed:
         match.report = dataclasses.replace(match.report, renamed=renamed)
     todo = [r for r in st.slots if st.state_of(r) != MATERIALIZED]
@@ -184,7 +191,8 @@ def load_into(model: Model, path: str | os.PathLike[str], *, strict: bool = True
     pages = _Pages(ck)
     with _progress(sum(arrays[g.source].nbytes for g in match.groups),
                    _progress_enabled(progress, ck.size)) as advance:
-        writes = {root: _reader(arrays[g.source], rel, advance, pages)
+        writes = {root: _cast_step(_reader(arrays[g.source], rel, advance, pages),
+                                   st.dtype(root))
                   for g in match.groups for root, rel in g.targets.items()}
         for a, b, t in match.ties:
             apply_tie(st, a, b, t)
@@ -201,6 +209,14 @@ def load_into(model: Model, path: str | os.PathLike[str], *, strict: bool = True
     return match.report
 
 
+def _cast_step(read: Callable[[], Any], dtype: str) -> Callable[[], Any]:
+    """``read``, its values cast to the model's ``dtype`` when the file holds another."""
+    from .dtypes import cast
+
+    def cast_read(*index: Any) -> Any:
+        value = read(*index)
+        return value if value.dtype.name == dtype else cast(value, dtype)
+    return cast_read
 def _model_shape(st: ModelState, name: str) -> Any:
     if name not in st.slots and name not in st.aliases:
         return None
@@ -271,7 +287,7 @@ def _planned(st: ModelState, ck: Checkpoint, match: _Match, todo: list[str], pre
                                       f"Nothing was loaded.") from None
 
 
-def _match(st: ModelState, ck: Checkpoint, strict: bool) -> _Match:
+def _match(st: ModelState, ck: Checkpoint, strict: bool, cast: bool = True) -> _Match:
     """Everything load will do, checked against the model; raises before any change."""
     file_root = {n: (n, False) for n in ck.order()}
     file_root.update({t.name: (t.root, t.transpose) for t in ck.ties})
@@ -307,10 +323,10 @@ def _match(st: ModelState, ck: Checkpoint, strict: bool) -> _Match:
             ties.append((main, other, g.targets[main] ^ rel))
             post[other] = (main, g.targets[main] ^ rel)
         g.targets = {main: g.targets[main]}
-    _check_values(st, ck, groups, post)
+    casts = _check_values(st, ck, groups, post, cast)
     _check_ties(st, ties, ck.path)
     loaded = tuple(n for n in names if n in file_root)
-    report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties),
+    report = LoadReport(loaded, missing, unexpected, tuple(b for _, b, _ in ties), cast=casts,
                         verified=ck.verified, writer=ck.writer)
     return _Match(groups, ties, post, report)
 
@@ -331,11 +347,13 @@ def _strict_message(path: str, missing: tuple[str, ...], unexpected: tuple[str, 
 
 
 def _check_values(st: ModelState, ck: Checkpoint, groups: list[_Group],
-                  post: dict[str, tuple[str, bool]]) -> None:
+                  post: dict[str, tuple[str, bool]], cast: bool = True
+                  ) -> tuple[tuple[str, str, str], ...]:
+    """Shapes and dtypes of the file against the model; the casts load will make."""
+    casts = []
     for g in groups:
         info = ck.tensors[g.source]
         for root, rel in _all_targets(g, post):
-            slot = st.slots[root]
             shape = st.status(root)[0]
             file_shape = flip(info.shape, rel)
             if rel and len(info.shape) != 2:
@@ -347,10 +365,33 @@ def _check_values(st: ModelState, ck: Checkpoint, groups: list[_Group],
                     f"{fmt_shape(file_shape)} in {ck.path} (stored as '{g.source}'"
                     f"{', transposed' if rel else ''}). Build the model with the sizes the "
                     f"file was saved with; nothing was loaded.")
-            if info.dtype != slot.dtype:
-                raise CheckpointMismatchError(
-                    f"Parameter '{root}' is {slot.dtype} in the model but {info.dtype} in "
-                    f"{ck.path}. Save the file from a {slot.dtype} model; nothing was loaded.")
+            dtype = st.dtype(root)
+            if info.dtype != dtype:
+                _check_cast(ck, g.source, root, info.dtype, dtype, cast)
+                casts.append((root, info.dtype, dtype))
+    return tuple(casts)
+
+
+def _check_cast(ck: Checkpoint, source: str, root: str, have: str, want: str,
+                cast: bool) -> None:
+    """Raise unless the file's ``have`` values of ``source`` may be cast to ``want``."""
+    from .dtypes import cast as cast_to
+    from .dtypes import is_float
+    from .errors import ArgumentValueError
+    if not cast:
+        raise CheckpointMismatchError(
+            f"Parameter '{root}' is {want} in the model but {have} in {ck.path} (stored as "
+            f"'{source}'), and load(..., cast=False) refuses casts. Load with cast=True to "
+            f"round it to {want}, or cast the model first: unifparam.cast(net, {have!r}). "
+            f"Nothing was loaded.")
+    if not is_float(want):  # integer storage: every value must be exact (checked now)
+        try:
+            cast_to(ck.arrays()[source], want)
+        except ArgumentValueError as e:
+            raise CheckpointMismatchError(
+                f"Parameter '{root}' is {want} in the model but {have} in {ck.path} (stored "
+                f"as '{source}'), and its values do not cast exactly: {e} Nothing was "
+                f"loaded.") from None
 
 
 def _all_targets(g: _Group, post: dict[str, tuple[str, bool]]) -> list[tuple[str, bool]]:

@@ -153,12 +153,23 @@ class Distribution(Initializer):
     def _draw(self, rng: np.random.Generator, out: np.ndarray, target: Target) -> None:
         raise NotImplementedError
 
-    def generate(self, target: Target, seed: int) -> np.ndarray:
-        out = _aligned_empty(_math.prod(target.shape), target.dtype)
+    def generate(self, target: Target, seed: int, dtype: str | None = None) -> np.ndarray:
+        """Values drawn in ``target.dtype``; with ``dtype`` (a narrower float: bfloat16,
+        float16, float8) each chunk is drawn so and rounded to nearest even into the
+        result, so no full-size copy in ``target.dtype`` is ever made."""
+        from .dtypes import numpy_dtype
+        store = numpy_dtype(dtype or target.dtype)
+        out = _aligned_empty(_math.prod(target.shape), store)
         key = stream_key(seed, target.name)
 
         def fill(k: int) -> None:
-            self._draw(_generator(key, k), out[k * CHUNK:(k + 1) * CHUNK], target)
+            part = out[k * CHUNK:(k + 1) * CHUNK]
+            if store == _np.dtype(target.dtype):
+                self._draw(_generator(key, k), part, target)
+                return
+            drawn = _np.empty(part.size, target.dtype)
+            self._draw(_generator(key, k), drawn, target)
+            part[...] = drawn  # ml_dtypes' cast: round to nearest even
 
         chunks = range(-(-out.size // CHUNK))
         if len(chunks) > 1:
@@ -498,10 +509,10 @@ class Default(Uniform):
         b = 1.0 / _math.sqrt(target.fan_in) if target.role != "embedding" else 0.0
         return (-b, b) if b else (0.0, 0.0)
 
-    def generate(self, target: Target, seed: int) -> np.ndarray:
+    def generate(self, target: Target, seed: int, dtype: str | None = None) -> np.ndarray:
         if target.role == "embedding":  # torch draws embeddings N(0, 1)
-            return Normal(std=1.0).generate(target, seed)
-        return super().generate(target, seed)
+            return Normal(std=1.0).generate(target, seed, dtype)
+        return super().generate(target, seed, dtype)
 
     def generate_block(self, target: Target, seed: int, index: Block) -> np.ndarray:
         if target.role == "embedding":

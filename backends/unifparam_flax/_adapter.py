@@ -160,6 +160,23 @@ class FlaxBackend(Backend):
         fresh = _allocate(native.with_leaves(abstract), frozenset())
         return native.with_leaves({p: fresh.leaves[p] for p in paths})
 
+    def set_compute(self, native: FlaxState, dtype: str | None, mixed: bool) -> FlaxState:
+        """Mixed precision as Flax's ``dtype=`` does it: parameters and inputs are cast
+        to ``dtype`` for ``apply`` (gradients flow back to the stored dtype)."""
+        return native.replace(compute=None if dtype is None else jnp.dtype(dtype))
+
+    def dtype_of(self, native: FlaxState, ref: Leaf) -> Any:
+        value = native.leaves.get(ref.path)
+        return None if value is None else value.dtype
+
+    def cast(self, native: FlaxState, ref: Leaf, dtype: str) -> FlaxState:
+        value = native.leaves[ref.path]
+        if isinstance(value, jax.ShapeDtypeStruct):
+            new = jax.ShapeDtypeStruct(value.shape, jnp.dtype(dtype), sharding=value.sharding)
+        else:
+            new = value.astype(jnp.dtype(dtype))  # keeps its placement
+        return native.with_leaves({ref.path: new})
+
     def native_object(self, native: FlaxState, ref: Leaf) -> Any:
         return native.value(ref.path) if ref.path in native.leaves or ref.path in native.ties \
             else None
@@ -349,6 +366,10 @@ def _init_vars(module: linen.Module, key: Any, xs: Sequence[Any]) -> Any:
 
 
 def _apply(st: FlaxState, leaves: Mapping[Path, Any], xs: Sequence[Any], training: bool) -> Any:
+    if st.compute is not None:  # a mixed policy: the maths in its compute dtype
+        leaves = {p: _compute(v, st.compute) if p[0] == "params" else v
+                  for p, v in leaves.items()}
+        xs = [_compute(x, st.compute) for x in xs]
     variables = expand(leaves, st.ties)
     kwargs = mode_kwargs(st.module, training)
     if not training:
@@ -356,6 +377,10 @@ def _apply(st: FlaxState, leaves: Mapping[Path, Any], xs: Sequence[Any], trainin
     rngs = {"dropout": jax.random.PRNGKey(secrets.randbits(31))}
     mutable = [c for c in variables if c != "params"]
     return st.module.apply(variables, *xs, rngs=rngs, mutable=mutable, **kwargs)
+
+
+def _compute(x: Any, dtype: Any) -> Any:
+    return x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x
 
 
 #: How Flax code spells the mode in ``__call__`` (Flax's BatchNorm and Dropout guides):

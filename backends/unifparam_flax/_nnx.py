@@ -51,6 +51,7 @@ class NNXModel:
     specs: dict[str, nn.Layer] = field(default_factory=dict)   # spec models: path -> layer
     paths: dict[str, tuple[str, ...]] = field(default_factory=dict)  # path -> attribute keys
     views: dict[Ref, Ref] = field(default_factory=dict)  # flipped ties of native layers
+    compute: Any = None  # a mixed policy's compute dtype (set_compute)
 
 
 class NNXBackend(Backend):
@@ -234,6 +235,29 @@ class NNXBackend(Backend):
                 fresh if where is None else jax.device_put(fresh, where))
         return native
 
+    def set_compute(self, native: NNXModel, dtype: str | None, mixed: bool) -> NNXModel:
+        """Mixed precision as NNX's ``dtype`` does it: every module with a ``dtype``
+        computes in it (set before each run, so layers made later follow)."""
+        native.compute = None if dtype is None else jnp.dtype(dtype)
+        return native
+
+    def dtype_of(self, native: NNXModel, ref: Ref) -> Any:
+        var = variable(native.module, ref)
+        return None if var is None else var.get_value().dtype
+
+    def cast(self, native: NNXModel, ref: Ref, dtype: str) -> NNXModel:
+        """The same Variable object (ties share it), holding its value in ``dtype``."""
+        var = variable(native.module, ref)
+        value = var.get_value()  # type: ignore[union-attr]
+        if isinstance(value, jax.ShapeDtypeStruct):
+            new = jax.ShapeDtypeStruct(value.shape, jnp.dtype(dtype), sharding=value.sharding)
+        else:
+            new = value.astype(jnp.dtype(dtype))
+        var.set_value(new)  # type: ignore[union-attr]
+        if native.views:
+            _sync(native.module, native.views)
+        return native
+
     def native_object(self, native: NNXModel, ref: Ref) -> Any:
         return variable(native.module, ref)
 
@@ -369,6 +393,10 @@ def _abstract(var: nnx.Variable) -> bool:
 
 
 def _call(native: NNXModel, module: Any, xs: Sequence[Any], training: bool) -> Any:
+    if native.compute is not None:
+        for _, sub in nnx.iter_modules(module):
+            if hasattr(sub, "dtype") and sub.dtype != native.compute:
+                sub.dtype = native.compute
     if native.spec is not None:
         return module(*xs, training=training)
     return module(*xs)

@@ -22,6 +22,7 @@ from typing import Any
 
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn.dtypes import promote_dtype
 
 from unifparam import Converters, nn
 from unifparam.errors import DeferredParameterError
@@ -80,9 +81,12 @@ class Dense(Flippable, nnx.Linear):
         self.activation = spec.activation
 
     def __call__(self, x: Any, training: bool = False) -> Any:
-        y = jnp.dot(x, self._get("kernel"))
-        if self.bias is not None:
-            y = y + self.bias[...]
+        kernel = self._get("kernel")
+        bias = None if self.bias is None else self.bias[...]
+        x, kernel, bias = promote_dtype((x, kernel, bias), dtype=self.dtype)  # as nnx.Linear
+        y = jnp.dot(x, kernel)
+        if bias is not None:
+            y = y + bias
         return NNXBinding.activation(self.activation)(y)
 
 
@@ -105,7 +109,8 @@ class Embedding(Flippable, nnx.Embed):
     """``nnx.Embed``; table ``(num_embeddings, features)``."""
 
     def __call__(self, x: Any, training: bool = False) -> Any:
-        return jnp.take(self._get("embedding"), x, axis=0)
+        (table,) = promote_dtype((self._get("embedding"),), dtype=self.dtype)
+        return jnp.take(table, x, axis=0)
 
 
 class LayerNorm(nnx.LayerNorm):

@@ -59,6 +59,7 @@ class FlaxState:
     layers: Mapping[str, LayerInfo] = field(default_factory=dict)
     owners: Mapping[Path, Any] = field(default_factory=dict)  # scope path -> linen module
     example: tuple[Any, ...] | None = None  # input signature for module.init (adopted models)
+    compute: Any = None  # a mixed policy's compute dtype: floats cast to it for apply
 
     def replace(self, **changes: Any) -> FlaxState:
         return dataclasses.replace(self, **changes)

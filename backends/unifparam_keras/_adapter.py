@@ -27,6 +27,7 @@ from unifparam._backend import ABSTRACT, ALIAS, DEFERRED, MATERIALIZED, WRITE, d
 from unifparam._buffers import to_layout
 from unifparam._convert import numpy_input, to_numpy
 from unifparam._shards import canonical_shards, native_order, native_shard_maker
+from unifparam.dtypes import EXTENSIONS
 from unifparam.errors import (
     BackendConflictError,
     BackendNotFoundError,
@@ -85,6 +86,7 @@ class KerasModel:
 
     model: Any
     layers: dict[str, Any] = field(default_factory=dict)
+    compute: str | None = None  # a mixed policy's compute dtype (set_compute)
     device: str | None = None  # where variables without a value get theirs (Plan.device)
 
 
@@ -288,6 +290,29 @@ class KerasBackend(Backend):
         _sync_torch_params(native.layers.values())
         return native
 
+    def set_compute(self, native: KerasModel, dtype: str | None, mixed: bool) -> KerasModel:
+        """As Keras does it: every layer gets ``DTypePolicy(dtype)`` (``"mixed_..."`` for a
+        mixed policy: float32 variables cast to ``dtype`` inside each call), on every run."""
+        native.compute = None if dtype is None else f"mixed_{dtype}" if mixed else dtype
+        return native
+
+    def dtype_of(self, native: KerasModel, ref: Any) -> Any:
+        var = ref.own() if _link(ref) is None else None
+        return None if var is None else var._dtype  # .dtype is the compute dtype in a call
+
+    def cast(self, native: KerasModel, ref: Any, dtype: str) -> KerasModel:
+        """The same Variable object (layers and optimizers hold it), in ``dtype``: Keras
+        variables cannot change dtype, so its backend value is made anew."""
+        var = ref.own()
+        value = var._value
+        var._dtype = keras.backend.standardize_dtype(dtype)
+        if value is not None:
+            new = ops.cast(value, dtype)
+            var._value = None
+            var._initialize(new)
+            _sync_torch_params([ref.layer])
+        return native
+
     def trainable(self, native: KerasModel, ref: Any) -> bool:
         """Keras's own flags, now: the layer's ``trainable`` (set on a layer, Keras sets it
         on its sublayers and variables too) and the variable's."""
@@ -344,6 +369,7 @@ class KerasBackend(Backend):
     # ---- compute -------------------------------------------------------------------
     def run(self, native: KerasModel, inputs: Sequence[Any], training: bool
             ) -> tuple[Any, KerasModel]:
+        _policies(native)
         device = _model_device(native, self.variant)
         with _devices.scope(self.variant, device):
             xs = [_as_tensor(x, self.variant, device) for x in inputs]
@@ -361,6 +387,7 @@ class KerasBackend(Backend):
                    device: str | None, training: bool) -> Any:
         xs = [_as_tensor(x, self.variant, device) for x in inputs]
         variables = [ref.own() for ref in refs.values()]
+        _policies(native)
 
         def objective() -> Any:
             out = _call(native.model, xs, training=training)
@@ -451,7 +478,7 @@ def _adoptable(buffer: np.ndarray, variant: str) -> Any:
     adopts the aligned ndarray itself.
     """
     if buffer.ndim == 0 or not buffer.flags.c_contiguous or not buffer.flags.writeable \
-            or buffer.ctypes.data % 64:
+            or buffer.ctypes.data % 64 or buffer.dtype.name in EXTENSIONS:  # no dlpack
         return buffer
     if variant == "tensorflow":
         import tensorflow as tf
@@ -489,6 +516,17 @@ def _call(model: Any, xs: Sequence[Any], **kwargs: Any) -> Any:
     if isinstance(model, Functional) and len(xs) > 1:
         return model(list(xs), **kwargs)
     return model(*xs, **kwargs)
+
+
+def _policies(native: KerasModel) -> None:
+    """Every layer under the mixed policy ``set_compute`` asked for (layers built since
+    included)."""
+    if native.compute is None:
+        return
+    policy = keras.DTypePolicy(native.compute)
+    for layer in [native.model, *native.model._flatten_layers(include_self=False)]:
+        if layer.dtype_policy.name != policy.name:
+            layer.dtype_policy = policy
 
 
 def _link(ref: Any) -> tuple[Any, Any, bool] | None:

@@ -40,6 +40,8 @@ class MXNetBackend(Backend):
 
     name = "mxnet"
     capabilities = frozenset({"adopt", "abstract", "transpose_tie", "gradients", "native_apply"})
+    #: Gluon's NDArrays hold no bfloat16 nor float8 (MXNet 1.9 has no such dtype)
+    storage_dtypes = frozenset({"float64", "float32", "float16"})
 
     # ---- construction ---------------------------------------------------------------
     def build(self, spec: nn.Layer) -> tuple[HybridBlock, dict[str, NativeParam]]:
@@ -146,6 +148,15 @@ class MXNetBackend(Backend):
         _clear_graphs(native)
         return native
 
+    def dtype_of(self, native: Block, ref: Ref) -> Any:
+        return np.dtype(_param(ref).dtype)
+
+    def cast(self, native: Block, ref: Ref, dtype: str) -> Block:
+        """Gluon's own ``Parameter.cast`` (values, gradient buffer and declared dtype)."""
+        _param(ref).cast(dtype)
+        _clear_graphs(native)
+        return native
+
     def native_object(self, native: Block, ref: Ref) -> Parameter:
         return _param(ref)
 
@@ -190,9 +201,10 @@ class MXNetBackend(Backend):
     # ---- compute -------------------------------------------------------------------
     def run(self, native: Block, inputs: Sequence[Any], training: bool) -> tuple[Any, Block]:
         mode = autograd.train_mode() if training else autograd.predict_mode()
-        ctx = _model_context(native)
-        with mode:
-            return native(*(_as_nd(x, ctx) for x in inputs)), native
+        with mode, _float16_ops():
+            out = native(*_inputs(native, inputs))
+            out.wait_to_read() if isinstance(out, nd.NDArray) else None  # errors raise here
+            return out, native
 
     def gradients(self, native: Block, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref],
@@ -201,13 +213,14 @@ class MXNetBackend(Backend):
         for p in params.values():
             if p.grad_req != "null":
                 p.zero_grad()  # a parameter the output does not use keeps no stale gradient
-        ctx = _model_context(native)
-        xs = [_as_nd(x, ctx) for x in inputs]
-        with autograd.record(train_mode=training):
+        xs = _inputs(native, inputs)
+        with autograd.record(train_mode=training), _float16_ops():
             out = native(*xs)
             value = loss(out) if loss is not None else default_loss(
                 out, nd.sum, lambda x: np.dtype(x.dtype).kind == "f")
-        value.backward()
+            value.wait_to_read()
+        with _float16_ops():
+            value.backward()
         out = {n: (np.zeros(p.shape, np.float32) if p.grad_req == "null"
                    else p.grad(p.list_ctx()[0]).asnumpy()) for n, p in params.items()}
         return (out, native) if training else out  # statistics updated in place
@@ -330,6 +343,42 @@ def _shape_only(block: HybridBlock) -> Callable[..., Any]:
         outs = [nd.zeros(s) for s in shapes]
         return outs[0] if len(outs) == 1 else outs
     return forward
+
+
+@contextlib.contextmanager
+def _float16_ops() -> Iterator[None]:
+    """Gluon's CPU operators that have no float16 kernel (FullyConnected needs cuDNN) raise
+    a typed UnsupportedError naming the fix, not MXNet's engine error."""
+    try:
+        yield
+    except mx.base.MXNetError as e:
+        text = str(e)
+        half = ("float16", "fp16")
+        if not any(h in text.lower() for h in half):
+            raise
+        for _ in range(8):  # drain the engine: a failed op's dependents fail asynchronously,
+            try:            # and would surface at the next model's first sync point
+                nd.waitall()
+                break
+            except mx.base.MXNetError:
+                continue
+        line = next((x for x in text.splitlines() if any(h in x.lower() for h in half)),
+                    text).strip()
+        raise UnsupportedError(
+            f"MXNet cannot run this model in float16 here: {line[:160]}. Gluon stores "
+            f"float16 parameters, but on CPU computes float16 only in some operators; cast "
+            f"to float32 to run: unifparam.cast(net, 'float32').") from None
+
+
+def _inputs(native: Block, inputs: Sequence[Any]) -> list[nd.NDArray]:
+    """The inputs as NDArrays where the model is, floating ones in the dtype of its first
+    floating parameter (Gluon's operators take one dtype: a float16 model, float16 inputs)."""
+    ctx = _model_context(native)
+    xs = [_as_nd(x, ctx) for x in inputs]
+    dtype = next((np.dtype(p.dtype) for p in native.collect_params().values()
+                  if np.dtype(p.dtype).kind == "f"), None)
+    return [x.astype(dtype) if dtype is not None and np.dtype(x.dtype).kind == "f"
+            and np.dtype(x.dtype) != dtype else x for x in xs]
 
 
 def _as_nd(x: Any, ctx: mx.Context | None = None) -> nd.NDArray:

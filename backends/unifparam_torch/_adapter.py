@@ -20,7 +20,7 @@ from torch.nn.utils import parametrize
 
 from unifparam import Backend, NativeParam, Plan, Storage, nn
 from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, default_loss
-from unifparam._convert import numpy_input, to_numpy
+from unifparam._convert import TORCH_VIEWS, numpy_input, to_numpy, torch_numpy
 from unifparam.errors import InitializerError, InputShapeError, UnsupportedError, fmt_shape
 
 from . import _constructed as constructed
@@ -159,7 +159,7 @@ class TorchBackend(Backend):
                 return []
             return super().owned_blocks(native, ref)
         index, first = _local_block(tuple(tensor.shape), tensor.placements, tensor.device_mesh)
-        return [(index, tensor.to_local().cpu().numpy())] if first else []
+        return [(index, torch_numpy(tensor.to_local().cpu()))] if first else []
 
     def mesh_axes(self, mesh: Any) -> dict[str, int]:
         from torch.distributed.device_mesh import DeviceMesh
@@ -177,7 +177,7 @@ class TorchBackend(Backend):
         tensor = getattr(module, attr)
         placements = _placements(mesh, storage.shard)
         index, _ = _local_block(storage.shape, placements, mesh)
-        local = torch.from_numpy(np.ascontiguousarray(block(index))).to(tensor.dtype)
+        local = from_numpy(np.ascontiguousarray(block(index))).to(tensor.dtype)
         dt = DTensor.from_local(local, mesh, placements, run_check=False,
                                 shape=torch.Size(storage.shape),
                                 stride=torch.empty(storage.shape, device="meta").stride())
@@ -195,11 +195,11 @@ class TorchBackend(Backend):
         tensor = getattr(ref[0], ref[1]).detach()
         if _is_dtensor(tensor):  # a collective: every rank of the mesh reads it
             tensor = tensor.full_tensor()
-        return tensor.cpu().numpy()
+        return torch_numpy(tensor.cpu())
 
     def write(self, native: tnn.Module, ref: Ref, value: np.ndarray) -> tnn.Module:
         tensor = getattr(ref[0], ref[1])
-        source = torch.from_numpy(np.asarray(value, order="C"))  # 0-d stays 0-d
+        source = from_numpy(np.asarray(value, order="C"))  # 0-d stays 0-d
         if tensor.is_meta and value.flags.writeable and source.dtype == tensor.dtype:
             # adopt the core's fresh buffer in place: same object, so ties by identity hold
             torch.utils.swap_tensors(tensor, _like(tensor, source))
@@ -231,6 +231,33 @@ class TorchBackend(Backend):
             dm._parameters[da] = tensor
         else:
             dm._buffers[da] = tensor
+        return native
+
+    def dtype_of(self, native: tnn.Module, ref: Ref) -> Any:
+        return getattr(ref[0], ref[1]).dtype
+
+    def set_compute(self, native: tnn.Module, dtype: str | None, mixed: bool) -> tnn.Module:
+        """Mixed precision as torch does it: ``net(X)`` runs under ``torch.autocast``
+        (otherwise torch computes in the parameters' dtype)."""
+        native._unifparam_compute = getattr(torch, dtype) if mixed and dtype else None
+        return native
+
+    def cast(self, native: tnn.Module, ref: Ref, dtype: str) -> tnn.Module:
+        """``tensor.to(dtype)``, swapped into the same Parameter object (as ``module.to``
+        does), so every module holding it sees the new dtype."""
+        module, attr = ref
+        tensor, target = getattr(module, attr), getattr(torch, dtype)
+        if isinstance(tensor, UninitializedTensorMixin):
+            kind = UninitializedParameter if isinstance(tensor, tnn.Parameter) \
+                else UninitializedBuffer
+            _store(module, attr, kind(tensor.requires_grad, tensor.device, target))
+            return native
+        with torch.no_grad():
+            new = _like(tensor, tensor.detach().to(target))
+        try:
+            torch.utils.swap_tensors(tensor, new)
+        except RuntimeError:  # a tensor something else holds a weak reference to
+            _store(module, attr, new)
         return native
 
     def trainable(self, native: tnn.Module, ref: Ref) -> bool:
@@ -307,8 +334,8 @@ class TorchBackend(Backend):
             ) -> tuple[Any, tnn.Module]:
         _check_no_meta_buffers(native)
         device = _model_device(native)
-        with _Mode(native, training), _replicated_inputs(native):
-            return native(*(_as_tensor(x, device) for x in inputs)), native
+        with _Mode(native, training), _replicated_inputs(native), _autocast(native, device):
+            return native(*_inputs(native, inputs, device)), native
 
     def gradients(self, native: tnn.Module, inputs: Sequence[Any],
                   loss: Callable[[Any], Any] | None, refs: Mapping[str, Ref],
@@ -316,8 +343,9 @@ class TorchBackend(Backend):
         tensors = [getattr(m, a) for m, a in refs.values()]
         _check_no_meta_buffers(native)
         device = _model_device(native)
-        with _Mode(native, training), torch.enable_grad(), _replicated_inputs(native):
-            out = native(*(_as_tensor(x, device) for x in inputs))
+        with _Mode(native, training), torch.enable_grad(), _replicated_inputs(native), \
+                _autocast(native, device):
+            out = native(*_inputs(native, inputs, device))
             value = loss(out) if loss is not None else default_loss(
                 out, torch.sum, lambda t: isinstance(t, torch.Tensor) and t.is_floating_point())
             grads = torch.autograd.grad(value, tensors, allow_unused=True)
@@ -447,6 +475,15 @@ def _local_block(shape: tuple[int, ...], placements: Sequence[Any], mesh: Any
     return tuple(index), first
 
 
+def from_numpy(arr: np.ndarray) -> torch.Tensor:
+    """``torch.from_numpy``, bfloat16 and float8 included (shares memory, as it does)."""
+    name = arr.dtype.name
+    if name not in TORCH_VIEWS:
+        return torch.from_numpy(arr)
+    bits = arr.view(np.dtype(TORCH_VIEWS[name]))
+    return torch.from_numpy(bits).view(getattr(torch, name))
+
+
 def _like(template: torch.Tensor, data: torch.Tensor) -> torch.Tensor:
     """``data`` as the same kind of tensor as ``template`` (Parameter or buffer)."""
     if isinstance(template, tnn.Parameter):
@@ -482,7 +519,7 @@ def _fill_defaults(module: tnn.Module, storages: Mapping[str, Storage],
                     f"reset_parameters and the plan gives no fallback. Give the Storage a "
                     f"fallback, or fill='write'.")
             with torch.no_grad():
-                getattr(module, attr).copy_(torch.from_numpy(np.asarray(storage.fallback())))
+                getattr(module, attr).copy_(from_numpy(np.asarray(storage.fallback())))
 
 
 def _reset_only(module: tnn.Module, attrs: Collection[str]) -> None:
@@ -521,6 +558,28 @@ def _uninitialized_to_meta(module: tnn.Module) -> None:
     for b in module._buffers.values():
         if isinstance(b, UninitializedBuffer) and not b.is_meta:
             torch.utils.swap_tensors(b, UninitializedBuffer(b.requires_grad, "meta", b.dtype))
+
+
+def _autocast(native: tnn.Module, device: torch.device | None) -> Any:
+    """``torch.autocast`` to the compute dtype a mixed policy set, else nothing."""
+    dtype = getattr(native, "_unifparam_compute", None)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type if device is not None else "cpu", dtype=dtype)
+
+
+def _inputs(native: tnn.Module, inputs: Sequence[Any], device: torch.device | None
+            ) -> list[torch.Tensor]:
+    """The inputs as tensors on ``device``, floating ones in the dtype of the model's first
+    floating parameter (a bfloat16 model takes numpy float32 inputs; ids stay integers)."""
+    tensors = [_as_tensor(x, device) for x in inputs]
+    if not any(t.is_floating_point() for t in tensors):
+        return tensors
+    dtype = next((p.dtype for p in native.parameters()
+                  if p.is_floating_point() and not isinstance(p, UninitializedTensorMixin)),
+                 None)
+    return [t.to(dtype) if dtype is not None and t.is_floating_point() else t
+            for t in tensors]
 
 
 def _as_tensor(x: Any, device: torch.device | None = None) -> torch.Tensor:

@@ -6,7 +6,9 @@ then a comparison asserts they agree (DESIGN.md §5).
 
 Recorded per case: names, shapes, aliases, summary texts (before and after
 materialization), seeded values (must be bit-identical), outputs on fixed inputs and
-gradients (float32 tolerance).
+gradients (float32 tolerance). Cases built in bfloat16 and float16 (``case@dtype``)
+record their seeded values as bits (bit-identical too) and outputs (their dtype's
+tolerance); a dtype a backend cannot store is recorded as unsupported.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from ._helpers import FancyMLP, MyDense, TwoInputs, inputs, rgnet
 # float32 tolerance; the absolute part scales with the array's largest magnitude, since
 # rounding errors of float32 sums grow with the values summed (an output of 15 carries ~1e-5)
 RTOL, ATOL = 1e-5, 1e-6
+#: dtypes whose seeded values every backend must agree on bit for bit, and the tolerance of
+#: outputs computed in them (a few units of their last place, accumulated differently)
+PRECISIONS = {"bfloat16": 4e-2, "float16": 5e-3}
 
 
 def _tie_decoder(net: Any) -> None:
@@ -72,11 +77,51 @@ def block_cases() -> dict[str, tuple[nn.Layer, Any, int, list[np.ndarray], Calla
     }
 
 
+def precision_cases() -> dict[str, tuple[nn.Layer, Any, int, list[np.ndarray], Callable | None]]:
+    """The cases that run in every dtype of :data:`PRECISIONS` (``name@dtype``)."""
+    every = cases()
+    return {f"{name}@{dtype}": every[name] for dtype in PRECISIONS
+            for name in ("mlp", "conv", "norms", "shared", "autoencoder_transposed_tie",
+                         "embedding")}
+
+
+def _bits(value: np.ndarray) -> np.ndarray:
+    """A bfloat16/float16 array as unsigned ints of its width (npz keeps those exactly)."""
+    return value.view(np.dtype(f"u{value.dtype.itemsize}"))
+
+
+def record_precision(backend: str, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Run every precision case on ``backend`` into ``meta``/``arrays``."""
+    import unifparam as up
+    for name, (spec, initializer, seed, xs, setup) in precision_cases().items():
+        dtype = name.split("@")[1]
+        try:
+            net = up.build(spec, backend=backend, dtype=dtype)
+        except up.UnsupportedError as e:  # MXNet and bfloat16
+            meta["cases"][name] = {"unsupported": str(e)}
+            continue
+        if setup:
+            setup(net)
+        up.initialize(net, initializer, seed=seed)
+        up.materialize(net, *xs)
+        listed = up.params(net)
+        meta["cases"][name] = {
+            "params": [[n, list(p.shape), p.dtype, list(p.aliases), p.trainable]
+                       for n, p in listed.items()]}
+        for n, p in listed.items():
+            arrays[f"{name}/value/{n}"] = _bits(p.numpy())
+        try:
+            arrays[f"{name}/output"] = np.asarray(up.to_numpy(net(*xs)), np.float32)
+        except up.UnsupportedError as e:  # MXNet's CPU operators without float16 kernels
+            meta["cases"][name]["no_output"] = str(e)
+
+
 def record(backend: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Run every case on ``backend``: JSON-able metadata and arrays."""
     import unifparam as up
     meta: dict[str, Any] = {"backend": backend, "cases": {}}
     arrays: dict[str, np.ndarray] = {}
+    record_precision(backend, meta, arrays)
     for name, (spec, initializer, seed, xs, setup) in cases().items():
         try:
             net = up.build(spec, backend=backend)
@@ -124,11 +169,13 @@ def compare(a: tuple[dict, dict], b: tuple[dict, dict]) -> list[str]:
         if "unsupported" in ca or "unsupported" in cb:  # listed by the conformance suite
             continue                                    # as an expected failure instead
         for key in ("params", "summary_before", "summary_after"):
-            if ca[key] != cb[key]:
+            if key in ca and ca[key] != cb[key]:
                 problems.append(f"{who}: {case} {key} differs:\n{ca[key]}\n---\n{cb[key]}")
     unsupported = {c for m in (ma, mb) for c, v in m["cases"].items() if "unsupported" in v}
+    no_output = {f"{c}/output" for m in (ma, mb) for c, v in m["cases"].items()
+                 if "no_output" in v}
     for key in sorted(set(xa) | set(xb)):
-        if key.split("/", 1)[0] in unsupported:
+        if key.split("/", 1)[0] in unsupported or key in no_output:
             continue
         if key not in xa or key not in xb:
             problems.append(f"{who}: {key} recorded by one only")
@@ -139,6 +186,12 @@ def compare(a: tuple[dict, dict], b: tuple[dict, dict]) -> list[str]:
         elif "/value/" in key:
             if not np.array_equal(u, v):
                 problems.append(f"{who}: {key} seeded values not bit-identical "
+                                f"({int((u != v).sum())} of {u.size} differ)")
+        elif "@" in key.split("/", 1)[0]:
+            tol = PRECISIONS[key.split("/", 1)[0].split("@")[1]]
+            if not np.allclose(u, v, rtol=tol, atol=tol * max(1.0, float(np.abs(u).max(
+                    initial=0.0)))):
+                problems.append(f"{who}: {key} differs beyond its dtype's tolerance "
                                 f"(max diff {np.abs(u - v).max():.3g})")
         elif not np.allclose(u, v, rtol=RTOL * 10 if "/grad/" in key else RTOL,
                              atol=ATOL * max(1.0, float(np.abs(u).max(initial=0.0)))):
