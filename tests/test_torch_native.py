@@ -116,7 +116,8 @@ def test_a_block_attribute_named_like_a_module_method_is_a_spec_error():
         def forward(self, x):
             return self.train(x)
 
-    with pytest.raises(up.SpecError, match=r"'train' is taken on some backend \(a method of torch.nn.Module"):
+    with pytest.raises(up.SpecError,
+                       match=r"'train' is taken on some backend \(a method of torch.nn.Module"):
         up.build(Trainer(), backend="torch")
 
 

@@ -15,11 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from ._backend import DEFERRED
+from ._locking import serialized
 from ._model import Model
 from .dtypes import FLOATS, Policy, policies
 from .errors import ArgumentValueError, UnsupportedError
 
 
+@serialized
 def cast(model: Model, dtype: Any) -> Model:
     """Store every parameter of ``model`` (or of one layer handle) in ``dtype``: a dtype
     (``"bfloat16"``, ``torch.float16``, ...), a policy (``"mixed_bfloat16"``: float32
