@@ -21,10 +21,18 @@ import numpy as np
 from flax import linen, traverse_util
 
 from unifparam import Backend, NativeParam, Plan, Storage, nn
-from unifparam._backend import ABSTRACT, DEFERRED, MATERIALIZED, WRITE, default_loss
-from unifparam._buffers import to_layout
-from unifparam._convert import numpy_input
-from unifparam._shards import canonical_shards, native_order, native_shard_maker
+from unifparam.backend import (
+    ABSTRACT,
+    DEFERRED,
+    MATERIALIZED,
+    WRITE,
+    canonical_shards,
+    default_loss,
+    native_order,
+    native_shard_maker,
+    numpy_input,
+    to_layout,
+)
 from unifparam.errors import InputShapeError, UnknownNameError, UnsupportedError
 
 from . import _devices

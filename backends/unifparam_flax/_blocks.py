@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import linen
 
 from unifparam import nn
-from unifparam._binding import Binding, bound
+from unifparam.backend import Binding, bound
 
 #: what the array API standard leaves out (the rest is ``jax.numpy``)
 OPS: dict[str, Callable[..., Any]] = {

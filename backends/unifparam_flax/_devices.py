@@ -17,7 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from unifparam._convert import numpy_input, to_numpy
+from unifparam.backend import numpy_input, to_numpy
 
 PLATFORMS = ("cpu", "gpu", "tpu")
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from flax import linen
 
 from unifparam import Converters, nn
-from unifparam._buffers import kernel_perm
+from unifparam.backend import kernel_perm
 
 from ._blocks import BlockModule, FlaxBinding, _Spec
 

@@ -29,9 +29,15 @@ import numpy as np
 from flax import nnx
 
 from unifparam import Backend, NativeLayer, NativeParam, Plan, Storage, nn
-from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED
-from unifparam._buffers import to_layout
-from unifparam._shards import canonical_shards, native_shard_maker
+from unifparam.backend import (
+    ABSTRACT,
+    DEFAULT,
+    DEFERRED,
+    MATERIALIZED,
+    canonical_shards,
+    native_shard_maker,
+    to_layout,
+)
 from unifparam.errors import UnknownNameError, UnsupportedError
 
 from . import _devices

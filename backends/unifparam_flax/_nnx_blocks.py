@@ -22,7 +22,7 @@ import jax
 from flax import nnx
 
 from unifparam import Storage, nn
-from unifparam._binding import bound
+from unifparam.backend import bound
 
 from ._blocks import FlaxBinding
 from ._nnx_adopt import Constant, module_at

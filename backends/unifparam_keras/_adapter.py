@@ -23,10 +23,20 @@ from typing import Any
 import numpy as np
 
 from unifparam import Backend, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, ALIAS, DEFERRED, MATERIALIZED, WRITE, default_loss
-from unifparam._buffers import to_layout
-from unifparam._convert import numpy_input, to_numpy
-from unifparam._shards import canonical_shards, native_order, native_shard_maker
+from unifparam.backend import (
+    ABSTRACT,
+    ALIAS,
+    DEFERRED,
+    MATERIALIZED,
+    WRITE,
+    canonical_shards,
+    default_loss,
+    native_order,
+    native_shard_maker,
+    numpy_input,
+    to_layout,
+    to_numpy,
+)
 from unifparam.dtypes import EXTENSIONS
 from unifparam.errors import (
     BackendConflictError,
@@ -61,7 +71,7 @@ def _import_keras(variant: str | None) -> None:
                     f"KERAS_BACKEND={variant} before anything imports keras (or use "
                     f"'keras:{current}').")
         elif importlib.util.find_spec(variant) is None:
-            from unifparam._install import command
+            from unifparam.backend import install_command as command
             raise BackendNotInstalledError(
                 f"Backend 'keras:{variant}' needs {variant}, which is not installed. Install "
                 f"it with: {command(variant)}, or pick another Keras backend.")

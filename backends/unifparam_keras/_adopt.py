@@ -29,7 +29,7 @@ from keras.src.models.functional import Functional
 from keras.src.utils.naming import to_snake_case
 
 from unifparam import NativeLayer, NativeParam, nn
-from unifparam._buffers import kernel_perm
+from unifparam.backend import kernel_perm
 from unifparam.roles import STATISTICS, classify, family_of, local_name
 
 

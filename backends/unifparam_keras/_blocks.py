@@ -16,7 +16,7 @@ import keras
 from keras import ops as K  # noqa: N812
 
 from unifparam import nn
-from unifparam._binding import Binding, bound
+from unifparam.backend import Binding, bound
 from unifparam.roles import STATISTICS
 
 from ._adopt import Ref

@@ -18,8 +18,15 @@ from mxnet import autograd, nd
 from mxnet.gluon import Block, HybridBlock, Parameter
 
 from unifparam import Backend, NativeParam, Plan, nn
-from unifparam._backend import ABSTRACT, DEFAULT, DEFERRED, MATERIALIZED, default_loss
-from unifparam._convert import numpy_input, to_numpy
+from unifparam.backend import (
+    ABSTRACT,
+    DEFAULT,
+    DEFERRED,
+    MATERIALIZED,
+    default_loss,
+    numpy_input,
+    to_numpy,
+)
 from unifparam.errors import UnsupportedError
 
 from ._adopt import describe, known_shape, native_param

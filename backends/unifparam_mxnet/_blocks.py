@@ -16,7 +16,7 @@ from mxnet import nd
 from mxnet.gluon import Block
 
 from unifparam import nn
-from unifparam._binding import Binding, bound
+from unifparam.backend import Binding, bound
 
 
 class Scalar(nd.NDArray):

@@ -19,8 +19,18 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter, Unin
 from torch.nn.utils import parametrize
 
 from unifparam import Backend, NativeParam, Plan, Storage, nn
-from unifparam._backend import ABSTRACT, ALIAS, DEFAULT, DEFERRED, MATERIALIZED, default_loss
-from unifparam._convert import TORCH_VIEWS, numpy_input, to_numpy, torch_numpy
+from unifparam.backend import (
+    ABSTRACT,
+    ALIAS,
+    DEFAULT,
+    DEFERRED,
+    MATERIALIZED,
+    TORCH_VIEWS,
+    default_loss,
+    numpy_input,
+    to_numpy,
+    torch_numpy,
+)
 from unifparam.errors import InitializerError, InputShapeError, UnsupportedError, fmt_shape
 
 from . import _constructed as constructed

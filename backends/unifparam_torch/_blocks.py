@@ -18,7 +18,7 @@ from torch import nn as tnn
 from torch.nn.parameter import UninitializedParameter
 
 from unifparam import nn
-from unifparam._binding import Binding, bound
+from unifparam.backend import Binding, bound
 from unifparam.errors import SpecError
 
 #: what the array API standard leaves out (the rest is ``array_api_compat.torch``)
