@@ -17,7 +17,7 @@ from typing import Any
 from . import nn
 from ._backend import DEFERRED, MATERIALIZED, Backend, NativeParam, Plan
 from ._ckptfile import Checkpoint
-from .errors import UnifparamError, UnsupportedError, fmt_shape
+from .errors import SpecCycleError, UnifparamError, UnsupportedError, fmt_shape
 
 Shape = nn.Shape
 #: The tensor table shows at most this many rows (then a count of the rest).
@@ -116,7 +116,10 @@ def _rebuild(ck: Checkpoint) -> tuple[str | None, str]:
     from ._summary import summary
     from ._verbs import tie
     try:
-        spec = spec_from_json(ck.spec_json or "")
+        try:
+            spec = spec_from_json(ck.spec_json or "")
+        except SpecCycleError:  # refused as it is built
+            return None, "contains itself"
         uses = _uses(spec, MAX_SPEC_TENSORS)
         if uses is None:
             return None, "contains itself"

@@ -34,7 +34,7 @@ from ._backend import (
 )
 from ._binding import Binding, bound
 from ._buffers import kernel_perm, to_layout
-from ._convert import numpy_input, to_numpy
+from ._convert import TORCH_VIEWS, numpy_input, to_numpy, torch_numpy
 from ._install import command as install_command
 from ._registry import BackendInfo
 from ._shards import canonical_shards, native_order, native_shard_maker
@@ -52,6 +52,9 @@ __all__ = [
     "Binding", "bound", "default_loss", "output_leaves",
     # values between canonical numpy and native layout
     "kernel_perm", "to_layout", "numpy_input", "to_numpy",
+    # bfloat16 and float8 through a framework without a numpy bridge for them (torch):
+    # moved as unsigned ints of their width
+    "TORCH_VIEWS", "torch_numpy",
     # sharded values' blocks between canonical and native order
     "canonical_shards", "native_order", "native_shard_maker",
     # the install command that works from where unifparam was installed (a clone, a wheel)

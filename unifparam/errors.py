@@ -73,6 +73,10 @@ class SpecError(UnifparamError, ValueError):
     """A layer spec was given arguments it cannot use."""
 
 
+class SpecCycleError(SpecError):
+    """A layer spec that would contain itself (``self.me = self``, a Sequential in itself)."""
+
+
 class SpecTypeError(SpecError, TypeError):
     """A layer spec argument of the wrong type (``Dense(None)``, ``Dropout("a")``)."""
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import InputShapeError, SpecError, SpecTypeError, fmt_shape
+from .errors import InputShapeError, SpecCycleError, SpecError, SpecTypeError, fmt_shape
 
 Shape = tuple[int | None, ...]
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "gelu", "softmax", "identity")
@@ -519,7 +519,7 @@ class Sequential(Layer):
                                 f"string without '.' (names join with '.' into parameter "
                                 f"names).")
             if any(inner is self for _, inner in first_uses(layer)):
-                raise SpecError(f"Sequential: child {key!r} contains this Sequential itself, "
+                raise SpecCycleError(f"Sequential: child {key!r} contains this Sequential itself, "
                                 f"a cycle (a layer cannot be its own sub-layer).")
             self._named[key] = layer
         return self
@@ -731,7 +731,7 @@ def _check_member(block: Block, name: str, value: Any) -> None:
                         f"'.', e.g. {name.replace('.', '_')!r}.")
     for layer in items:
         if isinstance(layer, Layer) and any(inner is block for _, inner in first_uses(layer)):
-            raise SpecError(f"{where}: the layer assigned contains {type(block).__name__} "
+            raise SpecCycleError(f"{where}: the layer assigned contains {type(block).__name__} "
                             f"itself, a cycle (a block cannot be its own sub-layer). Assign "
                             f"sub-layers that do not hold the block.")
 
