@@ -64,6 +64,8 @@ def tests(session: nox.Session) -> None:
     session.install(*CONSTRAINTS, "--no-deps", "keras-hub", "kagglehub", "kagglesdk")
     session.run("ruff", "check", "unifparam", "backends", "tests", "noxfile.py")
     build_docs(session)
+    # the site in headless Chromium (says so and passes where none is installed)
+    session.run("python", "tests/browser_check.py", "site", "--screenshots", "site-screenshots")
     session.run("unifparam", "conformance", "--backend", "all", "--json", "conformance.json")
     for keras_backend in ("jax", "torch"):  # Keras fixes its backend per process
         session.run("pytest", "tests/test_keras_native.py", "-q", "-p", "no:cacheprovider",

@@ -13,9 +13,10 @@ mx = pytest.importorskip("mxnet")
 
 X = np.random.default_rng(0).random((1, 3, 64, 64), dtype=np.float32)
 BIG = np.random.default_rng(0).random((1, 3, 224, 224), dtype=np.float32)
-ZOO = {"resnet18_v1": X, "resnet18_v2": X, "mobilenet0.25": X, "mobilenetv2_0.25": X}
+ZOO = {"resnet18_v1": X, "resnet18_v2": X, "mobilenet0.25": X, "mobilenetv2_0.25": X,
+       "squeezenet1.1": BIG, "densenet121": BIG, "mobilenetv2_1.0": X}
 if os.environ.get("UNIFPARAM_SWEEP") == "full":  # the adoption sweep's longer list
-    ZOO.update({"squeezenet1.1": BIG, "densenet121": BIG, "mobilenetv2_1.0": X})
+    ZOO.update({"resnet34_v1": X, "vgg11": BIG, "alexnet": BIG, "mobilenet1.0": X})
 
 
 def _zoo(name):
