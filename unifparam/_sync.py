@@ -33,12 +33,18 @@ if TYPE_CHECKING:
 
 #: adopted model -> its adapter's structure fingerprint when last listed
 _LISTED: weakref.WeakKeyDictionary[ModelState, Hashable] = weakref.WeakKeyDictionary()
+#: model -> the storages that had memory when it was built (a spec layer whose sizes are
+#: all given is built eagerly): the framework did not materialize those behind the core's
+#: back, so their registered initializers (a layer's own weight_init) are not "skipped"
+_BUILT_WITH_MEMORY: weakref.WeakKeyDictionary[ModelState, frozenset[str]] = \
+    weakref.WeakKeyDictionary()
 
 
 def watch(st: ModelState) -> None:
     """Register with the adapter the callback that applies pending initializers when the
     framework materializes storages itself (holds the state weakly); note the adopted
     model's structure, to see layers added to it later."""
+    _BUILT_WITH_MEMORY[st] = frozenset(n for n in st.slots if st.state_of(n) == MATERIALIZED)
     st.backend.watch(st.native, settler(st))
     if st.spec is None:
         mark = st.backend.structure(st.native)
@@ -61,10 +67,12 @@ def pending(st: ModelState) -> list[str]:
     """Roots with a registered initializer not applied yet whose storage has memory now.
 
     A default nobody chose (``source="default"``: a block's or ``set_seed``'s) is not
-    pending: the framework's own values stand in for it, as the plan's do."""
+    pending: the framework's own values stand in for it, as the plan's do. Nor is a
+    storage that had memory when the model was built: the core fills it at the next verb."""
+    built = _BUILT_WITH_MEMORY.get(st, frozenset())
     return [n for n, s in st.slots.items()
             if s.reg is not None and s.reg.source != "default" and not s.initialized
-            and st.state_of(n) == MATERIALIZED]
+            and n not in built and st.state_of(n) == MATERIALIZED]
 
 
 def apply_pending(st: ModelState) -> list[str]:

@@ -141,3 +141,15 @@ def test_select_by_pattern_fills_whatever_role(build):
     assert (net[0].bias.numpy() == 3).all() and (net[1].bias.numpy() == 3).all()
     up.initialize(net, init.Constant(2), select=lambda p: p.name == "1.weight", force_reinit=True)
     assert (net[1].weight.numpy() == 2).all() and not (net[0].weight.numpy() == 2).all()
+
+
+def test_a_layers_own_initializer_applies_when_every_size_is_given(build):
+    """A layer built with its memory (every size given) still gets its own initializer:
+    the framework's values from construction are defaults, not a skipped registration."""
+    net = build(nn.Sequential(nn.Dense(16, in_features=8, weight_init=init.Constant(0.5)),
+                              nn.Dense(3, weight_init=init.Uniform(-0.07, 0.07))))
+    up.initialize(net, seed=7)
+    net(inputs(2, 8))
+    assert (net[0].weight.numpy() == 0.5).all()
+    w = net[1].weight.numpy()
+    assert abs(w).max() <= 0.07 and w.std() > 0.02
