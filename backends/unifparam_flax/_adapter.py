@@ -41,7 +41,7 @@ from ._layers import SPEC_PARAMS, convert, default_init, layout_perm, relayout
 from ._state import FlaxState, LayerInfo, Leaf, Path, expand, tied_module
 
 
-class FlaxBackend(Backend):
+class FlaxBackend(_devices.JaxDevices, Backend):
     """Flax linen adapter: spec layers become linen modules; the handle owns the variables."""
 
     name = "flax"
@@ -202,18 +202,6 @@ class FlaxBackend(Backend):
         return info.module, traverse_util.unflatten_dict(sub) if sub else {}
 
     # ---- devices -------------------------------------------------------------------
-    def devices(self) -> list[str]:
-        return _devices.names()
-
-    def default_device(self) -> str:
-        return _devices.default()
-
-    def device_name(self, device: Any) -> str | None:
-        return _devices.name_of(device)
-
-    def native_device(self, device: str) -> Any:
-        return _devices.native(device)
-
     def device_of(self, native: FlaxState, ref: Leaf) -> str | None:
         try:
             return _devices.where(native.value(ref.path))

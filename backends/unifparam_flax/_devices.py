@@ -116,3 +116,19 @@ def as_input(x: Any, device: Any = None) -> Any:
     if device is not None and x.devices() != {device}:
         x = jax.device_put(x, device)
     return x
+
+
+class JaxDevices:
+    """The device primitives linen and NNX share: jax's devices under portable names."""
+
+    def devices(self) -> list[str]:
+        return names()
+
+    def default_device(self) -> str:
+        return default()
+
+    def device_name(self, device: Any) -> str | None:
+        return name_of(device)
+
+    def native_device(self, device: str) -> Any:
+        return native(device)

@@ -60,7 +60,7 @@ class NNXModel:
     compute: Any = None  # a mixed policy's compute dtype (set_compute)
 
 
-class NNXBackend(Backend):
+class NNXBackend(_devices.JaxDevices, Backend):
     """Flax NNX adapter: spec layers become ``nnx`` modules; native models are adopted as is."""
 
     name = "flax:nnx"
@@ -275,18 +275,6 @@ class NNXBackend(Backend):
         return module_at(native.module, native.paths[path])
 
     # ---- devices --------------------------------------------------------------------
-    def devices(self) -> list[str]:
-        return _devices.names()
-
-    def default_device(self) -> str:
-        return _devices.default()
-
-    def device_name(self, device: Any) -> str | None:
-        return _devices.name_of(device)
-
-    def native_device(self, device: str) -> Any:
-        return _devices.native(device)
-
     def device_of(self, native: NNXModel, ref: Ref) -> str | None:
         var = variable(native.module, ref)
         return None if var is None else _devices.where(var.get_value())

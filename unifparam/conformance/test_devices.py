@@ -21,7 +21,7 @@ from unifparam import init, nn
 
 from ._helpers import inputs
 
-JAX_BACKENDS = ("flax", "flax:nnx", "keras:jax")
+JAX_BACKENDS = ("flax", "flax:linen", "flax:nnx", "keras:jax")
 INNER = "UNIFPARAM_DEVICES_SUBPROCESS"
 
 
