@@ -269,7 +269,7 @@ def test_an_oversized_index_is_refused_before_parsing(sharded):
         up.load(model(), sharded)
 
 
-def test_a_float64_shard_does_not_load_into_a_float32_model(tmp_path):
+def test_a_float64_shard_is_cast_and_reported_or_refused_with_cast_false(tmp_path):
     safetensors_numpy.save_file({k: v.astype(np.float64) for k, v in ARRAYS.items()
                                  if k.startswith("0.")}, str(tmp_path / "a.safetensors"))
     safetensors_numpy.save_file({k: v for k, v in ARRAYS.items() if k.startswith("1.")},
@@ -280,8 +280,13 @@ def test_a_float64_shard_does_not_load_into_a_float32_model(tmp_path):
     net = model(12)
     before = values(net)
     with pytest.raises(up.CheckpointMismatchError, match="float32 in the model but float64"):
-        up.load_sharded(net, tmp_path)
+        up.load_sharded(net, tmp_path, cast=False)
     assert all(np.array_equal(v, before[k]) for k, v in values(net).items())
+    report = up.load(net, tmp_path)  # cast to the model's dtype, as load_state_dict does
+    assert {(n, a, b) for n, a, b in report.cast} == {
+        ("0.weight", "float64", "float32"), ("0.bias", "float64", "float32")}
+    assert all(v.dtype == np.float32 and np.array_equal(v, ARRAYS[k].astype(np.float32))
+               for k, v in values(net).items())
 
 
 # ---- faults: a killed sharded save, concurrent saves and loads --------------------------

@@ -422,8 +422,10 @@ def test_written_file_is_standard_safetensors_with_digests(tmp_path):
         meta = f.metadata()
     digests = json.loads(meta["digests"])
     import hashlib
-    assert digests == {n: "sha256:" + hashlib.sha256(v.tobytes()).hexdigest()
-                       for n, v in values.items()}
+    # SHA-256 of the dtype and shape, then the bytes: an edited dtype or shape never verifies
+    assert digests == {n: "sha256t:" + hashlib.sha256(
+        f"{v.dtype.name}{list(v.shape)}".encode() + v.tobytes()).hexdigest()
+        for n, v in values.items()}
     assert {k: meta[k] for k in META} == META
 
 

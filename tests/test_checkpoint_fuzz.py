@@ -172,3 +172,33 @@ def test_no_directory_mutant_loads_different_values(original, tmp_path):
             p.unlink()
         work.rmdir()
     assert outcomes["refused"] > DIR_MUTANTS // 2 and outcomes["same"] > 0, outcomes
+
+
+def _as_older_file(blob: bytes) -> bytes:
+    """The same file with the digests files before typed digests carry: SHA-256 of the bytes."""
+    import hashlib
+    n = struct.unpack("<Q", blob[:8])[0]
+    header, data = json.loads(blob[8:8 + n]), blob[8 + n:]
+    header["__metadata__"]["digests"] = json.dumps({
+        name: "sha256:" + hashlib.sha256(data[slice(*entry["data_offsets"])]).hexdigest()
+        for name, entry in header.items() if name != "__metadata__"})
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def test_an_older_file_loads_as_it_is_but_is_never_cast(original, tmp_path):
+    """Its digests do not cover the header's dtypes, so a cast could hide an edited dtype
+    (an F32 entry relabelled I32 keeps its bytes and digest): only exact dtypes load."""
+    blob, want = original
+    path = tmp_path / "older.safetensors"
+    path.write_bytes(_as_older_file(blob))
+    net = up.build(nn.Sequential(nn.Dense(6), nn.Dense(3)), backend="torch")
+    up.load(net, path)
+    assert _same(net, want)
+    edited = _as_older_file(blob).replace(b'"dtype": "F32"', b'"dtype": "I32"', 1)
+    assert edited != _as_older_file(blob)
+    path.write_bytes(edited)
+    net = up.build(nn.Sequential(nn.Dense(6), nn.Dense(3)), backend="torch")
+    with pytest.raises(up.CheckpointMismatchError, match="does not cover dtypes"):
+        up.load(net, path)

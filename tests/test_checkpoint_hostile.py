@@ -346,7 +346,7 @@ def test_corrupted_tensor_bytes_are_named_and_refused(good, tmp_path):
     path.write_bytes(bytes(blob))
     ck = _ckptfile.read(path)  # the header is fine
     with pytest.raises(up.CheckpointFormatError, match="tensor '1.weight' does not match its "
-                                                       "recorded sha256 digest"):
+                                                       "recorded sha256t digest"):
         ck.arrays()
     assert not np.array_equal(_ckptfile.read(path, verify=False).arrays()["1.weight"],
                               ARRAYS["1.weight"])  # the opt-out really skips the check

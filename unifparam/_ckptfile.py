@@ -71,10 +71,34 @@ WRITERS = {"pt": "PyTorch (transformers save_pretrained, or safetensors.torch wi
 #: safetensors dtype code <-> canonical dtype name (bf16 and fp8: ml_dtypes' numpy types).
 DTYPES = dict(_dtypes.FROM_CODE)
 CODES = dict(_dtypes.CODES)
-#: Digest written at save (hashlib; SHA-NI makes it 1.4 GiB/s per core here, blake2b 0.7).
-DIGEST = "sha256"
-#: Digests a reader accepts, with their hex length.
-DIGEST_HEX = {"sha256": 64, "blake2b": 128}
+#: Digest written at save: SHA-256 (hashlib; SHA-NI makes it 1.4 GiB/s per core here,
+#: blake2b 0.7) of the tensor's dtype and shape, then its bytes, so that an edit of the
+#: header's dtype or shape no longer verifies (load casts between dtypes).
+DIGEST = "sha256t"
+#: Digests a reader accepts: name -> (hashlib algorithm, hex length, whether the dtype and
+#: shape are hashed before the bytes). "sha256" is what files before "sha256t" carry.
+DIGESTS = {"sha256t": ("sha256", 64, True), "sha256": ("sha256", 64, False),
+           "blake2b": ("blake2b", 128, False)}
+DIGEST_HEX = {name: size for name, (_, size, _) in DIGESTS.items()}
+
+
+def typed_prefix(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """What a typed digest hashes before a tensor's bytes: its canonical dtype and shape.
+
+    >>> typed_prefix("float32", (3, 4))
+    b'float32[3, 4]'
+    """
+    return f"{dtype}{list(shape)}".encode()
+
+
+def digest_of(alg: str, dtype: str, shape: tuple[int, ...], data: Any) -> str:
+    """The hex digest ``alg`` gives one tensor (its dtype and shape first, if typed)."""
+    name, _, typed = DIGESTS[alg]
+    h = hashlib.new(name)
+    if typed:
+        h.update(typed_prefix(dtype, shape))
+    h.update(data)
+    return h.hexdigest()
 #: Marks a temporary file of a save in progress (or killed): ``.<name>.unifparam-tmp-<hex>``.
 TEMP_MARK = ".unifparam-tmp-"
 #: A temporary file untouched this long and not locked by a live saver is removed by a save.
@@ -220,18 +244,22 @@ class Checkpoint:
             self._map = _map_file(self.path)[0]
         self._check_size()
         view = memoryview(self._map)
-        jobs = [(name, *self.digests[name], view[self.data_start + t.begin:
-                                                 self.data_start + t.end])
+        jobs = [(name, *self.digests[name], t, view[self.data_start + t.begin:
+                                                    self.data_start + t.end])
                 for name, t in self.tensors.items()]
-        total = sum(len(j[3]) for j in jobs)
+        total = sum(len(j[4]) for j in jobs)
         workers = min(len(jobs), os.cpu_count() or 1, 8) if total >= 64 * 2**20 else 1
+
+        def digest(job: tuple[str, str, str, TensorInfo, memoryview]) -> str:
+            _, alg, _, t, data = job
+            return digest_of(alg, t.dtype, t.shape, data)
         if workers > 1:  # hashlib releases the GIL on large buffers
             from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(workers) as pool:
-                got = list(pool.map(lambda j: hashlib.new(j[1], j[3]).hexdigest(), jobs))
+                got = list(pool.map(digest, jobs))
         else:
-            got = [hashlib.new(alg, data).hexdigest() for _, alg, _, data in jobs]
-        for (name, alg, want, _), have in zip(jobs, got):
+            got = [digest(j) for j in jobs]
+        for (name, alg, want, _, _), have in zip(jobs, got):
             if have != want:
                 raise CheckpointFormatError(
                     f"{self.path}: tensor {name!r} does not match its recorded {alg} digest: "
@@ -597,7 +625,9 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Value],
         _write_all(fd, header)
         with _Pipeline(fd) as pipe:
             for key in order:
-                digests[key] = pipe.tensor(_chunks(path, key, *plan[key]))
+                dtype, shape, _ = plan[key]
+                digests[key] = pipe.tensor(_chunks(path, key, *plan[key]),
+                                           typed_prefix(dtype, shape))
         final = _header(plan, offsets, metadata, digests)
         assert len(final) == len(header)  # fixed-width digests: same layout
         os.lseek(fd, 0, os.SEEK_SET)
@@ -796,9 +826,11 @@ class _Pipeline:
         _write_all(self.fd, piece)
         self.start_writeback(self.fd, offset, len(piece))
 
-    def tensor(self, pieces: Iterator[memoryview]) -> str:
-        """Write and hash one tensor's pieces in order; its ``sha256:<hex>`` digest."""
-        h = hashlib.new(DIGEST)
+    def tensor(self, pieces: Iterator[memoryview], prefix: bytes) -> str:
+        """Write and hash one tensor's pieces in order (``prefix``, its dtype and shape,
+        hashed first); its ``sha256t:<hex>`` digest."""
+        h = hashlib.new(DIGESTS[DIGEST][0])
+        h.update(prefix)
         inflight: list[Any] = []  # futures of the pieces in flight, two per piece
         try:
             for piece in pieces:

@@ -81,7 +81,8 @@ def describe(ck: Checkpoint) -> str:
              f"Saved by: unifparam {meta.get('unifparam_version', '?')[:40]} on backend "
              f"{meta.get('backend', '?')[:40]}" if not ck.foreign
              else f"Saved by: not unifparam: {ck.writer}",
-             "Verified: yes, each tensor against its recorded SHA-256" if ck.verified else
+             "Verified: yes, each tensor (bytes, dtype, shape) against its SHA-256"
+             if ck.verified else
              "Verified: no (no digests recorded: values are read as stored)" if ck.foreign
              else "Verified: no (verify=False)"]
     parts = getattr(ck, "parts", None)

@@ -134,13 +134,14 @@ def _save_together(st: Any, directory: str, max_shard_bytes: int) -> None:
 
 @serialized
 def load_sharded(model: Any, directory: str | os.PathLike[str], *, mesh: Any = None,
-                 layout: Any = None) -> Any:
+                 layout: Any = None, cast: bool = True) -> Any:
     """Load a checkpoint directory (or file) into ``model``, reading only the blocks it needs.
 
     Storages not materialized yet are planned from the files' shapes (sharded with
     ``mesh``/``layout``); materialized ones are overwritten whole. :func:`unifparam.load`
-    with placement: the same checks, the same refusals.
+    with placement: the same checks, the same refusals, the same casts (``cast=False``
+    refuses a file dtype other than the model's).
     """
     from .checkpoint import load_into
-    load_into(model, directory, mesh=mesh, layout=layout)
+    load_into(model, directory, mesh=mesh, layout=layout, cast=cast)
     return model

@@ -384,6 +384,13 @@ def _check_cast(ck: Checkpoint, source: str, root: str, have: str, want: str,
             f"'{source}'), and load(..., cast=False) refuses casts. Load with cast=True to "
             f"round it to {want}, or cast the model first: unifparam.cast(net, {have!r}). "
             f"Nothing was loaded.")
+    alg = ck.digests.get(source, ("", ""))[0]
+    if alg and not _ckptfile.DIGESTS[alg][2]:
+        raise CheckpointMismatchError(
+            f"Parameter '{root}' is {want} in the model but {have} in {ck.path} (stored as "
+            f"'{source}'), whose {alg} digest does not cover dtypes (an older unifparam "
+            f"file): a cast could hide an edited header. Load it into a model of its dtype "
+            f"(unifparam.cast(net, {have!r})) and save it again. Nothing was loaded.")
     if not is_float(want):  # integer storage: every value must be exact (checked now)
         try:
             cast_to(ck.arrays()[source], want)
