@@ -122,7 +122,11 @@ def test_notebook_runs_in_a_jupyter_kernel(page, monkeypatch):
     errors = [c for c in nb.cells if c.cell_type == "code"
               and any(o.get("output_type") == "error" for o in c.outputs)]
     assert all("raises-exception" in c.metadata.get("tags", []) for c in errors)
-    assert sum("text/html" in kinds for kinds in shown) >= 3
+    # the two chapters show models and summaries throughout; the other pages where they
+    # print a summary (File I/O, GPUs and others show arrays and devices)
+    wanted = 3 if page.stem in ("parameter-management", "lazy-initialization") else \
+        page.read_text().count("up.summary(")
+    assert sum("text/html" in kinds for kinds in shown) >= wanted
     if "histogram" in page.read_text():
         assert any("image/png" in kinds for kinds in shown)
 
