@@ -70,6 +70,9 @@ def tests(session: nox.Session) -> None:
     for keras_backend in ("jax", "torch"):  # Keras fixes its backend per process
         session.run("pytest", "tests/test_keras_native.py", "-q", "-p", "no:cacheprovider",
                     env={"KERAS_BACKEND": keras_backend})
+    # the checkpoint matrix's keras:jax cells and GPT-2 into keras_hub's GPT2Backbone
+    session.run("pytest", "tests/test_checkpoint_matrix.py", "tests/test_checkpoint_rename.py",
+                "-q", "-p", "no:cacheprovider", "-k", "keras", env={"KERAS_BACKEND": "jax"})
     session.run("pytest", "tests", "-p", "no:cacheprovider", *session.posargs,
                 env={"KERAS_BACKEND": "tensorflow"})
 
