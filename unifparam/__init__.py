@@ -66,7 +66,7 @@ _ON_FIRST_USE = {
     "save": "checkpoint", "load": "checkpoint", "inspect_file": "checkpoint",
     "LoadReport": "checkpoint", "plot_histograms": "_plots",
     "save_sharded": "_sharded", "load_sharded": "_sharded",
-    "devices": "_devices", "num_gpus": "_devices", "to": "_devices",
+    "devices": "_devices", "num_gpus": "_devices", "to": "_verbs",
     "register_backend": "_registry",
     "save_arrays": "_arrays", "load_arrays": "_arrays",
 }
@@ -78,7 +78,7 @@ if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from ._backend import Backend, Converters, NativeLayer, NativeParam, Plan, Storage
     from ._cast import cast
     from ._convert import default_seed, set_seed, to_numpy
-    from ._devices import devices, num_gpus, to
+    from ._devices import devices, num_gpus
     from ._layout import placements
     from ._model import Model, Param
     from ._plots import plot_histograms
@@ -86,7 +86,7 @@ if TYPE_CHECKING:  # what __getattr__ provides, for type checkers and IDEs
     from ._registry import registered as backends
     from ._sharded import load_sharded, save_sharded
     from ._summary import summary
-    from ._verbs import build, gradients, initialize, materialize, params, tie
+    from ._verbs import build, gradients, initialize, materialize, params, tie, to
     from .checkpoint import LoadReport, inspect_file, load, save
 
 

@@ -18,13 +18,10 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ._locking import serialized
 from .errors import ArgumentError, ArgumentValueError, DeviceError
 
 if TYPE_CHECKING:
     from ._backend import Backend
-    from ._model import Model
-    from ._state import ModelState
 
 #: what users type -> the portable kind
 KINDS = {"cpu": "cpu", "host": "cpu", "gpu": "gpu", "cuda": "gpu", "rocm": "gpu",
@@ -112,44 +109,3 @@ def num_gpus(backend: Any = None) -> int:
     0
     """
     return sum(d.startswith("gpu:") for d in devices(backend))
-
-
-def of_state(st: ModelState, roots: list[str] | None = None) -> str:
-    """Where ``roots`` (default: every storage) are: one name, or several comma-joined;
-    with no memory yet, where they will be materialized."""
-    found: list[str] = []
-    for root in st.slots if roots is None else roots:
-        where = st.backend.device_of(st.native, st.slots[root].ref)
-        for name in (where or "").split(","):
-            if name and name not in found:
-                found.append(name)
-    if found:
-        return ",".join(found)
-    return st.device or st.backend.default_device()
-
-
-@serialized
-def to(model: Model, device: Any) -> Model:
-    """Move a built model's parameters and buffers to ``device``; returns the model.
-
-    Names, ties, trainable flags, dtypes and values are kept, and the handle reads
-    everything from the moved storages. Parameters without memory yet (deferred or
-    abstract) are materialized there later. Moving to torch's ``"meta"`` drops values:
-    the next ``materialize`` refills them from their registered initializers.
-
-    >>> unifparam.to(net, "cpu")                  # doctest: +SKIP
-    >>> net.device                                # doctest: +SKIP
-    'cpu:0'
-    """
-    from ._backend import MATERIALIZED
-    from ._verbs import model_handle
-    st = model_handle(model, "to")._st
-    name = check(st.backend, device)
-    held = [r for r in st.slots if st.state_of(r) == MATERIALIZED]
-    if held:
-        st.call("move", name)
-    for root in held:
-        if st.state_of(root) != MATERIALIZED:  # on meta: refilled by the next materialize
-            st.slots[root].initialized = False
-    st.device = None if name == "meta" else name
-    return model

@@ -18,13 +18,39 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from . import nn
+from . import _plan, nn
 from ._backend import DEFERRED, MATERIALIZED
 from ._binding import guarded
 from ._state import ModelState, complete, unify
 from .errors import DataDependentError, InputShapeError
 
 Shape = nn.Shape
+
+
+def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
+    """``net(X)``: a model with blocks not fully materialized is sized on its real first
+    call (:func:`first_call`); any other runs as :func:`unifparam._plan.run` says."""
+    if inputs and _sized_on_first_call(st):
+        _plan.check_indices(st, inputs)
+        return first_call(st, inputs, training)
+    return _plan.run(st, inputs, training)
+
+
+def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any, abstract: bool,
+                mesh: Any = None, layout: Any = None) -> None:
+    """``materialize(net, X)``: with example inputs, a model with blocks is sized on the real
+    forward as ``net(X)`` sizes it; otherwise :func:`unifparam._plan.materialize`."""
+    if inputs and not abstract and mesh is None and layout is None \
+            and st.placement is None and _sized_on_first_call(st):
+        _plan.check_indices(st, inputs)
+        first_call(st, inputs, False)
+        return
+    _plan.materialize(st, inputs, input_shape, abstract, mesh, layout)
+
+
+def _sized_on_first_call(st: ModelState) -> bool:
+    return st.spec is not None and not st.all_in(MATERIALIZED) and any(
+        isinstance(layer, nn.Block) for _, layer in nn.first_uses(st.spec))
 
 class Sizer:
     """Watches one real forward of ``st`` for a layer that still has no storage."""
@@ -58,11 +84,10 @@ class _Unsized(Exception):
 
 def first_call(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
     """Run ``net(*inputs)`` on a model with blocks that is not fully materialized."""
-    from ._plan import input_shapes, trace
     from ._trace import trace_blocks
-    shapes = input_shapes(inputs, None)
+    shapes = _plan.input_shapes(inputs, None, _plan.receiver(st))
     try:
-        layer_inputs, param_shapes = trace(st, shapes)
+        layer_inputs, param_shapes = _plan.trace(st, shapes)
     except DataDependentError:  # what the forward reached before it first tested a value
         partial = trace_blocks(st.spec, shapes, None, partial=True)  # type: ignore[arg-type]
         layer_inputs, param_shapes = _collect(st, partial, "")
@@ -149,7 +174,6 @@ def _materialize(st: ModelState, layer_inputs: dict[str, Shape],
                  param_shapes: dict[str, Shape]) -> bool:
     """Materialize every layer whose storages all have known shapes (one plan); whether
     there was any."""
-    from ._plan import apply, for_shapes
 
     def known(name: str) -> bool:
         root = st.resolve(name)[0]
@@ -161,5 +185,5 @@ def _materialize(st: ModelState, layer_inputs: dict[str, Shape],
         if node.params and all(map(known, node.params.values())):
             todo += [r for r in roots if r not in todo and st.state_of(r) != MATERIALIZED]
     if todo:
-        apply(st, *for_shapes(st, todo, param_shapes, layer_inputs, False))
+        _plan.apply(st, *_plan.for_shapes(st, todo, param_shapes, layer_inputs, False))
     return bool(todo)

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from . import nn
 from ._backend import ABSTRACT, MATERIALIZED
+from ._firstcall import run
 from ._lazy import np
 from ._locking import serialized
-from ._plan import contiguous, run
+from ._plan import contiguous
 from ._state import ModelState, Node, Slot, flip
-from ._sync import check
+from ._sync import check, watch
 from .errors import (
     ArgumentError,
     ArgumentValueError,
@@ -92,8 +93,7 @@ class Param:
     def device(self) -> str:
         """Where the value is, as the framework reports it now: ``"cpu:0"``, ``"gpu:1"``
         (docs/devices.md); before it has memory, where it will be materialized."""
-        from ._devices import of_state
-        return of_state(self._st, [self._st.resolve(self._name)[0]])
+        return self._st.placed_on([self._st.resolve(self._name)[0]])
 
     @property
     def state(self) -> str:
@@ -340,8 +340,7 @@ class Model:
     def device(self) -> str:
         """Where the model's parameters are, read from the framework each time
         (``"cpu:0"``; several comma-joined). Move them with :func:`unifparam.to`."""
-        from ._devices import of_state
-        return of_state(self._st, self._st.roots_under(self._node))
+        return self._st.placed_on(self._st.roots_under(self._node))
 
     @property
     def native(self) -> Any:
@@ -363,7 +362,7 @@ class Model:
         if self.path:
             from .errors import UnsupportedError
             raise UnsupportedError(f"Call the whole model, not layer '{self.path}'.")
-        check(self._st)
+        check(self._st, listing=False)
         return run(self._st, inputs, training)
 
     def _child(self, key: str) -> Model:
@@ -411,6 +410,7 @@ class Model:
         """Unpickled or deep-copied (the native model along): ``__setattr__`` refuses."""
         object.__setattr__(self, "_st", state[0])
         object.__setattr__(self, "_node", state[0].nodes[state[1]])
+        watch(state[0])  # the copy's own native model (its lazy layers) is watched
 
     def apply(self, fn: Any) -> Model:
         """Call ``fn(layer)`` on every sub-layer, children first, then this one (torch's order).

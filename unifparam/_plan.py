@@ -506,12 +506,6 @@ def materialize(st: ModelState, inputs: Sequence[Any], input_shape: Any,
                                f"(without memory). Call materialize(net, X) instead.")
     if mesh is None and st.placement is not None:  # placed when materialized abstractly
         mesh, layout = st.placement
-    if inputs and not abstract and mesh is None and st.spec is not None \
-            and _has_blocks(st.spec) and not st.all_in(MATERIALIZED):
-        from ._firstcall import first_call  # sized on the real forward, as net(X)
-        check_indices(st, inputs)
-        first_call(st, inputs, False)
-        return
     shapes = input_shapes(inputs, input_shape, receiver(st))
     check_indices(st, inputs)
     made = for_materialize(st, inputs, shapes, abstract, mesh, layout)
@@ -539,19 +533,11 @@ def check_call(st: ModelState, inputs: Sequence[Any]) -> None:
     check_indices(st, inputs)
 
 
-def _has_blocks(spec: nn.Layer) -> bool:
-    return any(isinstance(layer, nn.Block) for _, layer in nn.first_uses(spec))
-
-
 def run(st: ModelState, inputs: Sequence[Any], training: bool) -> Any:
     """``net(X)``: materializes on the first call, checks input sizes, runs the backend."""
     if not inputs:
         raise InputShapeError("The model needs an input: net(X).")
     if not st.all_in(MATERIALIZED):
-        if st.spec is not None and _has_blocks(st.spec):
-            from ._firstcall import first_call
-            check_indices(st, inputs)
-            return first_call(st, inputs, training)
         materialize(st, inputs, None, False)
     elif st.spec is not None:
         check_call(st, inputs)

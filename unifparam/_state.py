@@ -122,12 +122,6 @@ class ModelState:
         self.device: str | None = None  # where new storages go (unifparam.to, device=)
         self._index(root)
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        """A copy (pickle, deepcopy) watches its own native model's lazy layers."""
-        self.__dict__.update(state)
-        from ._sync import watch
-        watch(self)
-
     def __reduce_ex__(self, protocol: Any) -> Any:
         """An adopted model of a backend whose layers copy apart from their model (Keras
         pickles each layer by its config) is copied as its native model, adopted again."""
@@ -195,6 +189,17 @@ class ModelState:
             from .dtypes import canonical
             slot.dtype = canonical(live)
         return slot.dtype
+
+    def placed_on(self, roots: list[str] | None = None) -> str:
+        """Where ``roots`` (default: every storage) are, as portable device names: one, or
+        several comma-joined; with no memory yet, where they will be materialized."""
+        found: list[str] = []
+        for root in self.slots if roots is None else roots:
+            where = self.backend.device_of(self.native, self.slots[root].ref)
+            for name in (where or "").split(","):
+                if name and name not in found:
+                    found.append(name)
+        return ",".join(found) or self.device or self.backend.default_device()
 
     def state_of(self, root: str) -> str:
         return self.status(root)[1]
@@ -278,13 +283,11 @@ def state_from_tree(backend: Backend, native: Any, tree: NativeLayer) -> ModelSt
 def readopt(configuration: str, native: Any, regs: dict[str, Any]) -> ModelState:
     """The state of a copied adopted model: adopted again, registrations kept by name."""
     from ._registry import get_backend
-    from ._sync import watch
     backend = get_backend(configuration)
     st = state_from_tree(backend, *backend.adopt(native))
     for name, (reg, initialized) in regs.items():
         if name in st.slots:
             st.slots[name].reg, st.slots[name].initialized = reg, initialized
-    watch(st)
     return st
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
 from ._backend import MATERIALIZED
-from .errors import InitializerSkippedWarning
+from .errors import InitializerSkippedWarning, fmt_names
 
 if TYPE_CHECKING:
     from ._state import ModelState
@@ -43,7 +43,10 @@ _BUILT_WITH_MEMORY: weakref.WeakKeyDictionary[ModelState, frozenset[str]] = \
 def watch(st: ModelState) -> None:
     """Register with the adapter the callback that applies pending initializers when the
     framework materializes storages itself (holds the state weakly); note the adopted
-    model's structure, to see layers added to it later."""
+    model's structure, to see layers added to it later. Once per state: a copy (pickle,
+    deepcopy) is a new state, watched when its handle is restored."""
+    if st in _BUILT_WITH_MEMORY:
+        return
     _BUILT_WITH_MEMORY[st] = frozenset(n for n in st.slots if st.state_of(n) == MATERIALIZED)
     st.backend.watch(st.native, settler(st))
     if st.spec is None:
@@ -95,18 +98,21 @@ def apply_pending(st: ModelState) -> list[str]:
     return names
 
 
-def check(st: ModelState) -> None:
-    """At a verb's start: trainable flags read from the framework again; initializers the
-    framework's own materialization skipped are reported (values kept: they may have
-    been trained since)."""
-    refresh_structure(st)
-    refresh_trainable(st)
+def check(st: ModelState, listing: bool = True) -> None:
+    """At a verb's start: trainable flags and an adopted model's layers read from the
+    framework again (``listing``; a forward needs neither, and skips that walk of the
+    model on every call); initializers the framework's own materialization skipped are
+    reported (values kept: they may have been trained since)."""
+    watch(st)  # a state copied without its handle (a pickled Param) is watched here
+    if listing:
+        refresh_structure(st)
+        refresh_trainable(st)
     skipped = pending(st)
     if not skipped:
         return
     for name in skipped:  # reported once: the values the framework gave are kept
         st.slots[name].initialized = True
-    shown = ", ".join(repr(n) for n in skipped[:5]) + (", ..." if len(skipped) > 5 else "")
+    shown = fmt_names(skipped)
     warnings.warn(
         f"Parameters {shown} were materialized by the {st.backend.configuration} model "
         f"itself (called natively before unifparam sized them), with the framework's "

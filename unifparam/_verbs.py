@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _plan, _sync, nn
+from . import _firstcall, _plan, _sync, nn
 from ._backend import MATERIALIZED
 from ._lazy import np
 from ._locking import serialized
@@ -33,6 +33,7 @@ from .errors import (
     TieError,
     UnknownNameError,
     UnsupportedError,
+    fmt_names,
     fmt_shape,
 )
 from .init import Default, Initializer, as_initializer
@@ -57,7 +58,7 @@ def build(model: Any, backend: str | None = None, *, device: Any = None,
     >>> half = build(nn.Sequential(nn.Dense(8)), backend="torch", dtype="bfloat16")
     """
     if device is not None:
-        from ._devices import check, to
+        from ._devices import check
         be = model._st.backend if isinstance(model, Model) else \
             get_backend(backend or detect(model))
         check(be, device)  # before anything is built
@@ -187,7 +188,7 @@ def initialize(model: Model, init: Initializer | Callable | None = None, *, sele
         st.slots[name].initialized = True
     _plan.materialize_known(st)
     if kept:
-        shown = ", ".join(repr(n) for n in kept[:5]) + (", ..." if len(kept) > 5 else "")
+        shown = fmt_names(kept)
         warnings.warn(f"Parameters {shown} are already initialized; kept their values. Pass "
                       f"force_reinit=True to re-initialize.", AlreadyInitializedWarning,
                       stacklevel=2)
@@ -330,9 +331,9 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     """
     st = model_handle(model, "materialize")._st
     if device is None:
-        _plan.materialize(st, inputs, input_shape, abstract, mesh, layout)
+        _firstcall.materialize(st, inputs, input_shape, abstract, mesh, layout)
         return model
-    from ._devices import check, of_state, to
+    from ._devices import check
     name = check(st.backend, device)
     if mesh is not None:
         raise ArgumentError("materialize(device=..., mesh=...): a mesh places parameters on "
@@ -340,12 +341,38 @@ def materialize(model: Model, *inputs: Any, input_shape: Any = None,
     meta = name == "meta"  # torch's device without memory: abstract materialization
     before, st.device = st.device, (st.device if meta else name)
     try:
-        _plan.materialize(st, inputs, input_shape, abstract or meta, mesh, layout)
+        _firstcall.materialize(st, inputs, input_shape, abstract or meta, mesh, layout)
     except BaseException:
         st.device = before
         raise
-    if any(st.state_of(r) == MATERIALIZED for r in st.slots) and (meta or of_state(st) != name):
+    if any(st.state_of(r) == MATERIALIZED for r in st.slots) and (meta or st.placed_on() != name):
         to(model, name)
+    return model
+
+
+@serialized
+def to(model: Model, device: Any) -> Model:
+    """Move a built model's parameters and buffers to ``device``; returns the model.
+
+    Names, ties, trainable flags, dtypes and values are kept, and the handle reads
+    everything from the moved storages. Parameters without memory yet (deferred or
+    abstract) are materialized there later. Moving to torch's ``"meta"`` drops values:
+    the next ``materialize`` refills them from their registered initializers.
+
+    >>> unifparam.to(net, "cpu")                  # doctest: +SKIP
+    >>> net.device                                # doctest: +SKIP
+    'cpu:0'
+    """
+    from ._devices import check
+    st = model_handle(model, "to")._st
+    name = check(st.backend, device)
+    held = [r for r in st.slots if st.state_of(r) == MATERIALIZED]
+    if held:
+        st.call("move", name)
+    for root in held:
+        if st.state_of(root) != MATERIALIZED:  # on meta: refilled by the next materialize
+            st.slots[root].initialized = False
+    st.device = None if name == "meta" else name
     return model
 
 
@@ -428,7 +455,7 @@ def gradients(model: Model, *inputs: Any, loss: Callable[[Any], Any] | None = No
                             f"output returning a scalar, got {type(loss).__name__}.")
     _plan.input_shapes(inputs, None, _plan.receiver(st))  # typed errors for non-arrays
     if not st.all_in(MATERIALIZED):
-        _plan.materialize(st, inputs, None, False)
+        _firstcall.materialize(st, inputs, None, False)
     elif st.spec is not None:
         _plan.check_call(st, inputs)
     roots = st.roots_under(model._node)

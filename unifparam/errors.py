@@ -14,7 +14,7 @@ layer, the expected and received values, and the fix::
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 class UnifparamError(Exception):
@@ -163,6 +163,15 @@ def closest(name: str, candidates: Iterable[str], n: int = 3) -> str:
     if not matches:
         return ""
     return " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
+
+
+def fmt_names(names: Sequence[str], n: int = 5) -> str:
+    """The first ``n`` of ``names`` quoted, then "..." if there are more.
+
+    >>> fmt_names(["a", "b", "c"], 2)
+    "'a', 'b', ..."
+    """
+    return ", ".join(repr(x) for x in names[:n]) + (", ..." if len(names) > n else "")
 
 
 def fmt_shape(shape: tuple[int | None, ...] | None) -> str:
