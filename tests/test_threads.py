@@ -86,15 +86,7 @@ def test_verbs_on_one_model_from_several_threads_see_only_consistent_states(conf
                worker(lambda i: seen["gradients"].append(up.gradients(net, x))),
                worker(save),
                worker(lambda i: seen["numpy"].append({"0.weight": net[0].weight.numpy()}))]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)  # switch threads often: interleavings inside verbs
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _run_interleaved(threads)
     assert not failures, f"{config}: a verb raised under threads: {failures[0]!r}"
     refs = {"forward": outs, "gradients": grads, "save": values,
             "numpy": [{"0.weight": v["0.weight"]} for v in values]}
@@ -103,6 +95,20 @@ def test_verbs_on_one_model_from_several_threads_see_only_consistent_states(conf
         mixed = [i for i, r in enumerate(results) if not _which(r, refs[what])]
         assert not mixed, (f"{config}: {len(mixed)} of {ROUNDS} {what} results match neither "
                            f"seed's state (first at round {mixed[0]})")
+
+
+def _run_interleaved(threads):
+    """Start and join ``threads``, switching between them often (every 10 us) so that
+    interleavings inside a verb happen: at the default interval torch passed unlocked."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -123,15 +129,7 @@ def test_element_writes_from_several_threads_are_never_lost(config):
         return threading.Thread(target=run)
 
     threads = [writer(r) for r in range(rows)]
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-5)
-    try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    finally:
-        sys.setswitchinterval(interval)
+    _run_interleaved(threads)
     np.testing.assert_array_equal(w.numpy()[:rows], np.full((rows, 16), float(ROUNDS)))
 
 

@@ -548,15 +548,10 @@ def _check_no_meta_buffers(native: tnn.Module) -> None:
     Llama's rotary ``inv_freq`` or BERT's ``position_ids``) hold values only their module's
     constructor computes: built under ``torch.device("meta")`` they have none, and no
     default fills them. Say so, rather than run on missing memory."""
-    meta = [n for n, b in native.named_buffers() if b.is_meta
-            and not isinstance(b, UninitializedTensorMixin)]
+    meta = [name for name, _, _ in constructed.meta_buffers(native, ())]
     if meta:
-        shown = ", ".join(repr(n) for n in meta[:4]) + (", ..." if len(meta) > 4 else "")
-        raise UnsupportedError(
-            f"Buffers {shown} are still on the meta device: they are not parameters (not "
-            f"saved, or not floating point), so their values come from their module's "
-            f"constructor, which unifparam cannot rerun. Construct those modules outside "
-            f"torch.device('meta'), or set the buffers yourself after materialize(net).")
+        raise constructed.unfilled(meta, "cannot run", "set the buffers yourself after "
+                                   "materialize(net)")
 
 
 def _uninitialized_to_meta(module: tnn.Module) -> None:

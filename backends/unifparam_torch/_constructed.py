@@ -26,7 +26,7 @@ import torch
 from torch import nn as tnn
 from torch.nn.parameter import UninitializedTensorMixin
 
-from unifparam.errors import UnsupportedError
+from unifparam.errors import UnsupportedError, fmt_names
 
 Key = tuple[tnn.Module, str]
 
@@ -72,14 +72,19 @@ def recompute(native: tnn.Module, listed: Collection[Key]) -> dict[Key, torch.Te
         values.update({(module, a): v for a, v in got.items()})
         missing += [f"{name}{why}" for name, a in attrs if a not in got]
     if missing:
-        shown = ", ".join(repr(n) for n in missing[:4]) + (", ..." if len(missing) > 4 else "")
-        raise UnsupportedError(
-            f"Buffers {shown} are on the meta device and nothing recomputes them: they are not "
-            f"parameters (not saved, or not floating point), their values come from their "
-            f"module's constructor. Build those modules outside torch.device('meta'), or give "
-            f"them values before materialize (module.register_buffer(name, value, "
-            f"persistent=False)). Nothing was changed.")
+        raise unfilled(missing, "nothing recomputes them", "give them values before "
+                       "materialize (module.register_buffer(name, value, persistent=False)). "
+                       "Nothing was changed")
     return values
+
+
+def unfilled(names: list[str], why: str, fix: str) -> UnsupportedError:
+    """The error for meta buffers without values: not parameters (not saved, or not floating
+    point), their values come from their module's constructor."""
+    return UnsupportedError(
+        f"Buffers {fmt_names(names, 4)} are on the meta device and {why}: they are not "
+        f"parameters (not saved, or not floating point), their values come from their "
+        f"module's constructor. Build those modules outside torch.device('meta'), or {fix}.")
 
 
 def install(values: dict[Key, torch.Tensor]) -> None:
