@@ -84,6 +84,7 @@ def main() -> None:
         dist.barrier()
         if rank == 0:
             print("OK checkpoints", flush=True)
+    dist.barrier()
     dist.destroy_process_group()
 
 
@@ -91,3 +92,9 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     main()
+    # gloo's threads can abort the interpreter's own teardown after a finished run
+    # ("terminate called without an active exception", about one run in five here): every
+    # check has passed and printed by now, so leave without it
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
